@@ -1,0 +1,1331 @@
+//! TOML configuration for chogate, with `CHOGATE_` environment overrides.
+//!
+//! Loading goes: parse the TOML text into a [`toml::Table`], apply the environment
+//! overrides (`CHOGATE_SMSC__0__PASSWORD=x` sets `smsc[0].password`), deserialize
+//! through `serde_path_to_error` so every error names its key, then [`Config::validate`].
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::{Table, Value};
+
+/// Prefix of the environment variables that override configuration keys.
+pub const ENV_PREFIX: &str = "CHOGATE_";
+
+/// Separator between key levels in an override variable name (`CHOGATE_SMPP__WINDOW`).
+const ENV_SEPARATOR: &str = "__";
+
+/// Everything that can go wrong while loading or checking the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The configuration file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file that was being read.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
+    /// The text is not valid TOML; `message` carries toml's line/column report.
+    #[error("{path}: {message}")]
+    Parse {
+        /// Where the text came from (usually the file path).
+        path: String,
+        /// toml's error message, including line and column.
+        message: String,
+    },
+    /// A key has a wrong type, an unknown name or a value that fails validation.
+    #[error("{key}: {message}")]
+    Invalid {
+        /// The key path, e.g. `smsc[1].port` or `smpp_server.accounts[0].system_id`.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A `CHOGATE_` environment variable could not be applied.
+    #[error("environment variable {var}: {message}")]
+    Env {
+        /// The variable name.
+        var: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), message: message.into() }
+}
+
+/// A secret (password) whose `Debug` and `Display` never show the value.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    /// The secret value itself; use only where it is really needed (e.g. a bind PDU).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[database]`: where sessions and shop data live.
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    /// `[http]`: health endpoints and the partner API.
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// `[smpp_server]`: the SMPP listener that USSD centres bind to.
+    #[serde(default)]
+    pub smpp_server: SmppServerConfig,
+    /// `[[smsc]]`: operator SMSCs chogate binds to as a client.
+    #[serde(default)]
+    pub smsc: Vec<SmscConfig>,
+    /// `[smpp]`: engine settings shared by the server and client roles.
+    #[serde(default)]
+    pub smpp: SmppTuning,
+    /// `[ussd]`: USSD session behaviour.
+    #[serde(default)]
+    pub ussd: UssdConfig,
+    /// `[log]`: logging filter and format.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// `[database]` settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// Database URL: `sqlite:...`, `postgres://...` or `postgresql://...`.
+    #[serde(default = "default_database_url")]
+    pub url: String,
+}
+
+fn default_database_url() -> String {
+    "sqlite://chogate.db".to_owned()
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self { url: default_database_url() }
+    }
+}
+
+/// `[http]` settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address the HTTP server listens on (default `127.0.0.1:8080`).
+    #[serde(default = "default_http_listen")]
+    pub listen: SocketAddr,
+}
+
+fn default_http_listen() -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080)
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { listen: default_http_listen() }
+    }
+}
+
+/// `[smpp_server]` settings: the listener USSD centres (ESMEs) bind to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmppServerConfig {
+    /// Address the SMPP server listens on (default `127.0.0.1:2775`).
+    #[serde(default = "default_smpp_listen")]
+    pub listen: SocketAddr,
+    /// `[[smpp_server.accounts]]`: the peers allowed to bind.
+    #[serde(default)]
+    pub accounts: Vec<ServerAccount>,
+}
+
+fn default_smpp_listen() -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 2775)
+}
+
+impl Default for SmppServerConfig {
+    fn default() -> Self {
+        Self { listen: default_smpp_listen(), accounts: Vec::new() }
+    }
+}
+
+/// One account a peer may bind to the SMPP server with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerAccount {
+    /// SMPP system_id, 1..=15 octets, unique across accounts.
+    pub system_id: String,
+    /// SMPP password, 0..=8 octets.
+    pub password: Secret,
+    /// Simultaneous binds allowed for this account (default 8, at least 1).
+    #[serde(default = "default_max_binds")]
+    pub max_binds: u32,
+    /// Outstanding requests chogate sends to this peer (default 50, 1..=10000).
+    #[serde(default = "default_window")]
+    pub window: u32,
+    /// PDU used for USSD screens towards this peer (default `deliver_sm`).
+    #[serde(default)]
+    pub reply_pdu: ReplyPdu,
+    /// How a USSD dialogue is identified across PDUs (default `its_session_info`).
+    #[serde(default)]
+    pub dialogue_key: DialogueKey,
+    /// How screen text is encoded (default `ucs2`).
+    #[serde(default)]
+    pub text_mode: TextMode,
+}
+
+fn default_max_binds() -> u32 {
+    8
+}
+
+fn default_window() -> u32 {
+    50
+}
+
+/// One `[[smsc]]`: an operator SMSC chogate binds to as an ESME.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmscConfig {
+    /// Unique name made of `[A-Za-z0-9_-]`, used in logs and metrics.
+    pub name: String,
+    /// Host name or IP address of the SMSC.
+    pub host: String,
+    /// TCP port of the SMSC (not 0).
+    pub port: u16,
+    /// SMPP system_id, 1..=15 octets.
+    pub system_id: String,
+    /// SMPP password, 0..=8 octets.
+    pub password: Secret,
+    /// SMPP system_type, at most 12 octets (default empty).
+    #[serde(default)]
+    pub system_type: String,
+    /// One transceiver bind or a transmitter + receiver pair (default transceiver).
+    #[serde(default)]
+    pub bind: BindMode,
+    /// Outstanding requests chogate sends to this SMSC (default 50, 1..=10000).
+    #[serde(default = "default_window")]
+    pub window: u32,
+    /// Maximum submits per second; 0 means unthrottled (default 0).
+    #[serde(default)]
+    pub tps: u32,
+    /// MSISDN prefixes (digits only) routed to this SMSC; longest match wins.
+    #[serde(default)]
+    pub route_prefixes: Vec<String>,
+    /// How a USSD dialogue is identified across PDUs (default `its_session_info`).
+    #[serde(default)]
+    pub dialogue_key: DialogueKey,
+    /// How screen text is encoded (default `ucs2`).
+    #[serde(default)]
+    pub text_mode: TextMode,
+    /// First reconnect delay in milliseconds (default 1000, at least 1).
+    #[serde(default = "default_reconnect_min_ms")]
+    pub reconnect_min_ms: u64,
+    /// Largest reconnect delay in milliseconds (default 60000, at least `reconnect_min_ms`).
+    #[serde(default = "default_reconnect_max_ms")]
+    pub reconnect_max_ms: u64,
+    /// TCP connect timeout in milliseconds (default 5000, at least 1).
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+}
+
+fn default_reconnect_min_ms() -> u64 {
+    1000
+}
+
+fn default_reconnect_max_ms() -> u64 {
+    60_000
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    5000
+}
+
+impl SmscConfig {
+    /// First reconnect delay.
+    pub fn reconnect_min(&self) -> Duration {
+        Duration::from_millis(self.reconnect_min_ms)
+    }
+
+    /// Largest reconnect delay.
+    pub fn reconnect_max(&self) -> Duration {
+        Duration::from_millis(self.reconnect_max_ms)
+    }
+
+    /// TCP connect timeout.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+}
+
+/// How chogate binds to an SMSC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum BindMode {
+    /// One `bind_transceiver` session (`"transceiver"`).
+    #[default]
+    #[serde(rename = "transceiver")]
+    Transceiver,
+    /// A `bind_transmitter` plus a `bind_receiver` session (`"transmitter+receiver"`).
+    #[serde(rename = "transmitter+receiver")]
+    TransmitterReceiver,
+}
+
+/// The PDU used to send USSD screens to a peer bound to the SMPP server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplyPdu {
+    /// `deliver_sm` (`"deliver_sm"`).
+    #[default]
+    DeliverSm,
+    /// `submit_sm` (`"submit_sm"`).
+    SubmitSm,
+    /// `data_sm` (`"data_sm"`).
+    DataSm,
+}
+
+/// What identifies one USSD dialogue across PDUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DialogueKey {
+    /// The `its_session_info` TLV (`"its_session_info"`).
+    #[default]
+    ItsSessionInfo,
+    /// The `user_message_reference` TLV (`"user_message_reference"`).
+    UserMessageReference,
+    /// The subscriber's MSISDN alone (`"msisdn"`).
+    Msisdn,
+}
+
+/// How USSD screen text is encoded towards a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TextMode {
+    /// Vietnamese with accents, encoded as UCS2 (`"ucs2"`).
+    #[default]
+    Ucs2,
+    /// Unaccented text in the GSM 03.38 default alphabet (`"gsm"`).
+    Gsm,
+}
+
+/// `[smpp]`: SMPP engine settings shared by the server and client roles.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmppTuning {
+    /// Send `enquire_link` after this many idle seconds (default 30, at least 1).
+    #[serde(default = "default_enquire_link_secs")]
+    pub enquire_link_secs: u64,
+    /// Seconds to wait for a response to a request (default 10, at least 1).
+    #[serde(default = "default_ten_secs")]
+    pub response_timeout_secs: u64,
+    /// Server: a connection must bind within this; client: `bind_resp` wait (default 10, at least 1).
+    #[serde(default = "default_ten_secs")]
+    pub bind_timeout_secs: u64,
+    /// Largest accepted PDU in octets (default 65536, 64..=1048576).
+    #[serde(default = "default_max_pdu_len")]
+    pub max_pdu_len: u32,
+    /// Graceful shutdown: seconds to wait for `unbind_resp` and in-flight requests (default 5).
+    #[serde(default = "default_drain_timeout_secs")]
+    pub drain_timeout_secs: u64,
+    /// Unanswered requests accepted from one peer before `ESME_RTHROTTLED` (default 1000, at least 1).
+    #[serde(default = "default_inbound_window")]
+    pub inbound_window: u32,
+    /// Base delay before answering a failed bind; doubles per consecutive failure from one IP (default 500).
+    #[serde(default = "default_failed_bind_delay_ms")]
+    pub failed_bind_delay_ms: u64,
+    /// Cap on the failed-bind delay in milliseconds (default 10000).
+    #[serde(default = "default_failed_bind_max_delay_ms")]
+    pub failed_bind_max_delay_ms: u64,
+}
+
+fn default_enquire_link_secs() -> u64 {
+    30
+}
+
+fn default_ten_secs() -> u64 {
+    10
+}
+
+fn default_max_pdu_len() -> u32 {
+    65_536
+}
+
+fn default_drain_timeout_secs() -> u64 {
+    5
+}
+
+fn default_inbound_window() -> u32 {
+    1000
+}
+
+fn default_failed_bind_delay_ms() -> u64 {
+    500
+}
+
+fn default_failed_bind_max_delay_ms() -> u64 {
+    10_000
+}
+
+impl Default for SmppTuning {
+    fn default() -> Self {
+        Self {
+            enquire_link_secs: default_enquire_link_secs(),
+            response_timeout_secs: default_ten_secs(),
+            bind_timeout_secs: default_ten_secs(),
+            max_pdu_len: default_max_pdu_len(),
+            drain_timeout_secs: default_drain_timeout_secs(),
+            inbound_window: default_inbound_window(),
+            failed_bind_delay_ms: default_failed_bind_delay_ms(),
+            failed_bind_max_delay_ms: default_failed_bind_max_delay_ms(),
+        }
+    }
+}
+
+impl SmppTuning {
+    /// Idle time after which an `enquire_link` is sent.
+    pub fn enquire_link(&self) -> Duration {
+        Duration::from_secs(self.enquire_link_secs)
+    }
+
+    /// How long to wait for a response to a request.
+    pub fn response_timeout(&self) -> Duration {
+        Duration::from_secs(self.response_timeout_secs)
+    }
+
+    /// How long a bind may take (server: after accept; client: waiting for `bind_resp`).
+    pub fn bind_timeout(&self) -> Duration {
+        Duration::from_secs(self.bind_timeout_secs)
+    }
+
+    /// How long graceful shutdown waits for `unbind_resp` and in-flight requests.
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_secs(self.drain_timeout_secs)
+    }
+
+    /// Base delay before answering a failed bind.
+    pub fn failed_bind_delay(&self) -> Duration {
+        Duration::from_millis(self.failed_bind_delay_ms)
+    }
+
+    /// Cap on the failed-bind delay.
+    pub fn failed_bind_max_delay(&self) -> Duration {
+        Duration::from_millis(self.failed_bind_max_delay_ms)
+    }
+}
+
+/// `[ussd]`: USSD session behaviour.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UssdConfig {
+    /// Seconds of silence after which a USSD session is dropped (default 120, at least 1).
+    #[serde(default = "default_session_timeout_secs")]
+    pub session_timeout_secs: u64,
+    /// Seconds during which a dropped session can be resumed where it left off (default 300).
+    #[serde(default = "default_resume_secs")]
+    pub resume_secs: u64,
+    /// The service code subscribers dial (default `*384#`).
+    #[serde(default = "default_service_code")]
+    pub service_code: String,
+}
+
+fn default_session_timeout_secs() -> u64 {
+    120
+}
+
+fn default_resume_secs() -> u64 {
+    300
+}
+
+fn default_service_code() -> String {
+    "*384#".to_owned()
+}
+
+impl Default for UssdConfig {
+    fn default() -> Self {
+        Self {
+            session_timeout_secs: default_session_timeout_secs(),
+            resume_secs: default_resume_secs(),
+            service_code: default_service_code(),
+        }
+    }
+}
+
+impl UssdConfig {
+    /// Idle time after which a USSD session is dropped.
+    pub fn session_timeout(&self) -> Duration {
+        Duration::from_secs(self.session_timeout_secs)
+    }
+
+    /// Time during which a dropped session can be resumed.
+    pub fn resume(&self) -> Duration {
+        Duration::from_secs(self.resume_secs)
+    }
+}
+
+/// `[log]`: logging settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing `EnvFilter` directive (default `info`).
+    #[serde(default = "default_log_filter")]
+    pub filter: String,
+    /// Output format (default text).
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+fn default_log_filter() -> String {
+    "info".to_owned()
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { filter: default_log_filter(), format: LogFormat::default() }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines (`"text"`).
+    #[default]
+    Text,
+    /// One JSON object per line (`"json"`).
+    Json,
+}
+
+/// Longest SMPP system_id in octets (C-Octet String of 16 including the NUL).
+const MAX_SYSTEM_ID: usize = 15;
+/// Longest SMPP password in octets (9 including the NUL).
+const MAX_PASSWORD: usize = 8;
+/// Longest SMPP system_type in octets (13 including the NUL).
+const MAX_SYSTEM_TYPE: usize = 12;
+/// Largest send window.
+const MAX_WINDOW: u32 = 10_000;
+/// Smallest and largest accepted `max_pdu_len`.
+const PDU_LEN_RANGE: std::ops::RangeInclusive<u32> = 64..=1_048_576;
+
+impl Config {
+    /// Parse TOML text, apply environment overrides from `env` (name, value pairs;
+    /// in production `std::env::vars()`), deserialize, then validate.
+    pub fn from_toml_str(
+        text: &str,
+        origin: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table: Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        let applied = apply_env_overrides(&mut table, env)?;
+        let config: Config = serde_path_to_error::deserialize(Value::Table(table)).map_err(|e| {
+            let key = match e.path().to_string() {
+                root if root == "." => "config".to_owned(),
+                key => key,
+            };
+            // `message()` is toml's text without its own (index-less) `in `key`` suffix.
+            let mut message = e.inner().message().trim_end().to_owned();
+            if let Some(var) = override_for_key(&applied, &key) {
+                message.push_str(&format!(" (set by environment variable {var})"));
+            }
+            invalid(key, message)
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Read the file and call [`Config::from_toml_str`] with the process environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let env = process_env()?;
+        Self::from_toml_str(&text, &path.display().to_string(), env)
+    }
+
+    /// Semantic checks (lengths, ranges, uniqueness, URL scheme, prefix digits);
+    /// the error names the key path, like `smsc[0].window`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let url = &self.database.url;
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return Err(invalid(
+                "database.url",
+                format!("`{}` must start with `sqlite:`, `postgres://` or `postgresql://`", redact_url(url)),
+            ));
+        }
+
+        for (i, account) in self.smpp_server.accounts.iter().enumerate() {
+            let key = format!("smpp_server.accounts[{i}]");
+            check_octets(&format!("{key}.system_id"), &account.system_id, 1, MAX_SYSTEM_ID)?;
+            check_octets(&format!("{key}.password"), account.password.expose(), 0, MAX_PASSWORD)?;
+            if let Some(j) =
+                self.smpp_server.accounts[..i].iter().position(|other| other.system_id == account.system_id)
+            {
+                return Err(invalid(
+                    format!("{key}.system_id"),
+                    format!("duplicate system_id `{}` (also smpp_server.accounts[{j}])", account.system_id),
+                ));
+            }
+            if account.max_binds == 0 {
+                return Err(invalid(format!("{key}.max_binds"), "must be at least 1"));
+            }
+            check_window(&format!("{key}.window"), account.window)?;
+        }
+
+        for (i, smsc) in self.smsc.iter().enumerate() {
+            self.validate_smsc(i, smsc)?;
+        }
+
+        let smpp = &self.smpp;
+        check_at_least_one("smpp.enquire_link_secs", smpp.enquire_link_secs)?;
+        check_at_least_one("smpp.response_timeout_secs", smpp.response_timeout_secs)?;
+        check_at_least_one("smpp.bind_timeout_secs", smpp.bind_timeout_secs)?;
+        if !PDU_LEN_RANGE.contains(&smpp.max_pdu_len) {
+            return Err(invalid(
+                "smpp.max_pdu_len",
+                format!(
+                    "must be between {} and {}, got {}",
+                    PDU_LEN_RANGE.start(),
+                    PDU_LEN_RANGE.end(),
+                    smpp.max_pdu_len
+                ),
+            ));
+        }
+        check_at_least_one("smpp.inbound_window", u64::from(smpp.inbound_window))?;
+        if smpp.failed_bind_max_delay_ms < smpp.failed_bind_delay_ms {
+            return Err(invalid(
+                "smpp.failed_bind_max_delay_ms",
+                format!(
+                    "must be at least smpp.failed_bind_delay_ms ({}), got {}",
+                    smpp.failed_bind_delay_ms, smpp.failed_bind_max_delay_ms
+                ),
+            ));
+        }
+
+        check_at_least_one("ussd.session_timeout_secs", self.ussd.session_timeout_secs)?;
+        if self.ussd.service_code.trim().is_empty() {
+            return Err(invalid("ussd.service_code", "must not be empty"));
+        }
+        Ok(())
+    }
+
+    fn validate_smsc(&self, i: usize, smsc: &SmscConfig) -> Result<(), ConfigError> {
+        let key = format!("smsc[{i}]");
+        if smsc.name.is_empty() {
+            return Err(invalid(format!("{key}.name"), "must not be empty"));
+        }
+        if let Some(c) = smsc.name.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-')) {
+            return Err(invalid(
+                format!("{key}.name"),
+                format!("`{}` contains {c:?}; only letters, digits, `_` and `-` are allowed", smsc.name),
+            ));
+        }
+        if let Some(j) = self.smsc[..i].iter().position(|other| other.name == smsc.name) {
+            return Err(invalid(
+                format!("{key}.name"),
+                format!("duplicate name `{}` (also smsc[{j}])", smsc.name),
+            ));
+        }
+        if smsc.host.trim().is_empty() {
+            return Err(invalid(format!("{key}.host"), "must not be empty"));
+        }
+        if smsc.port == 0 {
+            return Err(invalid(format!("{key}.port"), "must not be 0"));
+        }
+        check_octets(&format!("{key}.system_id"), &smsc.system_id, 1, MAX_SYSTEM_ID)?;
+        check_octets(&format!("{key}.password"), smsc.password.expose(), 0, MAX_PASSWORD)?;
+        check_octets(&format!("{key}.system_type"), &smsc.system_type, 0, MAX_SYSTEM_TYPE)?;
+        check_window(&format!("{key}.window"), smsc.window)?;
+        for (p, prefix) in smsc.route_prefixes.iter().enumerate() {
+            if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(invalid(
+                    format!("{key}.route_prefixes[{p}]"),
+                    format!("`{prefix}` must be a non-empty string of digits"),
+                ));
+            }
+        }
+        check_at_least_one(&format!("{key}.reconnect_min_ms"), smsc.reconnect_min_ms)?;
+        if smsc.reconnect_max_ms < smsc.reconnect_min_ms {
+            return Err(invalid(
+                format!("{key}.reconnect_max_ms"),
+                format!(
+                    "must be at least reconnect_min_ms ({}), got {}",
+                    smsc.reconnect_min_ms, smsc.reconnect_max_ms
+                ),
+            ));
+        }
+        check_at_least_one(&format!("{key}.connect_timeout_ms"), smsc.connect_timeout_ms)?;
+        Ok(())
+    }
+
+    /// The SMSC whose longest route prefix matches an MSISDN (digits, e.g. `84912345678`;
+    /// a leading `+` is ignored). Ties go to the SMSC listed first; `None` if nothing matches.
+    pub fn route_for(&self, msisdn: &str) -> Option<&SmscConfig> {
+        let digits = msisdn.strip_prefix('+').unwrap_or(msisdn);
+        let mut best: Option<(&SmscConfig, usize)> = None;
+        for smsc in &self.smsc {
+            for prefix in &smsc.route_prefixes {
+                if !prefix.is_empty()
+                    && digits.starts_with(prefix.as_str())
+                    && best.is_none_or(|(_, len)| prefix.len() > len)
+                {
+                    best = Some((smsc, prefix.len()));
+                }
+            }
+        }
+        best.map(|(smsc, _)| smsc)
+    }
+}
+
+/// Checks an SMPP C-Octet string: length in octets within `min..=max`, no NUL.
+fn check_octets(key: &str, value: &str, min: usize, max: usize) -> Result<(), ConfigError> {
+    if value.contains('\0') {
+        return Err(invalid(key, "must not contain a NUL character"));
+    }
+    let len = value.len();
+    if len < min || len > max {
+        let message = if min == 0 {
+            format!("must be at most {max} octets (SMPP limit), got {len}")
+        } else {
+            format!("must be {min} to {max} octets (SMPP limit), got {len}")
+        };
+        return Err(invalid(key, message));
+    }
+    Ok(())
+}
+
+fn check_window(key: &str, window: u32) -> Result<(), ConfigError> {
+    if window == 0 || window > MAX_WINDOW {
+        return Err(invalid(key, format!("must be between 1 and {MAX_WINDOW}, got {window}")));
+    }
+    Ok(())
+}
+
+fn check_at_least_one(key: &str, value: u64) -> Result<(), ConfigError> {
+    if value == 0 {
+        return Err(invalid(key, "must be at least 1"));
+    }
+    Ok(())
+}
+
+/// Hides a password in a URL (`scheme://user:pass@host` -> `scheme://user:***@host`).
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+/// The `CHOGATE_` variables of the process environment; a non-UTF-8 one is an error,
+/// other non-UTF-8 variables are skipped.
+fn process_env() -> Result<Vec<(String, String)>, ConfigError> {
+    let mut vars = Vec::new();
+    for (name, value) in std::env::vars_os() {
+        let name_lossy = name.to_string_lossy();
+        if !name_lossy.starts_with(ENV_PREFIX) {
+            continue;
+        }
+        let name = name_lossy.into_owned();
+        match value.into_string() {
+            Ok(value) => vars.push((name, value)),
+            Err(_) => {
+                return Err(ConfigError::Env { var: name, message: "value is not valid UTF-8".to_owned() });
+            }
+        }
+    }
+    Ok(vars)
+}
+
+/// One override that was applied: the variable and the key path it set.
+struct AppliedOverride {
+    var: String,
+    key: String,
+}
+
+/// The variable that set `key` or one of its parents, if any.
+fn override_for_key<'a>(applied: &'a [AppliedOverride], key: &str) -> Option<&'a str> {
+    applied
+        .iter()
+        .rev()
+        .find(|o| {
+            key == o.key
+                || key
+                    .strip_prefix(o.key.as_str())
+                    .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
+        })
+        .map(|o| o.var.as_str())
+}
+
+/// Applies every `CHOGATE_A__B__C=value` variable to the table, in name order.
+/// Variables without `__` after the prefix (like `CHOGATE_CONFIG`) are left to the CLI.
+fn apply_env_overrides(
+    table: &mut Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Vec<AppliedOverride>, ConfigError> {
+    let mut vars: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(name, _)| name.strip_prefix(ENV_PREFIX).is_some_and(|rest| rest.contains(ENV_SEPARATOR)))
+        .collect();
+    vars.sort();
+
+    let mut applied = Vec::with_capacity(vars.len());
+    for (var, raw) in vars {
+        let rest = var.strip_prefix(ENV_PREFIX).unwrap_or_default();
+        let segments: Vec<String> = rest.split(ENV_SEPARATOR).map(str::to_ascii_lowercase).collect();
+        if segments.iter().any(String::is_empty) {
+            return Err(ConfigError::Env {
+                var,
+                message: "empty key segment (use `__` only between keys)".to_owned(),
+            });
+        }
+        match set_in_table(table, &segments, &raw, String::new()) {
+            Ok(key) => applied.push(AppliedOverride { var, key }),
+            Err(message) => return Err(ConfigError::Env { var, message }),
+        }
+    }
+    Ok(applied)
+}
+
+/// Sets `segments` (non-empty) inside `table`; returns the key path that was set.
+fn set_in_table(table: &mut Table, segments: &[String], raw: &str, parent: String) -> Result<String, String> {
+    let Some((name, rest)) = segments.split_first() else {
+        return Err("empty key".to_owned());
+    };
+    let key = if parent.is_empty() { name.clone() } else { format!("{parent}.{name}") };
+    if rest.is_empty() {
+        let value = override_value(raw, table.get(name));
+        table.insert(name.clone(), value);
+        return Ok(key);
+    }
+    if !table.contains_key(name) {
+        if let Some(index) = rest.first().filter(|s| s.parse::<usize>().is_ok()) {
+            return Err(format!("index {index} out of range: {key} is empty"));
+        }
+        table.insert(name.clone(), Value::Table(Table::new()));
+    }
+    match table.get_mut(name) {
+        Some(child) => set_in_value(child, rest, raw, key),
+        None => Err(format!("cannot create {key}")),
+    }
+}
+
+/// Descends into `node` (a table or an array) along `segments` (non-empty).
+fn set_in_value(node: &mut Value, segments: &[String], raw: &str, key: String) -> Result<String, String> {
+    match node {
+        Value::Table(table) => set_in_table(table, segments, raw, key),
+        Value::Array(array) => {
+            let Some((index, rest)) = segments.split_first() else {
+                return Err("empty key".to_owned());
+            };
+            let Ok(i) = index.parse::<usize>() else {
+                return Err(format!("{key} is an array: `{index}` must be a numeric index"));
+            };
+            let len = array.len();
+            let item_key = format!("{key}[{i}]");
+            let Some(item) = array.get_mut(i) else {
+                return Err(format!(
+                    "index {i} out of range: {key} has {len} element{}",
+                    if len == 1 { "" } else { "s" }
+                ));
+            };
+            if rest.is_empty() {
+                *item = override_value(raw, Some(item));
+                Ok(item_key)
+            } else {
+                set_in_value(item, rest, raw, item_key)
+            }
+        }
+        other => Err(format!("{key} is a {}, not a table or array", other.type_str())),
+    }
+}
+
+/// The TOML value for an override: an integer, float, boolean or array if the text
+/// parses as one, otherwise a string. A key that the file already sets to a string
+/// stays a string, so `CHOGATE_SMSC__0__PASSWORD=1234` keeps a numeric password textual.
+fn override_value(raw: &str, existing: Option<&Value>) -> Value {
+    if matches!(existing, Some(Value::String(_))) {
+        return Value::String(raw.to_owned());
+    }
+    match raw.trim().parse::<Value>() {
+        Ok(value @ (Value::Integer(_) | Value::Float(_) | Value::Boolean(_) | Value::Array(_))) => value,
+        _ => Value::String(raw.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+[database]
+url = "sqlite://chogate.db"
+[http]
+listen = "127.0.0.1:8080"
+[smpp_server]
+listen = "127.0.0.1:2775"
+[[smpp_server.accounts]]
+system_id = "ussdc"
+password = "secret1"
+[[smsc]]
+name = "viettel"
+host = "127.0.0.1"
+port = 2776
+system_id = "gw"
+password = "secret"
+bind = "transceiver"
+window = 50
+tps = 0
+route_prefixes = ["8486", "8496"]
+"#;
+
+    fn no_env() -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_str(text, "test.toml", no_env())
+    }
+
+    fn parse_env(text: &str, pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_toml_str(text, "test.toml", env(pairs))
+    }
+
+    fn invalid_key(result: Result<Config, ConfigError>) -> (String, String) {
+        match result {
+            Err(ConfigError::Invalid { key, message }) => (key, message),
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    fn env_error(result: Result<Config, ConfigError>) -> (String, String) {
+        match result {
+            Err(ConfigError::Env { var, message }) => (var, message),
+            other => panic!("expected Env, got {other:?}"),
+        }
+    }
+
+    fn smsc(name: &str, prefixes: &[&str]) -> String {
+        let prefixes: Vec<String> = prefixes.iter().map(|p| format!("\"{p}\"")).collect();
+        format!(
+            "[[smsc]]\nname = \"{name}\"\nhost = \"h\"\nport = 1\nsystem_id = \"gw\"\n\
+             password = \"pw\"\nroute_prefixes = [{}]\n",
+            prefixes.join(", ")
+        )
+    }
+
+    #[test]
+    fn example_should_parse() {
+        let config = parse(EXAMPLE).unwrap();
+        assert_eq!(config.database.url, "sqlite://chogate.db");
+        assert_eq!(config.http.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(config.smpp_server.listen, "127.0.0.1:2775".parse().unwrap());
+        let account = &config.smpp_server.accounts[0];
+        assert_eq!(account.system_id, "ussdc");
+        assert_eq!(account.password.expose(), "secret1");
+        assert_eq!(account.max_binds, 8);
+        assert_eq!(account.window, 50);
+        assert_eq!(account.reply_pdu, ReplyPdu::DeliverSm);
+        assert_eq!(account.dialogue_key, DialogueKey::ItsSessionInfo);
+        assert_eq!(account.text_mode, TextMode::Ucs2);
+        let smsc = &config.smsc[0];
+        assert_eq!(smsc.name, "viettel");
+        assert_eq!(smsc.port, 2776);
+        assert_eq!(smsc.password, Secret::new("secret"));
+        assert_eq!(smsc.bind, BindMode::Transceiver);
+        assert_eq!(smsc.route_prefixes, ["8486", "8496"]);
+        assert_eq!(smsc.system_type, "");
+        assert_eq!(smsc.reconnect_min(), Duration::from_secs(1));
+        assert_eq!(smsc.reconnect_max(), Duration::from_secs(60));
+        assert_eq!(smsc.connect_timeout(), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn empty_file_should_give_defaults() {
+        let config = parse("").unwrap();
+        assert_eq!(config.database.url, "sqlite://chogate.db");
+        assert_eq!(config.http.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(config.smpp_server.listen, "127.0.0.1:2775".parse().unwrap());
+        assert!(config.smpp_server.accounts.is_empty());
+        assert!(config.smsc.is_empty());
+        assert_eq!(config.smpp.enquire_link(), Duration::from_secs(30));
+        assert_eq!(config.smpp.response_timeout(), Duration::from_secs(10));
+        assert_eq!(config.smpp.bind_timeout(), Duration::from_secs(10));
+        assert_eq!(config.smpp.drain_timeout(), Duration::from_secs(5));
+        assert_eq!(config.smpp.max_pdu_len, 65_536);
+        assert_eq!(config.smpp.inbound_window, 1000);
+        assert_eq!(config.smpp.failed_bind_delay(), Duration::from_millis(500));
+        assert_eq!(config.smpp.failed_bind_max_delay(), Duration::from_secs(10));
+        assert_eq!(config.ussd.session_timeout(), Duration::from_secs(120));
+        assert_eq!(config.ussd.resume(), Duration::from_secs(300));
+        assert_eq!(config.ussd.service_code, "*384#");
+        assert_eq!(config.log.filter, "info");
+        assert_eq!(config.log.format, LogFormat::Text);
+        // The Default impls agree with the serde defaults.
+        let default = Config::default();
+        assert_eq!(default.database.url, config.database.url);
+        assert_eq!(default.smpp.max_pdu_len, config.smpp.max_pdu_len);
+        assert_eq!(default.ussd.service_code, config.ussd.service_code);
+        default.validate().unwrap();
+    }
+
+    #[test]
+    fn all_enum_spellings_should_parse() {
+        let text = "[[smpp_server.accounts]]\nsystem_id = \"a\"\npassword = \"\"\n\
+                    reply_pdu = \"data_sm\"\ndialogue_key = \"user_message_reference\"\n\
+                    text_mode = \"gsm\"\n\
+                    [[smpp_server.accounts]]\nsystem_id = \"b\"\npassword = \"\"\n\
+                    reply_pdu = \"submit_sm\"\ndialogue_key = \"msisdn\"\n\
+                    [log]\nformat = \"json\"\n";
+        let text = format!("{text}{}bind = \"transmitter+receiver\"\n", smsc("s", &[]));
+        let config = parse(&text).unwrap();
+        let a = &config.smpp_server.accounts;
+        assert_eq!(a[0].reply_pdu, ReplyPdu::DataSm);
+        assert_eq!(a[0].dialogue_key, DialogueKey::UserMessageReference);
+        assert_eq!(a[0].text_mode, TextMode::Gsm);
+        assert_eq!(a[1].reply_pdu, ReplyPdu::SubmitSm);
+        assert_eq!(a[1].dialogue_key, DialogueKey::Msisdn);
+        assert_eq!(config.smsc[0].bind, BindMode::TransmitterReceiver);
+        assert_eq!(config.log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn syntax_error_should_report_line_and_column() {
+        let err = parse("[http]\nlisten = \n").unwrap_err();
+        let ConfigError::Parse { path, message } = &err else {
+            panic!("expected Parse, got {err:?}");
+        };
+        assert_eq!(path, "test.toml");
+        assert!(message.contains("line 2"), "{message}");
+        assert!(err.to_string().starts_with("test.toml: "), "{err}");
+    }
+
+    #[test]
+    fn unknown_top_level_key_should_be_rejected_naming_it() {
+        let (key, message) = invalid_key(parse("databse = 1\n"));
+        assert!(key.contains("databse") || message.contains("databse"), "{key}: {message}");
+    }
+
+    #[test]
+    fn unknown_nested_key_should_be_rejected_naming_it() {
+        let (key, message) = invalid_key(parse("[http]\nlisen = \"127.0.0.1:1\"\n"));
+        assert!(key.starts_with("http"), "{key}: {message}");
+        assert!(message.contains("lisen"), "{key}: {message}");
+        let text = format!("{EXAMPLE}colour = \"blue\"\n");
+        let (key, message) = invalid_key(parse(&text));
+        assert!(key.starts_with("smsc[0]"), "{key}: {message}");
+        assert!(message.contains("colour"), "{key}: {message}");
+    }
+
+    #[test]
+    fn bad_enum_value_should_be_named() {
+        let text = EXAMPLE.replace("bind = \"transceiver\"", "bind = \"trx\"");
+        let (key, message) = invalid_key(parse(&text));
+        assert_eq!(key, "smsc[0].bind");
+        assert!(message.contains("trx"), "{message}");
+        assert!(!message.contains('\n'), "{message}");
+    }
+
+    #[test]
+    fn wrong_type_should_name_the_key() {
+        let text = EXAMPLE.replace("port = 2776", "port = \"x\"");
+        let (key, _) = invalid_key(parse(&text));
+        assert_eq!(key, "smsc[0].port");
+        let text = EXAMPLE.replace("port = 2776", "port = 70000");
+        let (key, _) = invalid_key(parse(&text));
+        assert_eq!(key, "smsc[0].port");
+        let (key, _) = invalid_key(parse("[http]\nlisten = \"nowhere\"\n"));
+        assert_eq!(key, "http.listen");
+    }
+
+    #[test]
+    fn missing_required_key_should_be_reported() {
+        let text = EXAMPLE.replace("host = \"127.0.0.1\"\n", "");
+        let (key, message) = invalid_key(parse(&text));
+        assert!(key.starts_with("smsc[0]"), "{key}: {message}");
+        assert!(message.contains("host"), "{key}: {message}");
+    }
+
+    #[test]
+    fn env_override_should_set_nested_key() {
+        let config = parse_env(EXAMPLE, &[("CHOGATE_DATABASE__URL", "postgres://db/chogate")]).unwrap();
+        assert_eq!(config.database.url, "postgres://db/chogate");
+    }
+
+    #[test]
+    fn env_override_should_create_missing_tables() {
+        let config = parse_env(
+            "",
+            &[
+                ("CHOGATE_LOG__FILTER", "debug,chogate=trace"),
+                ("CHOGATE_USSD__SERVICE_CODE", "*123#"),
+                ("CHOGATE_HTTP__LISTEN", "0.0.0.0:9000"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.log.filter, "debug,chogate=trace");
+        assert_eq!(config.ussd.service_code, "*123#");
+        assert_eq!(config.http.listen, "0.0.0.0:9000".parse().unwrap());
+    }
+
+    #[test]
+    fn env_override_should_set_a_number() {
+        let config = parse_env("", &[("CHOGATE_SMPP__ENQUIRE_LINK_SECS", "5")]).unwrap();
+        assert_eq!(config.smpp.enquire_link_secs, 5);
+    }
+
+    #[test]
+    fn env_override_should_set_array_element() {
+        let config = parse_env(
+            EXAMPLE,
+            &[
+                ("CHOGATE_SMSC__0__PASSWORD", "newpw"),
+                ("CHOGATE_SMSC__0__PORT", "2999"),
+                ("CHOGATE_SMPP_SERVER__ACCOUNTS__0__MAX_BINDS", "3"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.smsc[0].password.expose(), "newpw");
+        assert_eq!(config.smsc[0].port, 2999);
+        assert_eq!(config.smpp_server.accounts[0].max_binds, 3);
+    }
+
+    #[test]
+    fn env_override_of_a_string_key_should_stay_a_string() {
+        let config = parse_env(EXAMPLE, &[("CHOGATE_SMSC__0__PASSWORD", "12345678")]).unwrap();
+        assert_eq!(config.smsc[0].password.expose(), "12345678");
+    }
+
+    #[test]
+    fn env_override_should_set_an_array() {
+        let config =
+            parse_env(EXAMPLE, &[("CHOGATE_SMSC__0__ROUTE_PREFIXES", r#"["8432", "8433"]"#)]).unwrap();
+        assert_eq!(config.smsc[0].route_prefixes, ["8432", "8433"]);
+    }
+
+    #[test]
+    fn env_override_index_out_of_range_should_be_an_error() {
+        let (var, message) = env_error(parse_env(EXAMPLE, &[("CHOGATE_SMSC__1__PORT", "1")]));
+        assert_eq!(var, "CHOGATE_SMSC__1__PORT");
+        assert!(message.contains("out of range"), "{message}");
+        let (var, message) = env_error(parse_env("", &[("CHOGATE_SMSC__0__PORT", "1")]));
+        assert_eq!(var, "CHOGATE_SMSC__0__PORT");
+        assert!(message.contains("out of range"), "{message}");
+    }
+
+    #[test]
+    fn env_override_of_unknown_key_should_be_rejected() {
+        let (key, message) = invalid_key(parse_env(EXAMPLE, &[("CHOGATE_HTTP__LISEN", "x")]));
+        assert!(key.starts_with("http"), "{key}: {message}");
+        assert!(message.contains("lisen"), "{key}: {message}");
+    }
+
+    #[test]
+    fn env_override_with_bad_value_should_name_the_variable() {
+        let (key, message) = invalid_key(parse_env(EXAMPLE, &[("CHOGATE_SMSC__0__PORT", "abc")]));
+        assert_eq!(key, "smsc[0].port");
+        assert!(message.contains("CHOGATE_SMSC__0__PORT"), "{message}");
+    }
+
+    #[test]
+    fn env_override_into_a_scalar_should_be_an_error() {
+        let (var, _) = env_error(parse_env(EXAMPLE, &[("CHOGATE_DATABASE__URL__X", "1")]));
+        assert_eq!(var, "CHOGATE_DATABASE__URL__X");
+        let (var, _) = env_error(parse_env(EXAMPLE, &[("CHOGATE_SMSC__X__PORT", "1")]));
+        assert_eq!(var, "CHOGATE_SMSC__X__PORT");
+        let (var, _) = env_error(parse_env(EXAMPLE, &[("CHOGATE_SMPP____WINDOW", "1")]));
+        assert_eq!(var, "CHOGATE_SMPP____WINDOW");
+    }
+
+    #[test]
+    fn env_without_double_underscore_should_be_ignored() {
+        let config = parse_env(
+            EXAMPLE,
+            &[("CHOGATE_CONFIG", "/etc/chogate.toml"), ("CHOGATE_LOG", "debug"), ("OTHER__THING", "1")],
+        )
+        .unwrap();
+        assert_eq!(config.log.filter, "info");
+    }
+
+    #[test]
+    fn duplicate_system_id_should_be_rejected() {
+        let text = format!("{EXAMPLE}[[smpp_server.accounts]]\nsystem_id = \"ussdc\"\npassword = \"x\"\n");
+        let (key, message) = invalid_key(parse(&text));
+        assert_eq!(key, "smpp_server.accounts[1].system_id");
+        assert!(message.contains("duplicate"), "{message}");
+    }
+
+    #[test]
+    fn too_long_system_id_should_be_rejected() {
+        let text = EXAMPLE.replace("system_id = \"ussdc\"", "system_id = \"abcdefghijklmnop\"");
+        let (key, _) = invalid_key(parse(&text));
+        assert_eq!(key, "smpp_server.accounts[0].system_id");
+        let text = EXAMPLE.replace("system_id = \"gw\"", "system_id = \"\"");
+        let (key, _) = invalid_key(parse(&text));
+        assert_eq!(key, "smsc[0].system_id");
+        let text = EXAMPLE.replace("system_id = \"ussdc\"", "system_id = \"abcdefghijklmno\"");
+        parse(&text).unwrap();
+    }
+
+    #[test]
+    fn too_long_password_should_be_rejected() {
+        let text = EXAMPLE.replace("password = \"secret1\"", "password = \"123456789\"");
+        let (key, message) = invalid_key(parse(&text));
+        assert_eq!(key, "smpp_server.accounts[0].password");
+        assert!(!message.contains("123456789"), "{message}");
+    }
+
+    #[test]
+    fn port_zero_should_be_rejected() {
+        let text = EXAMPLE.replace("port = 2776", "port = 0");
+        let (key, _) = invalid_key(parse(&text));
+        assert_eq!(key, "smsc[0].port");
+    }
+
+    #[test]
+    fn non_digit_prefix_should_be_rejected() {
+        let text = EXAMPLE.replace("\"8496\"", "\"84x6\"");
+        let (key, _) = invalid_key(parse(&text));
+        assert_eq!(key, "smsc[0].route_prefixes[1]");
+        let text = EXAMPLE.replace("\"8496\"", "\"\"");
+        let (key, _) = invalid_key(parse(&text));
+        assert_eq!(key, "smsc[0].route_prefixes[1]");
+    }
+
+    #[test]
+    fn bad_database_url_should_be_rejected() {
+        let text = EXAMPLE.replace("sqlite://chogate.db", "mysql://u:hunter2@h/db");
+        let (key, message) = invalid_key(parse(&text));
+        assert_eq!(key, "database.url");
+        assert!(!message.contains("hunter2"), "{message}");
+        for ok in ["sqlite::memory:", "postgres://h/db", "postgresql://u:p@h/db"] {
+            let text = EXAMPLE.replace("sqlite://chogate.db", ok);
+            parse(&text).unwrap();
+        }
+    }
+
+    #[test]
+    fn window_zero_should_be_rejected() {
+        let text = EXAMPLE.replace("window = 50", "window = 0");
+        let (key, _) = invalid_key(parse(&text));
+        assert_eq!(key, "smsc[0].window");
+        let text = EXAMPLE.replace("window = 50", "window = 10001");
+        let (key, _) = invalid_key(parse(&text));
+        assert_eq!(key, "smsc[0].window");
+        let text = EXAMPLE.replace("password = \"secret1\"", "password = \"s\"\nwindow = 0");
+        let (key, _) = invalid_key(parse(&text));
+        assert_eq!(key, "smpp_server.accounts[0].window");
+    }
+
+    #[test]
+    fn other_ranges_should_be_checked() {
+        let cases = [
+            ("[smpp]\nmax_pdu_len = 63\n", "smpp.max_pdu_len"),
+            ("[smpp]\nmax_pdu_len = 1048577\n", "smpp.max_pdu_len"),
+            ("[smpp]\nenquire_link_secs = 0\n", "smpp.enquire_link_secs"),
+            ("[smpp]\nresponse_timeout_secs = 0\n", "smpp.response_timeout_secs"),
+            ("[smpp]\nbind_timeout_secs = 0\n", "smpp.bind_timeout_secs"),
+            ("[smpp]\ninbound_window = 0\n", "smpp.inbound_window"),
+            ("[ussd]\nsession_timeout_secs = 0\n", "ussd.session_timeout_secs"),
+        ];
+        for (text, expected) in cases {
+            let (key, _) = invalid_key(parse(text));
+            assert_eq!(key, expected, "{text}");
+        }
+        let smsc_cases = [
+            ("reconnect_min_ms = 0\n", "smsc[0].reconnect_min_ms"),
+            ("reconnect_max_ms = 999\n", "smsc[0].reconnect_max_ms"),
+            ("connect_timeout_ms = 0\n", "smsc[0].connect_timeout_ms"),
+            ("system_type = \"abcdefghijklm\"\n", "smsc[0].system_type"),
+        ];
+        for (extra, expected) in smsc_cases {
+            let text = format!("{}{extra}", smsc("s", &[]));
+            let (key, _) = invalid_key(parse(&text));
+            assert_eq!(key, expected, "{extra}");
+        }
+        let text = format!("{}{}", smsc("a", &[]), smsc("a", &[]));
+        let (key, _) = invalid_key(parse(&text));
+        assert_eq!(key, "smsc[1].name");
+        let (key, _) = invalid_key(parse(&smsc("bad name", &[])));
+        assert_eq!(key, "smsc[0].name");
+        let (key, _) = invalid_key(parse(&smsc("", &[])));
+        assert_eq!(key, "smsc[0].name");
+    }
+
+    #[test]
+    fn debug_should_not_show_passwords() {
+        let config = parse(EXAMPLE).unwrap();
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("secret1"), "{debug}");
+        assert!(!debug.contains("\"secret\""), "{debug}");
+        assert!(debug.contains("Secret(***)"), "{debug}");
+        assert_eq!(format!("{}", Secret::new("x")), "***");
+    }
+
+    #[test]
+    fn route_for_should_pick_longest_prefix() {
+        let text = format!(
+            "{}{}{}",
+            smsc("short", &["84"]),
+            smsc("long", &["8491", "8486"]),
+            smsc("other", &["849"])
+        );
+        let config = parse(&text).unwrap();
+        let name = |msisdn: &str| config.route_for(msisdn).map(|s| s.name.as_str());
+        assert_eq!(name("84912345678"), Some("long"));
+        assert_eq!(name("84931234567"), Some("other"));
+        assert_eq!(name("84861234567"), Some("long"));
+        assert_eq!(name("84701234567"), Some("short"));
+        assert_eq!(name("+84701234567"), Some("short"));
+        assert_eq!(name("85512345678"), None);
+        assert_eq!(name(""), None);
+    }
+
+    #[test]
+    fn load_should_report_unreadable_file() {
+        let err = Config::load(Path::new("/nonexistent/chogate.toml")).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }), "{err:?}");
+        assert!(err.to_string().contains("/nonexistent/chogate.toml"), "{err}");
+    }
+
+    #[test]
+    fn redact_url_should_hide_password() {
+        assert_eq!(redact_url("mysql://u:pw@h/db"), "mysql://u:***@h/db");
+        assert_eq!(redact_url("mysql://h/db"), "mysql://h/db");
+        assert_eq!(redact_url("junk"), "junk");
+    }
+}

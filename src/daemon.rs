@@ -1,0 +1,132 @@
+//! The daemon: binds the listeners, starts the SMSC bind loops and the request dispatcher,
+//! all under one cancellation token and one task tracker.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::http;
+use crate::smpp::client::{self, ClientContext};
+use crate::smpp::server::{self, Accounts, ServerContext};
+use crate::smpp::session::{InboundRequest, Registry};
+use crate::smpp::status;
+
+/// Requests from all SMPP peers waiting for the application, at most.
+const INBOUND_QUEUE: usize = 8192;
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// A listener could not bind its address.
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Listen {
+        /// which listener.
+        what: &'static str,
+        /// the address.
+        addr: SocketAddr,
+        /// why.
+        source: std::io::Error,
+    },
+}
+
+/// A running daemon.
+pub struct Daemon {
+    /// Where the SMPP server listens (useful with port 0).
+    pub smpp_addr: SocketAddr,
+    /// Where the HTTP server listens.
+    pub http_addr: SocketAddr,
+    /// Bound SMPP sessions by label.
+    pub registry: Arc<Registry>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+async fn listen(what: &'static str, addr: SocketAddr) -> Result<TcpListener, DaemonError> {
+    TcpListener::bind(addr).await.map_err(|source| DaemonError::Listen { what, addr, source })
+}
+
+impl Daemon {
+    /// Binds everything and starts serving; returns once the listeners are bound.
+    pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Daemon, DaemonError> {
+        let tracker = TaskTracker::new();
+        let registry = Arc::new(Registry::default());
+
+        let smpp_listener = listen("SMPP server", config.smpp_server.listen).await?;
+        let http_listener = listen("HTTP", config.http.listen).await?;
+        let smpp_addr = smpp_listener.local_addr().map_err(|source| DaemonError::Listen {
+            what: "SMPP server",
+            addr: config.smpp_server.listen,
+            source,
+        })?;
+        let http_addr = http_listener.local_addr().map_err(|source| DaemonError::Listen {
+            what: "HTTP",
+            addr: config.http.listen,
+            source,
+        })?;
+
+        let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
+        tracker.spawn(dispatch(inbound_rx, shutdown.clone()));
+
+        let ctx = ServerContext {
+            accounts: Arc::new(Accounts::new(&config.smpp_server.accounts, &config.smpp)),
+            tuning: config.smpp.clone(),
+            inbound: inbound_tx.clone(),
+            registry: registry.clone(),
+        };
+        tracker.spawn(server::serve(smpp_listener, ctx, shutdown.clone(), tracker.clone()));
+        info!(addr = %smpp_addr, accounts = config.smpp_server.accounts.len(), "SMPP server listening");
+
+        let client_ctx =
+            ClientContext { tuning: config.smpp.clone(), inbound: inbound_tx, registry: registry.clone() };
+        for smsc in &config.smsc {
+            for &kind in client::bind_kinds(smsc.bind) {
+                tracker.spawn(client::run_bind(smsc.clone(), kind, client_ctx.clone(), shutdown.clone()));
+            }
+            info!(name = %smsc.name, host = %smsc.host, port = smsc.port, "SMSC bind started");
+        }
+
+        let state = http::AppState { registry: registry.clone() };
+        let http_shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            if let Err(e) = http::serve(http_listener, state, http_shutdown).await {
+                warn!(error = %e, "HTTP server failed");
+            }
+        });
+        info!(addr = %http_addr, "HTTP listening");
+        Ok(Daemon { smpp_addr, http_addr, registry, shutdown, tracker })
+    }
+
+    /// The token that stops the daemon.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Waits until shutdown has been requested and every task has finished (sessions
+    /// unbound, in-flight requests drained).
+    pub async fn wait(self) {
+        self.shutdown.cancelled().await;
+        self.tracker.close();
+        self.tracker.wait().await;
+        info!("stopped");
+    }
+}
+
+/// Hands requests from SMPP peers to the application. No service is attached to the
+/// engine yet, so each request is refused with a temporary application error: the peer
+/// keeps the message and may retry, nothing is acknowledged and then lost.
+async fn dispatch(mut rx: mpsc::Receiver<InboundRequest>, shutdown: CancellationToken) {
+    loop {
+        let req = tokio::select! {
+            r = rx.recv() => match r { Some(r) => r, None => break },
+            () = shutdown.cancelled() => break,
+        };
+        warn!(label = %req.session.label(), seq = req.pdu.sequence, "no service for this request yet");
+        req.responder.respond(status::ESME_RX_T_APPN, "").await;
+    }
+}

@@ -1,0 +1,18 @@
+//! chogate: an SMPP 3.4 / USSD gateway that lets feature-phone households run a digital
+//! shop by dialling `*384#`.
+//!
+//! Layers, each with its own error enum:
+//! - [`config`]: TOML configuration with `CHOGATE_` environment overrides.
+//! - [`smpp`]: PDU codec, framing, the session actor shared by both roles, server and client.
+//! - [`text`]: GSM 03.38 and UCS2 text, unaccented fallback, screen fitting, SMS splitting.
+//! - [`daemon`]: wires the listeners and binds together under one cancellation token.
+//! - [`cli`]: the command line (`serve`, `check-config`, ...).
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod http;
+pub mod logging;
+pub mod smpp;
+pub mod text;

@@ -1,0 +1,1013 @@
+//! One SMPP session, either role: bind, sequence numbers, a window of outstanding requests
+//! with a response timeout, enquire_link when idle, `generic_nack` for what cannot be
+//! decoded, unbind both ways and a graceful drain on shutdown.
+//!
+//! The session is two loops joined in one future: a reader that owns the protocol state
+//! and a writer that coalesces encoded PDUs into few socket writes. Requests that the
+//! application sends go through a cloneable [`SessionHandle`]; requests that arrive are
+//! handed to the application as [`InboundRequest`]s over a bounded channel, each with a
+//! [`Responder`] that answers on the same connection whenever the application is done.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::frame::{Frame, FrameError, FrameReader};
+use super::pdu::{Bind, BindKind, BindResp, Body, Header, Pdu, Tlvs, cmd, command_name, empty_response};
+use super::status;
+use crate::config::SmppTuning;
+
+/// Which side of the bind this session is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// chogate is the SMSC: the peer (a USSD centre) binds to it.
+    Server,
+    /// chogate is the ESME: it binds to the peer (an operator's SMSC).
+    Client,
+}
+
+/// Where a session is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionState {
+    /// Connected, no bind yet.
+    Open,
+    /// Bound; the kind is the ESME's bind.
+    Bound(BindKind),
+    /// Unbinding or draining: no new requests.
+    Unbinding,
+    /// Closed.
+    Closed,
+}
+
+/// Timers and limits of one session.
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    /// Send enquire_link after this long without receiving anything.
+    pub enquire_link: Duration,
+    /// How long a request waits for its response.
+    pub response_timeout: Duration,
+    /// Server: how long a connection may stay unbound. Client: how long to wait for bind_resp.
+    pub bind_timeout: Duration,
+    /// Graceful shutdown: how long in-flight requests may take.
+    pub drain_timeout: Duration,
+    /// Largest PDU accepted.
+    pub max_pdu_len: u32,
+    /// Outstanding requests chogate sends.
+    pub window: usize,
+    /// Unanswered requests accepted from the peer before ESME_RTHROTTLED.
+    pub inbound_window: usize,
+}
+
+impl Tuning {
+    /// The engine settings with a per-peer window.
+    pub fn new(t: &SmppTuning, window: u32) -> Self {
+        Tuning {
+            enquire_link: t.enquire_link(),
+            response_timeout: t.response_timeout(),
+            bind_timeout: t.bind_timeout(),
+            drain_timeout: t.drain_timeout(),
+            max_pdu_len: t.max_pdu_len,
+            window: window.max(1) as usize,
+            inbound_window: t.inbound_window.max(1) as usize,
+        }
+    }
+}
+
+/// The server's answer to a bind.
+pub enum BindDecision {
+    /// Bind accepted.
+    Accept(Grant),
+    /// Bind refused with this status, answered after `delay` (slows down guessing).
+    Reject {
+        /// command_status of the bind_resp.
+        status: u32,
+        /// wait before answering.
+        delay: Duration,
+    },
+}
+
+/// An accepted bind.
+pub struct Grant {
+    /// Name of the account, for logs and the registry.
+    pub label: Arc<str>,
+    /// The system_id chogate answers with.
+    pub system_id: String,
+    /// Outstanding requests chogate may send on this bind.
+    pub window: usize,
+    /// Released when the session ends (counts binds per account).
+    pub guard: Box<dyn Send + Sync>,
+}
+
+/// Decides binds in the server role.
+pub trait Authenticator: Send + Sync + 'static {
+    /// Accept or refuse a bind from `peer`.
+    fn authenticate(&self, peer: SocketAddr, bind: &Bind) -> BindDecision;
+}
+
+/// The role-specific part of starting a session.
+pub enum RoleParams {
+    /// Accept one bind, checked by the authenticator.
+    Server(Arc<dyn Authenticator>),
+    /// Send this bind first.
+    Client {
+        /// The bind PDU.
+        bind: Bind,
+        /// Name of the SMSC, for logs and the registry.
+        label: Arc<str>,
+    },
+}
+
+/// Everything a session needs besides the socket.
+pub struct SessionParams {
+    /// Role and its parameters.
+    pub role: RoleParams,
+    /// Timers and limits.
+    pub tuning: Tuning,
+    /// Where requests from the peer go.
+    pub inbound: mpsc::Sender<InboundRequest>,
+    /// Bound sessions register here, by label.
+    pub registry: Arc<Registry>,
+    /// Cancelled on daemon shutdown: the session unbinds gracefully.
+    pub shutdown: CancellationToken,
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// The peer closed the connection.
+    PeerClosed,
+    /// The peer unbound.
+    PeerUnbound,
+    /// We unbound on shutdown.
+    Shutdown,
+    /// The peer refused our bind, or we refused theirs.
+    BindRejected(u32),
+    /// No bind (server) or no bind_resp (client) in time.
+    BindTimeout,
+    /// enquire_link went unanswered.
+    LinkDead,
+    /// The byte stream could not be framed any more.
+    Unframeable,
+    /// Socket error.
+    Io(String),
+}
+
+impl SessionEnd {
+    /// Whether the session had been bound before it ended in an orderly way.
+    pub fn was_orderly(&self) -> bool {
+        matches!(self, SessionEnd::PeerUnbound | SessionEnd::Shutdown)
+    }
+}
+
+/// Why a request through a [`SessionHandle`] failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    /// The session is not bound (yet or any more).
+    #[error("session is not bound ({0:?})")]
+    NotBound(SessionState),
+    /// The bind does not allow this PDU in this direction.
+    #[error("a {kind} bind does not allow sending {command}")]
+    NotPermitted {
+        /// the bind kind.
+        kind: &'static str,
+        /// the command.
+        command: &'static str,
+    },
+    /// The session closed before the response came.
+    #[error("session closed")]
+    Closed,
+    /// No response within the response timeout.
+    #[error("no response within {0:?}")]
+    Timeout(Duration),
+    /// The PDU could not be encoded.
+    #[error("cannot encode: {0}")]
+    Encode(#[from] super::pdu::PduError),
+}
+
+/// A request from the peer, handed to the application.
+pub struct InboundRequest {
+    /// The request.
+    pub pdu: Pdu,
+    /// The session it came on (to send requests back on the same bind).
+    pub session: SessionHandle,
+    /// Answers it.
+    pub responder: Responder,
+}
+
+/// Answers one inbound request on its connection. Dropping it unanswered answers
+/// `ESME_RX_T_APPN` so the peer is never left waiting.
+pub struct Responder {
+    sequence: u32,
+    command_id: u32,
+    outbox: mpsc::Sender<Bytes>,
+    _permit: OwnedSemaphorePermit,
+    answered: bool,
+}
+
+impl Responder {
+    /// The sequence number being answered.
+    pub fn sequence(&self) -> u32 {
+        self.sequence
+    }
+
+    /// Answers with a status and message id (empty for deliver_sm_resp).
+    pub async fn respond(self, status: u32, message_id: &str) {
+        let mut body = empty_response(self.command_id).unwrap_or(Body::GenericNack);
+        if let Body::SubmitSmResp(r) | Body::DeliverSmResp(r) | Body::DataSmResp(r) = &mut body {
+            r.message_id = message_id.to_owned();
+        }
+        self.respond_with(status, body).await;
+    }
+
+    /// Answers with a status and a body of one's own making.
+    pub async fn respond_with(mut self, status: u32, body: Body) {
+        self.answered = true;
+        let pdu = Pdu { status, sequence: self.sequence, body };
+        match pdu.to_bytes() {
+            Ok(bytes) => {
+                // The session may be gone; then there is nobody to answer.
+                let _ = self.outbox.send(bytes).await;
+            }
+            Err(e) => warn!(error = %e, "cannot encode response"),
+        }
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        if !self.answered {
+            let body = empty_response(self.command_id).unwrap_or(Body::GenericNack);
+            let pdu = Pdu { status: status::ESME_RX_T_APPN, sequence: self.sequence, body };
+            if let Ok(bytes) = pdu.to_bytes() {
+                let _ = self.outbox.try_send(bytes);
+            }
+        }
+    }
+}
+
+/// Bound sessions by label (account system_id or SMSC name), for whoever sends on them.
+#[derive(Default)]
+pub struct Registry {
+    binds: RwLock<HashMap<Arc<str>, Vec<SessionHandle>>>,
+}
+
+impl Registry {
+    fn add(&self, label: &Arc<str>, handle: SessionHandle) {
+        let mut map = self.binds.write().unwrap_or_else(PoisonError::into_inner);
+        map.entry(label.clone()).or_default().push(handle);
+    }
+
+    fn remove(&self, label: &str, id: u64) {
+        let mut map = self.binds.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(v) = map.get_mut(label) {
+            v.retain(|h| h.shared.id != id);
+            if v.is_empty() {
+                map.remove(label);
+            }
+        }
+    }
+
+    /// The bound sessions under a label.
+    pub fn get(&self, label: &str) -> Vec<SessionHandle> {
+        let map = self.binds.read().unwrap_or_else(PoisonError::into_inner);
+        map.get(label).cloned().unwrap_or_default()
+    }
+
+    /// Every label with how many sessions are bound under it.
+    pub fn summary(&self) -> Vec<(String, usize)> {
+        let map = self.binds.read().unwrap_or_else(PoisonError::into_inner);
+        let mut v: Vec<_> = map.iter().map(|(k, v)| (k.to_string(), v.len())).collect();
+        v.sort();
+        v
+    }
+}
+
+static NEXT_SESSION_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+struct Shared {
+    id: u64,
+    role: Role,
+    peer: SocketAddr,
+    label: RwLock<Arc<str>>,
+    seq: AtomicU32,
+    pending: Mutex<HashMap<u32, oneshot::Sender<Pdu>>>,
+    window: Arc<Semaphore>,
+    window_size: AtomicU32,
+    outbox: mpsc::Sender<Bytes>,
+    state: watch::Sender<SessionState>,
+    done: CancellationToken,
+    response_timeout: Duration,
+}
+
+impl Shared {
+    fn next_seq(&self) -> u32 {
+        // 1..=0x7FFFFFFF, wrapping.
+        loop {
+            let s = self.seq.fetch_add(1, Ordering::Relaxed) & 0x7FFF_FFFF;
+            if s != 0 {
+                return s;
+            }
+        }
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u32, oneshot::Sender<Pdu>>> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Sends requests on a session and watches its state. Cheap to clone.
+#[derive(Clone)]
+pub struct SessionHandle {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for SessionHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionHandle")
+            .field("id", &self.shared.id)
+            .field("label", &self.label())
+            .field("peer", &self.shared.peer)
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+impl SessionHandle {
+    /// The session's role.
+    pub fn role(&self) -> Role {
+        self.shared.role
+    }
+
+    /// The peer's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.shared.peer
+    }
+
+    /// Account system_id (server) or SMSC name (client); the peer address before bind.
+    pub fn label(&self) -> Arc<str> {
+        self.shared.label.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Current state.
+    pub fn state(&self) -> SessionState {
+        *self.shared.state.borrow()
+    }
+
+    /// Waits until the session is bound (returns the bind kind) or ends.
+    pub async fn wait_bound(&self) -> Result<BindKind, SessionError> {
+        let mut rx = self.shared.state.subscribe();
+        loop {
+            match *rx.borrow_and_update() {
+                SessionState::Bound(kind) => return Ok(kind),
+                SessionState::Open => {}
+                other => return Err(SessionError::NotBound(other)),
+            }
+            if rx.changed().await.is_err() {
+                return Err(SessionError::Closed);
+            }
+        }
+    }
+
+    /// Waits until the session has ended.
+    pub async fn closed(&self) {
+        self.shared.done.cancelled().await;
+    }
+
+    /// Sends a request and waits for its response (which may carry an error status, or be a
+    /// generic_nack). Waits for room in the window first.
+    pub async fn request(&self, body: Body) -> Result<Pdu, SessionError> {
+        let s = &self.shared;
+        self.check_may_send(&body)?;
+        let permit = tokio::select! {
+            p = s.window.clone().acquire_owned() => p.map_err(|_| SessionError::Closed)?,
+            () = s.done.cancelled() => return Err(SessionError::Closed),
+        };
+        // The state may have changed while waiting for the window.
+        self.check_may_send(&body)?;
+        let seq = s.next_seq();
+        let bytes = Pdu::new(seq, body).to_bytes()?;
+        let (tx, rx) = oneshot::channel();
+        s.pending().insert(seq, tx);
+        if s.outbox.send(bytes).await.is_err() {
+            s.pending().remove(&seq);
+            return Err(SessionError::Closed);
+        }
+        let deadline = Instant::now() + s.response_timeout;
+        let result = tokio::select! {
+            r = rx => r.map_err(|_| SessionError::Closed),
+            () = sleep_until(deadline) => {
+                s.pending().remove(&seq);
+                Err(SessionError::Timeout(s.response_timeout))
+            }
+        };
+        drop(permit);
+        result
+    }
+
+    fn check_may_send(&self, body: &Body) -> Result<(), SessionError> {
+        let kind = match self.state() {
+            SessionState::Bound(kind) => kind,
+            other => return Err(SessionError::NotBound(other)),
+        };
+        let is_message = matches!(body, Body::SubmitSm(_) | Body::DeliverSm(_) | Body::DataSm(_));
+        // Server: we send to the ESME, which must be bound to receive. Client: we are the
+        // ESME, and must be bound to transmit.
+        let allowed = match self.shared.role {
+            Role::Server => kind.esme_receives(),
+            Role::Client => kind.esme_transmits(),
+        };
+        if is_message && !allowed {
+            return Err(SessionError::NotPermitted {
+                kind: kind.as_str(),
+                command: command_name(body.command_id()),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Where the reader is.
+enum Phase {
+    /// Server: waiting for a bind until the deadline.
+    AwaitBind,
+    /// Client: waiting for the response to our bind.
+    Binding { seq: u32 },
+    /// Bound.
+    Bound(BindKind),
+    /// Waiting for in-flight requests before unbinding (ours, or answering the peer's).
+    Draining { peer_unbind_seq: Option<u32> },
+    /// Our unbind is out; waiting for unbind_resp.
+    Unbinding { seq: u32 },
+}
+
+/// Starts a session on a connected socket. Returns its handle and the future that runs it
+/// until it ends; the caller spawns that future on its task tracker.
+pub fn start(
+    stream: TcpStream,
+    params: SessionParams,
+) -> (SessionHandle, impl Future<Output = SessionEnd> + Send) {
+    let peer = stream.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let _ = stream.set_nodelay(true);
+    let (read_half, write_half) = stream.into_split();
+    let role = match params.role {
+        RoleParams::Server(_) => Role::Server,
+        RoleParams::Client { .. } => Role::Client,
+    };
+    let label: Arc<str> = match &params.role {
+        RoleParams::Server(_) => peer.to_string().into(),
+        RoleParams::Client { label, .. } => label.clone(),
+    };
+    let t = &params.tuning;
+    // Room for every response we may owe and every request we may have out, plus control PDUs.
+    let (outbox, outbox_rx) = mpsc::channel(t.window + t.inbound_window + 64);
+    let (state, _) = watch::channel(SessionState::Open);
+    let shared = Arc::new(Shared {
+        id: NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed),
+        role,
+        peer,
+        label: RwLock::new(label.clone()),
+        seq: AtomicU32::new(1),
+        pending: Mutex::new(HashMap::new()),
+        window: Arc::new(Semaphore::new(t.window)),
+        window_size: AtomicU32::new(t.window as u32),
+        outbox,
+        state,
+        done: CancellationToken::new(),
+        response_timeout: t.response_timeout,
+    });
+    let handle = SessionHandle { shared: shared.clone() };
+    let span = info_span!("smpp", id = shared.id, %peer, role = ?role);
+    let done = shared.done.clone();
+    let reader = Reader {
+        frames: FrameReader::new(read_half, t.max_pdu_len),
+        inbound_permits: Arc::new(Semaphore::new(t.inbound_window)),
+        handle: handle.clone(),
+        params,
+        label,
+        _guard: None,
+        last_rx: Instant::now(),
+        enquire_out: None,
+        deadline: None,
+    };
+    let fut = async move {
+        let write = write_loop(write_half, outbox_rx, done);
+        let (end, ()) = tokio::join!(reader.run(), write);
+        end
+    }
+    .instrument(span);
+    (handle, fut)
+}
+
+struct Reader {
+    frames: FrameReader<tokio::net::tcp::OwnedReadHalf>,
+    inbound_permits: Arc<Semaphore>,
+    handle: SessionHandle,
+    params: SessionParams,
+    label: Arc<str>,
+    _guard: Option<Box<dyn Send + Sync>>,
+    last_rx: Instant,
+    /// Our enquire_link awaiting its response: sequence and when it was sent.
+    enquire_out: Option<(u32, Instant)>,
+    /// Deadline of the current phase (bind, drain, unbind).
+    deadline: Option<Instant>,
+}
+
+enum Step {
+    Continue,
+    Phase(Phase),
+    End(SessionEnd),
+}
+
+impl Reader {
+    fn shared(&self) -> &Shared {
+        &self.handle.shared
+    }
+
+    async fn run(mut self) -> SessionEnd {
+        let t = self.params.tuning.clone();
+        let mut phase = match &self.params.role {
+            RoleParams::Server(_) => {
+                self.deadline = Some(Instant::now() + t.bind_timeout);
+                Phase::AwaitBind
+            }
+            RoleParams::Client { bind, .. } => {
+                let seq = self.shared().next_seq();
+                let bind = bind.clone();
+                self.send(Pdu::new(seq, Body::Bind(bind))).await;
+                self.deadline = Some(Instant::now() + t.bind_timeout);
+                Phase::Binding { seq }
+            }
+        };
+        let mut drain: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(std::future::pending());
+        let shutdown = self.params.shutdown.clone();
+        let done = self.shared().done.clone();
+        let end = loop {
+            let timer = self.next_timer(&phase, &t);
+            let step = tokio::select! {
+                biased;
+                () = done.cancelled() => Step::End(SessionEnd::Io("write failed".into())),
+                () = shutdown.cancelled(), if !matches!(phase, Phase::Draining { .. } | Phase::Unbinding { .. }) => {
+                    match phase {
+                        Phase::Bound(_) => {
+                            info!("shutting down: draining, then unbind");
+                            Step::Phase(Phase::Draining { peer_unbind_seq: None })
+                        }
+                        _ => Step::End(SessionEnd::Shutdown),
+                    }
+                }
+                () = &mut drain => self.drained(&phase).await,
+                frame = self.frames.next() => match frame {
+                    Ok(Some(frame)) => {
+                        self.last_rx = Instant::now();
+                        self.on_frame(frame, &phase).await
+                    }
+                    Ok(None) => Step::End(SessionEnd::PeerClosed),
+                    Err(e) => self.on_frame_error(e).await,
+                },
+                () = sleep_until(timer) => self.on_timer(&phase, &t).await,
+            };
+            match step {
+                Step::Continue => {}
+                Step::End(end) => break end,
+                Step::Phase(next) => {
+                    if let Phase::Draining { .. } = next {
+                        self.shared().state.send_replace(SessionState::Unbinding);
+                        self.deadline = Some(Instant::now() + t.drain_timeout);
+                        drain = Box::pin(wait_all(
+                            self.shared().window.clone(),
+                            self.shared().window_size.load(Ordering::Relaxed),
+                            self.inbound_permits.clone(),
+                            t.inbound_window as u32,
+                        ));
+                    } else {
+                        drain = Box::pin(std::future::pending());
+                    }
+                    if let Phase::Unbinding { .. } = next {
+                        self.deadline = Some(Instant::now() + t.response_timeout);
+                    }
+                    phase = next;
+                }
+            }
+        };
+        self.finish(&end);
+        end
+    }
+
+    fn next_timer(&self, phase: &Phase, t: &Tuning) -> Instant {
+        match phase {
+            Phase::Bound(_) => match self.enquire_out {
+                Some((_, sent)) => sent + t.response_timeout,
+                None => self.last_rx + t.enquire_link,
+            },
+            _ => self.deadline.unwrap_or_else(|| Instant::now() + t.bind_timeout),
+        }
+    }
+
+    async fn on_timer(&mut self, phase: &Phase, t: &Tuning) -> Step {
+        match phase {
+            Phase::AwaitBind => {
+                info!("no bind within {:?}, closing", t.bind_timeout);
+                Step::End(SessionEnd::BindTimeout)
+            }
+            Phase::Binding { .. } => {
+                warn!("no bind_resp within {:?}", t.bind_timeout);
+                Step::End(SessionEnd::BindTimeout)
+            }
+            Phase::Bound(_) => match self.enquire_out {
+                Some((_, sent)) if self.last_rx < sent => {
+                    warn!("enquire_link unanswered for {:?}, closing", t.response_timeout);
+                    Step::End(SessionEnd::LinkDead)
+                }
+                _ => {
+                    let seq = self.shared().next_seq();
+                    self.send(Pdu::new(seq, Body::EnquireLink)).await;
+                    self.enquire_out = Some((seq, Instant::now()));
+                    Step::Continue
+                }
+            },
+            Phase::Draining { .. } => {
+                warn!("drain timed out after {:?}", t.drain_timeout);
+                self.drained(phase).await
+            }
+            Phase::Unbinding { .. } => {
+                warn!("no unbind_resp, closing");
+                Step::End(SessionEnd::Shutdown)
+            }
+        }
+    }
+
+    /// In-flight work is done (or the drain timed out): finish the unbind.
+    async fn drained(&mut self, phase: &Phase) -> Step {
+        match phase {
+            Phase::Draining { peer_unbind_seq: Some(seq) } => {
+                self.send(Pdu::new(*seq, Body::UnbindResp)).await;
+                Step::End(SessionEnd::PeerUnbound)
+            }
+            Phase::Draining { peer_unbind_seq: None } => {
+                let seq = self.shared().next_seq();
+                self.send(Pdu::new(seq, Body::Unbind)).await;
+                Step::Phase(Phase::Unbinding { seq })
+            }
+            _ => Step::Continue,
+        }
+    }
+
+    async fn on_frame_error(&mut self, e: FrameError) -> Step {
+        match e {
+            FrameError::Unframeable { len, header } => {
+                warn!(len, "unframeable command_length, closing");
+                let seq = header.map(|h| h.sequence).unwrap_or(0);
+                self.nack(seq, status::ESME_RINVCMDLEN).await;
+                Step::End(SessionEnd::Unframeable)
+            }
+            FrameError::UnexpectedEof(n) => {
+                debug!(buffered = n, "peer closed inside a PDU");
+                Step::End(SessionEnd::PeerClosed)
+            }
+            FrameError::Io(e) => Step::End(SessionEnd::Io(e.to_string())),
+        }
+    }
+
+    async fn on_frame(&mut self, frame: Frame, phase: &Phase) -> Step {
+        let bytes = match frame {
+            Frame::Pdu(bytes) => bytes,
+            Frame::Oversized(h) => {
+                warn!(
+                    len = h.command_length,
+                    max = self.params.tuning.max_pdu_len,
+                    "oversized PDU discarded"
+                );
+                if !h.is_response() {
+                    self.nack(h.sequence, status::ESME_RINVCMDLEN).await;
+                }
+                return Step::Continue;
+            }
+        };
+        let pdu = match Pdu::decode(&bytes) {
+            Ok(pdu) => pdu,
+            Err(fail) => {
+                let Some(h) = fail.header else { return Step::Continue };
+                warn!(command = command_name(h.command_id), seq = h.sequence, error = %fail.error, "malformed PDU");
+                if h.is_response() {
+                    // Whoever waits for it learns that it came back unusable.
+                    self.complete(Pdu {
+                        status: status::ESME_RINVCMDLEN,
+                        sequence: h.sequence,
+                        body: Body::GenericNack,
+                    });
+                } else {
+                    self.nack(h.sequence, fail.error.nack_status()).await;
+                }
+                return Step::Continue;
+            }
+        };
+        if pdu.is_response() {
+            return self.on_response(pdu, phase);
+        }
+        self.on_request(pdu, phase).await
+    }
+
+    fn on_response(&mut self, pdu: Pdu, phase: &Phase) -> Step {
+        match (&pdu.body, phase) {
+            (Body::BindResp(_), Phase::Binding { seq }) | (Body::GenericNack, Phase::Binding { seq })
+                if pdu.sequence == *seq =>
+            {
+                if pdu.status != status::ESME_ROK {
+                    warn!(status = %status::name(pdu.status), "bind refused by the SMSC");
+                    return Step::End(SessionEnd::BindRejected(pdu.status));
+                }
+                let kind = match &self.params.role {
+                    RoleParams::Client { bind, .. } => bind.kind,
+                    RoleParams::Server(_) => BindKind::Transceiver,
+                };
+                self.bound(kind);
+                Step::Phase(Phase::Bound(kind))
+            }
+            (Body::UnbindResp, Phase::Unbinding { seq }) if pdu.sequence == *seq => {
+                Step::End(SessionEnd::Shutdown)
+            }
+            (Body::EnquireLinkResp, _) => {
+                if self.enquire_out.is_some_and(|(s, _)| s == pdu.sequence) {
+                    self.enquire_out = None;
+                }
+                Step::Continue
+            }
+            _ => {
+                self.complete(pdu);
+                Step::Continue
+            }
+        }
+    }
+
+    /// Hands a response to the request waiting for it.
+    fn complete(&self, pdu: Pdu) {
+        let waiter = self.shared().pending().remove(&pdu.sequence);
+        match waiter {
+            Some(tx) => {
+                let _ = tx.send(pdu);
+            }
+            None => {
+                if self.enquire_out.is_some_and(|(s, _)| s == pdu.sequence) {
+                    return;
+                }
+                debug!(
+                    command = command_name(pdu.command_id()),
+                    seq = pdu.sequence,
+                    "response to no pending request"
+                );
+            }
+        }
+    }
+
+    async fn on_request(&mut self, pdu: Pdu, phase: &Phase) -> Step {
+        let seq = pdu.sequence;
+        let command_id = pdu.command_id();
+        match pdu.body {
+            Body::EnquireLink => {
+                self.send(Pdu::new(seq, Body::EnquireLinkResp)).await;
+                Step::Continue
+            }
+            Body::Bind(bind) => match phase {
+                Phase::AwaitBind => self.on_bind(seq, bind).await,
+                Phase::Bound(_) => {
+                    self.answer(seq, command_id, status::ESME_RALYBND).await;
+                    Step::Continue
+                }
+                _ => {
+                    self.answer(seq, command_id, status::ESME_RINVBNDSTS).await;
+                    Step::Continue
+                }
+            },
+            Body::Unbind => match phase {
+                Phase::Bound(_) => {
+                    info!("peer unbinds");
+                    Step::Phase(Phase::Draining { peer_unbind_seq: Some(seq) })
+                }
+                Phase::Unbinding { .. } | Phase::Draining { .. } => {
+                    // Both sides unbinding at once: answer and close.
+                    self.send(Pdu::new(seq, Body::UnbindResp)).await;
+                    Step::End(SessionEnd::PeerUnbound)
+                }
+                _ => {
+                    self.answer(seq, command_id, status::ESME_RINVBNDSTS).await;
+                    Step::Continue
+                }
+            },
+            Body::Outbind(_) => {
+                self.nack(seq, status::ESME_RINVBNDSTS).await;
+                Step::Continue
+            }
+            body @ (Body::SubmitSm(_) | Body::DeliverSm(_) | Body::DataSm(_)) => {
+                let kind = match phase {
+                    Phase::Bound(kind) => *kind,
+                    Phase::Draining { .. } | Phase::Unbinding { .. } => {
+                        self.answer(seq, command_id, status::ESME_RTHROTTLED).await;
+                        return Step::Continue;
+                    }
+                    _ => {
+                        self.answer(seq, command_id, status::ESME_RINVBNDSTS).await;
+                        return Step::Continue;
+                    }
+                };
+                let allowed = match self.shared().role {
+                    Role::Server => kind.esme_transmits(),
+                    Role::Client => kind.esme_receives(),
+                };
+                if !allowed {
+                    self.answer(seq, command_id, status::ESME_RINVBNDSTS).await;
+                    return Step::Continue;
+                }
+                self.dispatch(Pdu { status: pdu.status, sequence: seq, body }).await;
+                Step::Continue
+            }
+            // Responses never reach here.
+            Body::BindResp(_)
+            | Body::UnbindResp
+            | Body::EnquireLinkResp
+            | Body::GenericNack
+            | Body::SubmitSmResp(_)
+            | Body::DeliverSmResp(_)
+            | Body::DataSmResp(_) => Step::Continue,
+        }
+    }
+
+    async fn dispatch(&mut self, pdu: Pdu) {
+        let seq = pdu.sequence;
+        let command_id = pdu.command_id();
+        let Ok(permit) = self.inbound_permits.clone().try_acquire_owned() else {
+            self.answer(seq, command_id, status::ESME_RTHROTTLED).await;
+            return;
+        };
+        let responder = Responder {
+            sequence: seq,
+            command_id,
+            outbox: self.shared().outbox.clone(),
+            _permit: permit,
+            answered: false,
+        };
+        let req = InboundRequest { pdu, session: self.handle.clone(), responder };
+        match self.params.inbound.try_send(req) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(req)) => {
+                req.responder.respond(status::ESME_RTHROTTLED, "").await
+            }
+            Err(mpsc::error::TrySendError::Closed(req)) => {
+                req.responder.respond(status::ESME_RX_T_APPN, "").await
+            }
+        }
+    }
+
+    async fn on_bind(&mut self, seq: u32, bind: Bind) -> Step {
+        let RoleParams::Server(auth) = &self.params.role else {
+            self.answer(seq, Body::Bind(bind).command_id(), status::ESME_RINVBNDSTS).await;
+            return Step::Continue;
+        };
+        let kind = bind.kind;
+        match auth.authenticate(self.shared().peer, &bind) {
+            BindDecision::Accept(grant) => {
+                let resp =
+                    Body::BindResp(BindResp { kind, system_id: grant.system_id.clone(), tlvs: sc_version() });
+                self.send(Pdu::new(seq, resp)).await;
+                info!(system_id = %bind.system_id, kind = kind.as_str(), "bound");
+                self.label = grant.label.clone();
+                *self.shared().label.write().unwrap_or_else(PoisonError::into_inner) = grant.label;
+                self.resize_window(grant.window);
+                self._guard = Some(grant.guard);
+                self.bound(kind);
+                Step::Phase(Phase::Bound(kind))
+            }
+            BindDecision::Reject { status: st, delay } => {
+                warn!(system_id = %bind.system_id, status = %status::name(st), "bind refused");
+                let wait = sleep_until(Instant::now() + delay);
+                tokio::select! {
+                    () = wait => {}
+                    () = self.params.shutdown.cancelled() => {}
+                }
+                let resp = Body::BindResp(BindResp { kind, system_id: String::new(), tlvs: Tlvs::default() });
+                self.send(Pdu { status: st, sequence: seq, body: resp }).await;
+                Step::End(SessionEnd::BindRejected(st))
+            }
+        }
+    }
+
+    fn resize_window(&self, window: usize) {
+        let s = self.shared();
+        let current = s.window_size.load(Ordering::Relaxed) as usize;
+        if window > current {
+            s.window.add_permits(window - current);
+        } else if window < current {
+            s.window.forget_permits(current - window);
+        }
+        s.window_size.store(window as u32, Ordering::Relaxed);
+    }
+
+    fn bound(&mut self, kind: BindKind) {
+        self.deadline = None;
+        self.shared().state.send_replace(SessionState::Bound(kind));
+        self.params.registry.add(&self.label, self.handle.clone());
+    }
+
+    fn finish(&mut self, end: &SessionEnd) {
+        let s = self.shared();
+        s.state.send_replace(SessionState::Closed);
+        s.done.cancel();
+        s.pending().clear();
+        self.params.registry.remove(&self.label, s.id);
+        info!(?end, label = %self.label, "session ended");
+    }
+
+    /// Answers a request with an error (or plain) status and the matching empty response.
+    async fn answer(&self, seq: u32, command_id: u32, st: u32) {
+        match empty_response(command_id) {
+            Some(body) => self.send(Pdu { status: st, sequence: seq, body }).await,
+            None => self.nack(seq, st).await,
+        }
+    }
+
+    async fn nack(&self, seq: u32, st: u32) {
+        self.send(Pdu { status: st, sequence: seq, body: Body::GenericNack }).await;
+    }
+
+    async fn send(&self, pdu: Pdu) {
+        match pdu.to_bytes() {
+            Ok(bytes) => {
+                let _ = self.shared().outbox.send(bytes).await;
+            }
+            Err(e) => warn!(error = %e, command = command_name(pdu.command_id()), "cannot encode"),
+        }
+    }
+}
+
+fn sc_version() -> Tlvs {
+    let mut t = Tlvs::default();
+    t.set(super::pdu::tag::SC_INTERFACE_VERSION, vec![0x34u8]);
+    t
+}
+
+/// Completes once every permit of both semaphores is free: nothing is in flight.
+async fn wait_all(window: Arc<Semaphore>, n: u32, inbound: Arc<Semaphore>, m: u32) {
+    let a = window.acquire_many_owned(n.max(1)).await;
+    let b = inbound.acquire_many_owned(m.max(1)).await;
+    // Keep the permits: nothing new may start once drained.
+    std::mem::forget((a, b));
+}
+
+/// Writes what the session sends, coalescing PDUs that queue up into one write.
+async fn write_loop(mut w: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>, done: CancellationToken) {
+    const BATCH: usize = 64 * 1024;
+    let mut buf = BytesMut::with_capacity(BATCH);
+    loop {
+        tokio::select! {
+            biased;
+            msg = rx.recv() => match msg {
+                Some(first) => {
+                    buf.extend_from_slice(&first);
+                    while buf.len() < BATCH {
+                        match rx.try_recv() {
+                            Ok(more) => buf.extend_from_slice(&more),
+                            Err(_) => break,
+                        }
+                    }
+                    if let Err(e) = w.write_all(&buf).await {
+                        debug!(error = %e, "write failed");
+                        done.cancel();
+                        return;
+                    }
+                    buf.clear();
+                }
+                None => break,
+            },
+            () = done.cancelled() => break,
+        }
+    }
+    // Flush what was queued before the end (the last unbind_resp, say), then close.
+    while let Ok(more) = rx.try_recv() {
+        buf.extend_from_slice(&more);
+    }
+    let flush = async {
+        if !buf.is_empty() {
+            w.write_all(&buf).await?;
+        }
+        w.shutdown().await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), flush).await;
+}
+
+/// Reads a header's command id name, for logs of frames that did not decode.
+pub fn describe(h: &Header) -> String {
+    format!("{} seq={} status={}", command_name(h.command_id), h.sequence, status::name(h.command_status))
+}
+
+#[allow(dead_code)]
+const _: u32 = cmd::RESP;

@@ -1,0 +1,52 @@
+//! Text for SMPP `short_message`: GSM 03.38 default alphabet and UCS2
+//! (UTF-16BE), unaccented GSM fallback for Vietnamese, USSD screen fitting,
+//! inbound decoding by `data_coding`, and concatenated SMS splitting.
+//!
+//! All functions are allocation-conscious (one exact allocation per encoded
+//! text, lookup tables rather than maps) since they run for every USSD screen.
+
+mod coding;
+mod gsm;
+mod sms;
+mod ucs2;
+mod unaccent;
+
+pub use coding::{
+    Encoded, Encoding, USSD_GSM_MAX, USSD_UCS2_MAX, decode_short_message, encode_text, fit_ussd, measure,
+};
+pub use gsm::{gsm_decode, gsm_encode, gsm_encode_into, gsm_pack, gsm_septets, gsm_unpack, is_gsm};
+pub use sms::{
+    CONCAT_UDH_LEN, SMS_GSM_PART_MAX, SMS_GSM_SINGLE_MAX, SMS_MAX_PARTS, SMS_UCS2_PART_MAX,
+    SMS_UCS2_SINGLE_MAX, SmsPart, split_sms,
+};
+pub use ucs2::{ucs2_decode, ucs2_encode, ucs2_encode_into, ucs2_units};
+pub use unaccent::unaccent;
+
+/// Errors of the text layer.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TextError {
+    /// A character has no GSM 03.38 default-alphabet or extension-table code.
+    #[error("character {ch:?} at byte {index} is not in the GSM 03.38 alphabet")]
+    NotGsm {
+        /// The unrepresentable character.
+        ch: char,
+        /// Its byte offset in the input `&str`.
+        index: usize,
+    },
+    /// The text does not fit (e.g. one USSD screen).
+    #[error("text too long: {len} {} units, at most {max} allowed", .encoding)]
+    TooLong {
+        /// Length in the encoding's units (septets or UTF-16 code units).
+        len: usize,
+        /// Maximum allowed in those units.
+        max: usize,
+        /// The encoding the length was measured in.
+        encoding: Encoding,
+    },
+    /// Splitting would need more SMS parts than the concatenation UDH can count.
+    #[error("text needs {parts} SMS parts, at most 255 allowed")]
+    TooManyParts {
+        /// Parts that would be needed.
+        parts: usize,
+    },
+}
