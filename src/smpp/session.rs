@@ -260,12 +260,27 @@ impl Drop for Responder {
 #[derive(Default)]
 pub struct Registry {
     binds: RwLock<HashMap<Arc<str>, Vec<SessionHandle>>>,
+    changed: tokio::sync::Notify,
 }
 
 impl Registry {
     fn add(&self, label: &Arc<str>, handle: SessionHandle) {
-        let mut map = self.binds.write().unwrap_or_else(PoisonError::into_inner);
-        map.entry(label.clone()).or_default().push(handle);
+        {
+            let mut map = self.binds.write().unwrap_or_else(PoisonError::into_inner);
+            map.entry(label.clone()).or_default().push(handle);
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Waits until a session is bound under `label` and returns it.
+    pub async fn wait_for(&self, label: &str) -> SessionHandle {
+        loop {
+            let changed = self.changed.notified();
+            if let Some(h) = self.get(label).into_iter().next() {
+                return h;
+            }
+            changed.await;
+        }
     }
 
     fn remove(&self, label: &str, id: u64) {
@@ -594,7 +609,8 @@ impl Reader {
                         drain = Box::pin(std::future::pending());
                     }
                     if let Phase::Unbinding { .. } = next {
-                        self.deadline = Some(Instant::now() + t.response_timeout);
+                        // Shutdown as a whole stays within the drain timeout.
+                        self.deadline = Some(Instant::now() + t.response_timeout.min(t.drain_timeout));
                     }
                     phase = next;
                 }

@@ -1,0 +1,200 @@
+//! Test harness: starts the real daemon on port 0 and talks SMPP to it over real TCP.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use chogate::config::Config;
+use chogate::daemon::Daemon;
+use chogate::smpp::frame::{Frame, FrameReader};
+use chogate::smpp::pdu::{Bind, BindKind, Body, Pdu};
+use chogate::smpp::status;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio_util::sync::CancellationToken;
+
+/// A safety net for waits on events that should come: a hang fails the test instead of
+/// blocking CI. Never used to let time pass.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+pub const ACCOUNT: &str = "ussdc";
+pub const PASSWORD: &str = "secret1";
+
+/// A configuration with listeners on port 0 and two server accounts; `extra` is appended.
+pub fn base_config(extra: &str) -> Config {
+    base_config_with("", extra)
+}
+
+/// Like [`base_config`], with lines for the `[smpp]` table (a short drain by default).
+pub fn base_config_with(smpp: &str, extra: &str) -> Config {
+    let drain = if smpp.contains("drain_timeout_secs") { "" } else { "drain_timeout_secs = 1" };
+    let text = format!(
+        r#"
+[database]
+url = "sqlite://unused-test.db"
+[http]
+listen = "127.0.0.1:0"
+[smpp_server]
+listen = "127.0.0.1:0"
+[[smpp_server.accounts]]
+system_id = "{ACCOUNT}"
+password = "{PASSWORD}"
+window = 10
+[[smpp_server.accounts]]
+system_id = "other"
+password = "pw2"
+[smpp]
+{drain}
+{smpp}
+{extra}
+"#
+    );
+    Config::from_toml_str(&text, "test", Vec::new()).unwrap()
+}
+
+pub struct TestDaemon {
+    pub daemon: Option<Daemon>,
+    pub smpp: SocketAddr,
+    pub http: SocketAddr,
+    pub shutdown: CancellationToken,
+}
+
+impl TestDaemon {
+    pub async fn start(config: Config) -> TestDaemon {
+        init_logs();
+        let shutdown = CancellationToken::new();
+        let daemon = Daemon::start(config, shutdown.clone()).await.unwrap();
+        TestDaemon { smpp: daemon.smpp_addr, http: daemon.http_addr, daemon: Some(daemon), shutdown }
+    }
+
+    /// Stops the daemon and waits until every task has finished.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(d) = self.daemon.take() {
+            tokio::time::timeout(PATIENCE, d.wait()).await.expect("daemon did not stop");
+        }
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// A raw SMPP peer built on chogate's codec, for driving the daemon PDU by PDU.
+pub struct Peer {
+    pub reader: FrameReader<OwnedReadHalf>,
+    pub writer: OwnedWriteHalf,
+    pub seq: u32,
+}
+
+impl Peer {
+    pub async fn connect(addr: SocketAddr) -> Peer {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        Peer::from_stream(stream)
+    }
+
+    pub fn from_stream(stream: TcpStream) -> Peer {
+        stream.set_nodelay(true).unwrap();
+        let (r, w) = stream.into_split();
+        Peer { reader: FrameReader::new(r, 1 << 20), writer: w, seq: 0 }
+    }
+
+    pub fn next_seq(&mut self) -> u32 {
+        self.seq += 1;
+        self.seq
+    }
+
+    pub async fn send(&mut self, pdu: &Pdu) {
+        let bytes = pdu.to_bytes().unwrap();
+        self.writer.write_all(&bytes).await.unwrap();
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).await.unwrap();
+    }
+
+    /// Sends a request with the next sequence number; returns that number.
+    pub async fn request(&mut self, body: Body) -> u32 {
+        let seq = self.next_seq();
+        self.send(&Pdu::new(seq, body)).await;
+        seq
+    }
+
+    /// The next PDU, or None when the connection closed.
+    pub async fn recv(&mut self) -> Option<Pdu> {
+        let frame = tokio::time::timeout(PATIENCE, self.reader.next()).await.expect("no PDU in time");
+        match frame {
+            Ok(Some(Frame::Pdu(bytes))) => Some(Pdu::decode(&bytes).unwrap()),
+            Ok(Some(Frame::Oversized(h))) => panic!("oversized PDU from daemon: {h:?}"),
+            Ok(None) | Err(_) => None,
+        }
+    }
+
+    /// The next PDU that is not an enquire_link (which is answered on the way).
+    pub async fn recv_skip_enquire(&mut self) -> Option<Pdu> {
+        loop {
+            let pdu = self.recv().await?;
+            if pdu.body == Body::EnquireLink {
+                self.send(&Pdu::new(pdu.sequence, Body::EnquireLinkResp)).await;
+                continue;
+            }
+            return Some(pdu);
+        }
+    }
+
+    /// Waits until the daemon closes the connection.
+    pub async fn expect_closed(&mut self) {
+        loop {
+            if self.recv().await.is_none() {
+                return;
+            }
+        }
+    }
+
+    pub async fn bind(&mut self, kind: BindKind, system_id: &str, password: &str) -> Pdu {
+        let seq = self.request(Body::Bind(Bind::new(kind, system_id, password))).await;
+        let resp = self.recv().await.expect("connection closed before bind_resp");
+        assert_eq!(resp.sequence, seq);
+        resp
+    }
+
+    /// Connects and binds as a transceiver with the test account.
+    pub async fn bound(addr: SocketAddr) -> Peer {
+        let mut p = Peer::connect(addr).await;
+        let resp = p.bind(BindKind::Transceiver, ACCOUNT, PASSWORD).await;
+        assert_eq!(resp.status, status::ESME_ROK, "bind failed: {resp:?}");
+        p
+    }
+
+    /// enquire_link round trip: proves the session is alive and in sync.
+    pub async fn ping(&mut self) {
+        let seq = self.request(Body::EnquireLink).await;
+        let resp = self.recv_skip_enquire().await.expect("closed");
+        assert_eq!((resp.sequence, &resp.body, resp.status), (seq, &Body::EnquireLinkResp, 0));
+    }
+}
+
+/// Builds a raw PDU: header plus body octets; `len` overrides command_length.
+pub fn raw_pdu(command_id: u32, seq: u32, body: &[u8], len: Option<u32>) -> Bytes {
+    let mut b = BytesMut::new();
+    let l = len.unwrap_or(16 + body.len() as u32);
+    b.extend_from_slice(&l.to_be_bytes());
+    b.extend_from_slice(&command_id.to_be_bytes());
+    b.extend_from_slice(&0u32.to_be_bytes());
+    b.extend_from_slice(&seq.to_be_bytes());
+    b.extend_from_slice(body);
+    b.freeze()
+}
