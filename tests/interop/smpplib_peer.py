@@ -30,8 +30,9 @@ ESME_ROK = 0x00
 ESME_RINVPASWD = 0x0E
 ESME_RX_T_APPN = 0x64
 EXPECTED_SYSTEM_ID = b"chogate"
-# Per-read socket timeout, and the bound on each wait for a PDU: a safety net, never a pause.
-SOCKET_TIMEOUT = 10
+# Per-read socket timeout and bound on each wait for a PDU: a safety net against hangs, never
+# a pause. Shorter than the Rust side's PATIENCE, so that a hang is reported from here.
+SOCKET_TIMEOUT = 5
 
 
 class Failed(Exception):
@@ -47,12 +48,9 @@ def expect(cond, why):
         raise Failed(why)
 
 
-def new_client(host, port):
-    # allow_unknown_opt_params=False: smpplib's strict mode, an unknown TLV from chogate fails.
-    client = smpplib.client.Client(host, port, timeout=SOCKET_TIMEOUT, allow_unknown_opt_params=False)
+def connect(client):
     client.connect()
     step("CONNECTED")
-    return client
 
 
 def read_response(client, sequence, command):
@@ -200,9 +198,10 @@ def main(argv):
         return 2
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     host, port, system_id, password, scenario = argv[1], int(argv[2]), argv[3], argv[4], argv[5]
-    client = None
+    # allow_unknown_opt_params=False: smpplib's strict mode, an unknown TLV from chogate fails.
+    client = smpplib.client.Client(host, port, timeout=SOCKET_TIMEOUT, allow_unknown_opt_params=False)
     try:
-        client = new_client(host, port)
+        connect(client)
         SCENARIOS[scenario](client, system_id, password)
     except Failed as e:
         step("FAIL %s" % e)
@@ -211,8 +210,7 @@ def main(argv):
         step("FAIL %s: %s" % (type(e).__name__, e))
         return 1
     finally:
-        if client is not None:
-            client.disconnect()
+        client.disconnect()
     step("PASS %s" % scenario)
     return 0
 
