@@ -14,5 +14,7 @@ pub mod config;
 pub mod daemon;
 pub mod http;
 pub mod logging;
+pub mod menu;
+pub mod msisdn;
 pub mod smpp;
 pub mod text;

@@ -1,0 +1,708 @@
+//! Navigating the menu tree: one [`Cursor`] per dialogue, moved by the subscriber's inputs;
+//! rendering the current screen so that every page fits one USSD message.
+//!
+//! Conventions: options are numbered 1–8 on each page; `0` shows the next page ("0. Tiếp"),
+//! `9` the previous page or screen ("9. Quay lại"), `00` returns to the root menu from
+//! anywhere. Invalid input re-asks the same screen with a short hint.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
+
+use super::{Format, Kind, Lang, Menus, Screen, ScreenId, Target, Text};
+
+/// Width at which `menus check` counts a placeholder.
+pub const PLACEHOLDER_BUDGET: usize = 10;
+/// Options on one page at most (9 and 0 are navigation).
+pub const MAX_OPTIONS_PER_PAGE: usize = 8;
+
+/// Dialogue variables.
+pub type Vars = HashMap<String, String>;
+
+/// One entry of a list screen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    /// Stored in the list's variable when chosen.
+    pub id: String,
+    /// Shown in the list.
+    pub label: Text,
+    /// Stored as `var.field` when chosen.
+    pub fields: Vec<(String, String)>,
+}
+
+/// Why an action, source, condition or loader did not go through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActError {
+    /// Show the same screen again with this message on top (e.g. a wrong PIN).
+    Reask {
+        /// Message name.
+        message: &'static str,
+        /// Values for its placeholders.
+        vars: Vec<(String, String)>,
+    },
+    /// End the dialogue with this message (e.g. PIN locked, not allowed).
+    Fail {
+        /// Message name.
+        message: &'static str,
+        /// Values for its placeholders.
+        vars: Vec<(String, String)>,
+    },
+}
+
+impl ActError {
+    /// A failure with no placeholders.
+    pub fn fail(message: &'static str) -> Self {
+        ActError::Fail { message, vars: Vec::new() }
+    }
+
+    /// A re-ask with no placeholders.
+    pub fn reask(message: &'static str) -> Self {
+        ActError::Reask { message, vars: Vec::new() }
+    }
+}
+
+/// What the engine needs from the world: data, actions, conditions.
+pub trait Backend: Send + Sync {
+    /// Items of a data source.
+    fn items(&self, source: &str, vars: &Vars) -> impl Future<Output = Result<Vec<Item>, ActError>> + Send;
+    /// Runs an action once per `key`; may set variables for the screens after it.
+    fn act(
+        &self,
+        action: &str,
+        key: &str,
+        vars: &mut Vars,
+    ) -> impl Future<Output = Result<(), ActError>> + Send;
+    /// Evaluates a condition.
+    fn check(&self, cond: &str, vars: &Vars) -> impl Future<Output = Result<bool, ActError>> + Send;
+    /// Fills variables before a screen is shown.
+    fn load(&self, loader: &str, vars: &mut Vars) -> impl Future<Output = Result<(), ActError>> + Send;
+}
+
+/// Where a dialogue is.
+#[derive(Debug, Clone)]
+pub struct Cursor {
+    /// Dialogue id; with `step` it makes the idempotency key of each action.
+    pub id: String,
+    /// The root screen of this subscriber (main, leader or register).
+    pub root: ScreenId,
+    /// The current screen.
+    pub screen: ScreenId,
+    /// The page of the current screen.
+    pub page: usize,
+    /// Variables.
+    pub vars: Vars,
+    /// Items of the current list screen.
+    pub items: Arc<Vec<Item>>,
+    /// Screens to go back to.
+    pub history: Vec<ScreenId>,
+    /// Inputs taken so far.
+    pub step: u32,
+    /// A message shown on top of the screen (after invalid input).
+    pub hint: Option<(&'static str, Vec<(String, String)>)>,
+    /// The dialogue ends with this text instead of the screen's own.
+    pub ending: Option<Text>,
+    /// Language and encoding.
+    pub target: Target,
+}
+
+/// A rendered screen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    /// The text.
+    pub text: String,
+    /// Whether the dialogue ends with it.
+    pub end: bool,
+}
+
+/// Replaces `{name}` placeholders with variables (unknown ones are left empty).
+pub fn fill(template: &str, vars: &Vars) -> String {
+    fill_with(template, |name| vars.get(name).map(String::as_str))
+}
+
+fn fill_with<'a>(template: &'a str, lookup: impl Fn(&str) -> Option<&'a str>) -> String {
+    let mut out = String::with_capacity(template.len() + 16);
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        match after.find('}') {
+            Some(close) => {
+                out.push_str(lookup(&after[..close]).unwrap_or(""));
+                rest = &after[close + 1..];
+            }
+            None => {
+                out.push_str(&rest[open..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The placeholder names in a template.
+pub fn placeholders(template: &str) -> impl Iterator<Item = &str> {
+    template.split('{').skip(1).filter_map(|s| s.split_once('}').map(|(name, _)| name))
+}
+
+/// Splits list entries into pages: each page holds `header`, up to eight entries and the
+/// navigation lines, and fits one message (a single entry too long for any page gets a
+/// page of its own and is cut when rendered).
+fn paginate(header: &str, labels: &[String], nav: &Nav, t: Target) -> Vec<Range<usize>> {
+    let mut pages = Vec::new();
+    let mut start = 0;
+    while start < labels.len() {
+        let mut end = start + 1;
+        while end < labels.len()
+            && end - start < MAX_OPTIONS_PER_PAGE
+            && t.fits(&compose(
+                header,
+                &labels[start..=end],
+                first_number(labels.len(), start),
+                nav,
+                pages.len(),
+                end + 1 < labels.len(),
+            ))
+        {
+            end += 1;
+        }
+        pages.push(start..end);
+        start = end;
+    }
+    if pages.is_empty() {
+        pages.push(0..0);
+    }
+    pages
+}
+
+/// Navigation lines in the target language.
+struct Nav {
+    next: String,
+    back: Option<String>,
+}
+
+/// The number of the first entry on a page: screens of up to eight entries number them
+/// 1..n across pages (so "5" means the same on every page), longer lists 1..8 per page.
+fn first_number(total: usize, page_start: usize) -> usize {
+    if total <= MAX_OPTIONS_PER_PAGE { page_start + 1 } else { 1 }
+}
+
+fn compose(header: &str, labels: &[String], first: usize, nav: &Nav, page: usize, more: bool) -> String {
+    let mut s = String::with_capacity(200);
+    s.push_str(header);
+    for (i, l) in labels.iter().enumerate() {
+        if !s.is_empty() {
+            s.push('\n');
+        }
+        s.push_str(&(first + i).to_string());
+        s.push_str(". ");
+        s.push_str(l);
+    }
+    if more {
+        s.push('\n');
+        s.push_str(&nav.next);
+    }
+    if let Some(back) = &nav.back
+        && (page > 0 || !back.is_empty())
+    {
+        s.push('\n');
+        s.push_str(back);
+    }
+    s
+}
+
+/// Splits a long text at word boundaries into pages that fit with the "next" line, the last
+/// page carrying `tail`.
+fn text_pages(text: &str, tail: &str, next: &str, t: Target) -> Vec<String> {
+    let whole = join(text, tail);
+    if t.fits(&whole) {
+        return vec![whole];
+    }
+    let mut pages = Vec::new();
+    let mut current = String::new();
+    for word in text.split(' ') {
+        let candidate = if current.is_empty() { word.to_owned() } else { format!("{current} {word}") };
+        if t.fits(&join(&candidate, next)) || current.is_empty() {
+            current = candidate;
+        } else {
+            pages.push(join(&current, next));
+            current = word.to_owned();
+        }
+    }
+    let last = join(&current, tail);
+    if t.fits(&last) || tail.is_empty() {
+        pages.push(last);
+    } else {
+        pages.push(join(&current, next));
+        pages.push(tail.to_owned());
+    }
+    pages
+}
+
+fn join(a: &str, b: &str) -> String {
+    match (a.is_empty(), b.is_empty()) {
+        (_, true) => a.to_owned(),
+        (true, false) => b.to_owned(),
+        (false, false) => format!("{a}\n{b}"),
+    }
+}
+
+/// For `menus check`: the fullest page of a screen with every placeholder at its budget
+/// width; `None` for screens that show nothing.
+pub fn worst_case_page(menus: &Menus, s: &Screen, t: Target) -> Option<String> {
+    let budget = "x".repeat(PLACEHOLDER_BUDGET);
+    let wide = |template: &str| fill_with(template, |_| Some(budget.as_str()));
+    let lang = t.lang;
+    let title = wide(s.title.get(lang));
+    let nav = Nav {
+        next: menus.message("next").get(lang).to_owned(),
+        back: Some(menus.message("back").get(lang).to_owned()),
+    };
+    match &s.kind {
+        Kind::Switch { .. } => None,
+        Kind::Choice { options } => {
+            let labels: Vec<String> = options.iter().map(|o| wide(o.label.get(lang))).collect();
+            let pages = paginate(&title, &labels, &nav, t);
+            pages
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    let first = first_number(labels.len(), r.start);
+                    compose(&title, &labels[r.clone()], first, &nav, i, i + 1 < pages.len())
+                })
+                .max_by_key(|p| crate::text::measure(p, true).1)
+        }
+        Kind::List { empty, .. } => {
+            let one = vec![budget.repeat(2)];
+            let page = compose(&title, &one, 1, &nav, 1, true);
+            let empty = wide(empty.get(lang));
+            Some(if t.fits(&page) { empty } else { page })
+        }
+        Kind::Confirm { .. } => Some(join(&title, &yes_no(menus, lang))),
+        Kind::Number { .. } | Kind::Input { .. } | Kind::Final => Some(title),
+    }
+}
+
+fn yes_no(menus: &Menus, lang: Lang) -> String {
+    format!("1. {}\n2. {}", menus.message("yes").get(lang), menus.message("no").get(lang))
+}
+
+/// Keeps digits only after dropping spaces and the thousands separators people type
+/// ("25.000", "25,000", "25 000").
+fn parse_number(input: &str) -> Option<i64> {
+    let digits: String = input.chars().filter(|c| !matches!(c, '.' | ',' | ' ')).collect();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+impl Menus {
+    /// A cursor on `root`, before [`Menus::start`].
+    pub fn cursor(&self, id: String, root: ScreenId, target: Target) -> Cursor {
+        Cursor {
+            id,
+            root,
+            screen: root,
+            page: 0,
+            vars: Vars::new(),
+            items: Arc::new(Vec::new()),
+            history: Vec::new(),
+            step: 0,
+            hint: None,
+            ending: None,
+            target,
+        }
+    }
+
+    /// Enters the root screen.
+    pub async fn start<B: Backend>(&self, c: &mut Cursor, b: &B) {
+        self.enter_at(c, c.root, b).await;
+    }
+
+    /// Whether the dialogue has ended (its last screen was shown).
+    pub fn ended(&self, c: &Cursor) -> bool {
+        self.render(c).end
+    }
+
+    /// Takes one input from the subscriber.
+    pub async fn input<B: Backend>(&self, c: &mut Cursor, raw: &str, b: &B) {
+        let input = raw.trim();
+        c.step += 1;
+        let previous_hint = c.hint.take();
+        if c.ending.is_some() {
+            if input == "0" {
+                c.page += 1;
+            }
+            return;
+        }
+        if input == "00" {
+            c.history.clear();
+            self.clear_secrets(c);
+            self.enter_at(c, c.root, b).await;
+            return;
+        }
+        let screen = &self.screens[c.screen];
+        let lang = c.target.lang;
+        let text_pages_left = |c: &Cursor| {
+            let n = self.text_page_count(c);
+            c.page + 1 < n
+        };
+        match &screen.kind {
+            Kind::Choice { .. } | Kind::List { .. } => {
+                let (header, labels, nav) = self.list_parts(c, previous_hint.as_ref());
+                let pages = paginate(&header, &labels, &nav, c.target);
+                let page = pages.get(c.page).cloned().unwrap_or(0..0);
+                match input {
+                    "0" if c.page + 1 < pages.len() => c.page += 1,
+                    "9" if c.page > 0 => c.page -= 1,
+                    "9" if !c.history.is_empty() => self.back(c, b).await,
+                    _ => {
+                        let total = labels.len();
+                        let n = input.parse::<usize>().ok();
+                        let index = match n {
+                            Some(n) if total <= MAX_OPTIONS_PER_PAGE && (1..=total).contains(&n) => n - 1,
+                            Some(n) if total > MAX_OPTIONS_PER_PAGE && (1..=page.len()).contains(&n) => {
+                                page.start + n - 1
+                            }
+                            _ => {
+                                c.hint = Some(("invalid", Vec::new()));
+                                return;
+                            }
+                        };
+                        match &screen.kind {
+                            Kind::Choice { options } => {
+                                let Some(option) = options.get(index) else { return };
+                                let (goto, action) = (option.goto, option.action.clone());
+                                if let Some(action) = action
+                                    && !self.act(c, &action, b).await
+                                {
+                                    return;
+                                }
+                                self.enter(c, goto, b).await;
+                            }
+                            Kind::List { var, goto, .. } => {
+                                let Some(item) = c.items.get(index).cloned() else { return };
+                                c.vars.insert(var.clone(), item.id.clone());
+                                c.vars.insert(format!("{var}.label"), item.label.get(lang).to_owned());
+                                for (k, v) in item.fields {
+                                    c.vars.insert(format!("{var}.{k}"), v);
+                                }
+                                self.enter(c, *goto, b).await;
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            Kind::Number { var, min, max, goto, action } => {
+                if input == "0" && text_pages_left(c) {
+                    c.page += 1;
+                    return;
+                }
+                let value = parse_number(input).filter(|v| (*min..=*max).contains(v));
+                let Some(value) = value else {
+                    c.hint = Some((
+                        "number_range",
+                        vec![("min".into(), min.to_string()), ("max".into(), max.to_string())],
+                    ));
+                    return;
+                };
+                c.vars.insert(var.clone(), value.to_string());
+                let (goto, action) = (*goto, action.clone());
+                if let Some(action) = action
+                    && !self.act(c, &action, b).await
+                {
+                    return;
+                }
+                self.enter(c, goto, b).await;
+            }
+            Kind::Input { var, format, max_len, same_as, goto, action } => {
+                if input == "0" && text_pages_left(c) {
+                    c.page += 1;
+                    return;
+                }
+                let value = match check_format(*format, input, *max_len) {
+                    Ok(v) => v,
+                    Err(message) => {
+                        c.hint = Some((message, vec![("max_len".into(), max_len.to_string())]));
+                        return;
+                    }
+                };
+                if let Some(other) = same_as
+                    && c.vars.get(other) != Some(&value)
+                {
+                    c.hint = Some(("pin_mismatch", Vec::new()));
+                    return;
+                }
+                c.vars.insert(var.clone(), value);
+                let (goto, action) = (*goto, action.clone());
+                if let Some(action) = action
+                    && !self.act(c, &action, b).await
+                {
+                    return;
+                }
+                self.enter(c, goto, b).await;
+            }
+            Kind::Confirm { action, goto, cancel } => {
+                let (action, goto, cancel) = (action.clone(), *goto, *cancel);
+                match input {
+                    "0" if text_pages_left(c) => c.page += 1,
+                    "1" => {
+                        if let Some(action) = action
+                            && !self.act(c, &action, b).await
+                        {
+                            return;
+                        }
+                        self.enter(c, goto, b).await;
+                    }
+                    "2" => {
+                        self.clear_secrets(c);
+                        match cancel {
+                            Some(to) => self.enter(c, to, b).await,
+                            None => {
+                                c.history.clear();
+                                self.enter_at(c, c.root, b).await;
+                            }
+                        }
+                    }
+                    _ => c.hint = Some(("invalid", Vec::new())),
+                }
+            }
+            Kind::Final => {
+                if input == "0" && text_pages_left(c) {
+                    c.page += 1;
+                }
+            }
+            Kind::Switch { .. } => {}
+        }
+    }
+
+    /// Runs an action; false (with a hint or an ending set) when it did not go through.
+    async fn act<B: Backend>(&self, c: &mut Cursor, action: &str, b: &B) -> bool {
+        let key = format!("{}:{}", c.id, c.step);
+        let result = b.act(action, &key, &mut c.vars).await;
+        // PINs are needed by one action only: never keep them longer.
+        self.clear_secrets(c);
+        match result {
+            Ok(()) => true,
+            Err(e) => {
+                self.apply_error(c, e);
+                false
+            }
+        }
+    }
+
+    fn apply_error(&self, c: &mut Cursor, e: ActError) {
+        match e {
+            ActError::Reask { message, vars } => c.hint = Some((message, vars)),
+            ActError::Fail { message, vars } => {
+                for (k, v) in vars {
+                    c.vars.insert(k, v);
+                }
+                c.ending = Some(self.message(message).clone());
+                c.page = 0;
+            }
+        }
+    }
+
+    fn clear_secrets(&self, c: &mut Cursor) {
+        if !self.secret_vars.is_empty() {
+            c.vars.retain(|k, _| !self.secret_vars.contains(k));
+        }
+    }
+
+    async fn back<B: Backend>(&self, c: &mut Cursor, b: &B) {
+        if let Some(prev) = c.history.pop() {
+            self.enter_at(c, prev, b).await;
+        }
+    }
+
+    /// Moves forward to `to`, remembering where we were.
+    async fn enter<B: Backend>(&self, c: &mut Cursor, to: ScreenId, b: &B) {
+        c.history.push(c.screen);
+        if c.history.len() > 32 {
+            c.history.remove(0);
+        }
+        self.enter_at(c, to, b).await;
+    }
+
+    /// Shows `to`: follows switches, runs its loader, fetches its items.
+    async fn enter_at<B: Backend>(&self, c: &mut Cursor, mut to: ScreenId, b: &B) {
+        c.page = 0;
+        for _ in 0..self.screens.len() {
+            let Kind::Switch { cond, then, otherwise } = &self.screens[to].kind else { break };
+            match b.check(cond, &c.vars).await {
+                Ok(true) => to = *then,
+                Ok(false) => to = *otherwise,
+                Err(e) => {
+                    self.apply_error(c, e);
+                    return;
+                }
+            }
+        }
+        let screen = &self.screens[to];
+        c.screen = to;
+        if let Some(loader) = &screen.load
+            && let Err(e) = b.load(loader, &mut c.vars).await
+        {
+            self.apply_error(c, e);
+            return;
+        }
+        if let Kind::List { source, empty, .. } = &screen.kind {
+            match b.items(source, &c.vars).await {
+                Ok(items) if items.is_empty() => {
+                    c.ending = Some(empty.clone());
+                    c.items = Arc::new(Vec::new());
+                }
+                Ok(items) => c.items = Arc::new(items),
+                Err(e) => self.apply_error(c, e),
+            }
+        }
+    }
+
+    fn hint_text(&self, c: &Cursor, hint: Option<&(&'static str, Vec<(String, String)>)>) -> Option<String> {
+        let (name, vars) = hint?;
+        let template = self.message(name).get(c.target.lang);
+        Some(fill_with(template, |k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())))
+    }
+
+    /// Header, labels and navigation of a choice or list screen.
+    fn list_parts(
+        &self,
+        c: &Cursor,
+        hint: Option<&(&'static str, Vec<(String, String)>)>,
+    ) -> (String, Vec<String>, Nav) {
+        let lang = c.target.lang;
+        let screen = &self.screens[c.screen];
+        let title = fill(screen.title.get(lang), &c.vars);
+        let header = match self.hint_text(c, hint) {
+            Some(h) => join(&h, &title),
+            None => title,
+        };
+        let labels: Vec<String> = match &screen.kind {
+            Kind::Choice { options } => options.iter().map(|o| fill(o.label.get(lang), &c.vars)).collect(),
+            _ => c.items.iter().map(|i| i.label.get(lang).to_owned()).collect(),
+        };
+        let back =
+            if c.history.is_empty() { String::new() } else { self.message("back").get(lang).to_owned() };
+        (header, labels, Nav { next: self.message("next").get(lang).to_owned(), back: Some(back) })
+    }
+
+    fn text_page_count(&self, c: &Cursor) -> usize {
+        self.text_screen_pages(c).len()
+    }
+
+    /// Pages of a screen made of text (everything but choices and lists).
+    fn text_screen_pages(&self, c: &Cursor) -> Vec<String> {
+        let lang = c.target.lang;
+        let next = self.message("next").get(lang);
+        let (body, tail) = match &c.ending {
+            Some(text) => (fill(text.get(lang), &c.vars), String::new()),
+            None => {
+                let screen = &self.screens[c.screen];
+                let title = fill(screen.title.get(lang), &c.vars);
+                let body = match self.hint_text(c, c.hint.as_ref()) {
+                    Some(h) => join(&h, &title),
+                    None => title,
+                };
+                let tail = match screen.kind {
+                    Kind::Confirm { .. } => yes_no(self, lang),
+                    _ => String::new(),
+                };
+                (body, tail)
+            }
+        };
+        text_pages(&body, &tail, next, c.target)
+    }
+
+    /// The current page of the current screen.
+    pub fn render(&self, c: &Cursor) -> Rendered {
+        let screen = &self.screens[c.screen];
+        let is_text = c.ending.is_some() || !matches!(screen.kind, Kind::Choice { .. } | Kind::List { .. });
+        if is_text {
+            let pages = self.text_screen_pages(c);
+            let last = pages.len().saturating_sub(1);
+            let page = c.page.min(last);
+            let ends = c.ending.is_some() || matches!(screen.kind, Kind::Final);
+            let text = pages.into_iter().nth(page).unwrap_or_default();
+            return Rendered { text, end: ends && page == last };
+        }
+        let (header, labels, nav) = self.list_parts(c, c.hint.as_ref());
+        let pages = paginate(&header, &labels, &nav, c.target);
+        let page = c.page.min(pages.len() - 1);
+        let range = pages[page].clone();
+        let first = first_number(labels.len(), range.start);
+        let mut text = compose(&header, &labels[range], first, &nav, page, page + 1 < pages.len());
+        if !c.target.fits(&text) {
+            text = truncate_to_fit(&text, c.target);
+        }
+        Rendered { text, end: false }
+    }
+}
+
+/// Validates a text input; returns the value to store or the message to re-ask with.
+fn check_format(format: Format, input: &str, max_len: usize) -> Result<String, &'static str> {
+    if input.is_empty() {
+        return Err("text_format");
+    }
+    if input.chars().count() > max_len {
+        return Err("too_long");
+    }
+    match format {
+        Format::Any => Ok(input.to_owned()),
+        Format::Digits if input.bytes().all(|b| b.is_ascii_digit()) => Ok(input.to_owned()),
+        Format::Digits => Err("text_format"),
+        Format::Pin if input.len() == 4 && input.bytes().all(|b| b.is_ascii_digit()) => Ok(input.to_owned()),
+        Format::Pin => Err("pin_format"),
+        Format::Msisdn => crate::msisdn::normalize(input).ok_or("msisdn_format"),
+    }
+}
+
+/// Cuts a text (at a character boundary) until it fits; the last resort for one list entry
+/// longer than a screen.
+fn truncate_to_fit(text: &str, t: Target) -> String {
+    let mut s: String = text.to_owned();
+    while !t.fits(&s) && !s.is_empty() {
+        s.pop();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fill_should_replace_known_and_blank_unknown_placeholders() {
+        let mut vars = Vars::new();
+        vars.insert("qty".into(), "10".into());
+        vars.insert("product.name".into(), "Na".into());
+        assert_eq!(fill("Bán {qty} kg {product.name}{missing}?", &vars), "Bán 10 kg Na?");
+        assert_eq!(fill("no braces", &vars), "no braces");
+        assert_eq!(fill("open { brace", &vars), "open { brace");
+        assert_eq!(placeholders("{a} and {b.c}").collect::<Vec<_>>(), vec!["a", "b.c"]);
+    }
+
+    #[test]
+    fn numbers_should_accept_thousands_separators() {
+        assert_eq!(parse_number("25.000"), Some(25000));
+        assert_eq!(parse_number("25,000"), Some(25000));
+        assert_eq!(parse_number(" 1 000 "), Some(1000));
+        assert_eq!(parse_number("-5"), None);
+        assert_eq!(parse_number("abc"), None);
+        assert_eq!(parse_number(""), None);
+    }
+
+    #[test]
+    fn text_pages_should_each_fit() {
+        let t = Target { lang: Lang::Vi, mode: crate::config::TextMode::Ucs2 };
+        let long = "Đơn hàng của bạn đã được ghi nhận và sẽ được giao trong vài ngày tới. ".repeat(5);
+        let pages = text_pages(&long, "1. Đồng ý\n2. Hủy", "0. Tiếp", t);
+        assert!(pages.len() > 1);
+        for p in &pages {
+            assert!(t.fits(p), "{p}");
+        }
+        assert!(pages.last().unwrap().ends_with("2. Hủy"));
+    }
+}

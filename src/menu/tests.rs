@@ -1,0 +1,339 @@
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use proptest::prelude::*;
+
+use super::engine::{ActError, Backend, Cursor, Item, Vars};
+use super::*;
+
+fn shipped() -> Menus {
+    Menus::load_dir(&PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/menus"))).unwrap()
+}
+
+/// The shipped files with one of them replaced by `text`, or added when the name is new.
+fn with_file(name: &str, text: &str) -> Result<Menus, MenuError> {
+    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/menus"));
+    let mut sources: Vec<(PathBuf, String)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .map(|p| (p.clone(), std::fs::read_to_string(&p).unwrap()))
+        .filter(|(p, _)| !p.ends_with(name))
+        .collect();
+    sources.push((dir.join(name), text.to_owned()));
+    sources.sort();
+    Menus::from_sources(&sources)
+}
+
+const VI: Target = Target { lang: Lang::Vi, mode: TextMode::Ucs2 };
+const VI_GSM: Target = Target { lang: Lang::Vi, mode: TextMode::Gsm };
+
+/// A backend that plays the market from a script of its own.
+#[derive(Default)]
+struct Fake {
+    products: usize,
+    has_pin: bool,
+    actions: Mutex<Vec<(String, String)>>,
+}
+
+impl Backend for Fake {
+    async fn items(&self, source: &str, _vars: &Vars) -> Result<Vec<Item>, ActError> {
+        let names = [
+            "Na",
+            "Hoa hồi",
+            "Thạch đen",
+            "Rau bò khai",
+            "Lạp sườn",
+            "Chè Vạn Linh",
+            "Gạo nếp",
+            "Mật ong",
+            "Măng khô",
+            "Quýt",
+        ];
+        Ok(match source {
+            "products" => (0..self.products)
+                .map(|i| Item {
+                    id: (i + 1).to_string(),
+                    label: Text { vi: names[i % names.len()].into(), en: format!("Product {i}") },
+                    fields: vec![],
+                })
+                .collect(),
+            "orders.awaiting_payment" => vec![Item {
+                id: "7".into(),
+                label: Text { vi: "DH000007 250.000đ".into(), en: "DH000007 250,000d".into() },
+                fields: vec![("code".into(), "DH000007".into()), ("amount".into(), "250.000".into())],
+            }],
+            _ => vec![],
+        })
+    }
+
+    async fn act(&self, action: &str, key: &str, vars: &mut Vars) -> Result<(), ActError> {
+        self.actions.lock().unwrap().push((action.into(), key.into()));
+        match action {
+            "listing.create" => {
+                vars.insert("listing.code".into(), "L000042".into());
+                Ok(())
+            }
+            "payment.confirm" if vars.get("pin").map(String::as_str) == Some("1234") => Ok(()),
+            "payment.confirm" => {
+                Err(ActError::Reask { message: "pin_wrong", vars: vec![("remaining".into(), "4".into())] })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn check(&self, _cond: &str, _vars: &Vars) -> Result<bool, ActError> {
+        Ok(self.has_pin)
+    }
+
+    async fn load(&self, _loader: &str, vars: &mut Vars) -> Result<(), ActError> {
+        vars.insert("leader.name".into(), "Hoàng Văn Minh".into());
+        vars.insert("leader.msisdn".into(), "0912345678".into());
+        Ok(())
+    }
+}
+
+async fn dial(menus: &Menus, b: &Fake, t: Target, inputs: &[&str]) -> (Cursor, Vec<String>) {
+    let mut c = menus.cursor("d1".into(), menus.main, t);
+    menus.start(&mut c, b).await;
+    let mut screens = vec![menus.render(&c).text];
+    for i in inputs {
+        menus.input(&mut c, i, b).await;
+        screens.push(menus.render(&c).text);
+    }
+    (c, screens)
+}
+
+#[test]
+fn shipped_menus_should_load_and_every_screen_fit() {
+    let m = shipped();
+    assert_eq!(m.screens[m.main].name, "main");
+    assert!(m.secret_vars.contains("pin") && m.secret_vars.contains("pin1"));
+}
+
+#[tokio::test]
+async fn main_menu_should_fit_one_ucs2_screen_in_spec_order() {
+    let m = shipped();
+    let (_, screens) = dial(&m, &Fake::default(), VI, &[]).await;
+    assert_eq!(
+        screens[0],
+        "1. Đăng bán sản phẩm\n2. Đơn hàng\n3. Xác nhận thanh toán\n4. Cửa hàng\n5. Trợ giúp"
+    );
+    assert!(VI.fits(&screens[0]));
+}
+
+#[tokio::test]
+async fn new_listing_dial_should_end_on_the_final_screen_with_the_code() {
+    let m = shipped();
+    let b = Fake { products: 6, ..Fake::default() };
+    let (c, screens) = dial(&m, &b, VI, &["1", "1", "10", "25000", "1"]).await;
+    // Six products do not fit 80 UCS2 characters: the list pages.
+    assert_eq!(
+        screens[1],
+        "Chọn sản phẩm:\n1. Na\n2. Hoa hồi\n3. Thạch đen\n4. Rau bò khai\n0. Tiếp\n9. Quay lại"
+    );
+    assert_eq!(screens[2], "Na: số lượng (kg)?");
+    assert_eq!(screens[3], "Giá bán mỗi kg (đồng)?");
+    assert_eq!(screens[4], "Bán 10 kg Na, giá 25000 đ/kg?\n1. Đồng ý\n2. Hủy");
+    assert_eq!(screens[5], "Đã đăng bán. Mã tin: L000042. Có đơn sẽ báo qua SMS.");
+    assert!(m.render(&c).end);
+    assert_eq!(*b.actions.lock().unwrap(), vec![("listing.create".to_string(), "d1:5".to_string())]);
+}
+
+#[tokio::test]
+async fn help_should_end_on_the_leader_screen() {
+    let m = shipped();
+    let (c, screens) = dial(&m, &Fake::default(), VI, &["5"]).await;
+    assert_eq!(screens[1], "Hỗ trợ: tổ trưởng Hoàng Văn Minh, ĐT 0912345678.");
+    assert!(m.render(&c).end);
+}
+
+#[tokio::test]
+async fn gsm_mode_should_render_unaccented_text_that_fits() {
+    let m = shipped();
+    let (_, screens) = dial(&m, &Fake::default(), VI_GSM, &[]).await;
+    let encoded = crate::text::encode_text(&screens[0], false);
+    assert_eq!(encoded.encoding, crate::text::Encoding::Gsm7);
+    assert_eq!(
+        crate::text::gsm_decode(&encoded.bytes),
+        "1. Dang ban san pham\n2. Don hang\n3. Xac nhan thanh toan\n4. Cua hang\n5. Tro giup"
+    );
+}
+
+#[tokio::test]
+async fn invalid_input_should_reask_with_a_hint_and_keep_numbers_meaningful() {
+    let m = shipped();
+    let (c, screens) = dial(&m, &Fake::default(), VI, &["7", "5"]).await;
+    assert!(screens[1].starts_with("Chọn không hợp lệ.\n1. Đăng bán sản phẩm"), "{}", screens[1]);
+    // The hint pushed the main menu onto two pages; "5" still means help.
+    assert!(screens[2].starts_with("Hỗ trợ:"), "{}", screens[2]);
+    assert!(m.render(&c).end);
+}
+
+#[tokio::test]
+async fn number_out_of_range_should_reask_with_bounds() {
+    let m = shipped();
+    let b = Fake { products: 3, ..Fake::default() };
+    let (_, screens) = dial(&m, &b, VI, &["1", "1", "0", "100001", "10.000"]).await;
+    assert_eq!(screens[3], "Nhập số từ 1 đến 100000.\nNa: số lượng (kg)?");
+    assert_eq!(screens[4], screens[3]);
+    assert_eq!(screens[5], "Giá bán mỗi kg (đồng)?");
+}
+
+#[tokio::test]
+async fn long_lists_should_page_with_next_and_back() {
+    let m = shipped();
+    let b = Fake { products: 20, ..Fake::default() };
+    let (c, screens) = dial(&m, &b, VI, &["1", "0", "0", "9", "2"]).await;
+    assert!(screens[1].contains("\n0. Tiếp\n9. Quay lại"), "{}", screens[1]);
+    assert!(screens[2].starts_with("Chọn sản phẩm:\n1. "), "{}", screens[2]);
+    assert_ne!(screens[1], screens[2]);
+    assert_eq!(screens[4], screens[2], "9 goes back one page");
+    for s in &screens {
+        assert!(VI.fits(s), "{s}");
+    }
+    // "2" on the second page is the second entry of that page.
+    let first_page_len = screens[1]
+        .lines()
+        .filter(|l| {
+            l.chars().next().is_some_and(|c| c.is_ascii_digit())
+                && !l.starts_with("0.")
+                && !l.starts_with("9.")
+        })
+        .count();
+    assert_eq!(c.vars.get("product").map(String::as_str), Some((first_page_len + 2).to_string().as_str()));
+}
+
+#[tokio::test]
+async fn double_zero_should_return_to_main_and_nine_to_the_previous_screen() {
+    let m = shipped();
+    let b = Fake { products: 3, ..Fake::default() };
+    let (_, screens) = dial(&m, &b, VI, &["1", "1", "00", "1", "9"]).await;
+    assert_eq!(screens[3], screens[0]);
+    assert_eq!(screens[5], screens[0]);
+}
+
+#[tokio::test]
+async fn payment_should_set_a_pin_on_first_use_and_never_keep_it() {
+    let m = shipped();
+    let b = Fake::default();
+    let (c, screens) = dial(&m, &b, VI, &["3", "1", "12", "1234", "1243", "1234", "9999", "1234"]).await;
+    assert_eq!(screens[2], "Tạo mã PIN 4 số để xác nhận thanh toán:");
+    assert_eq!(screens[3], "Mã PIN gồm 4 chữ số.\nTạo mã PIN 4 số để xác nhận thanh toán:");
+    assert_eq!(screens[5], "Hai mã PIN không khớp.\nNhập lại mã PIN:");
+    assert_eq!(screens[6], "Nhập PIN xác nhận đã nhận 250.000đ (DH000007):");
+    assert_eq!(screens[7], "Sai mã PIN. Còn 4 lần.\nNhập PIN xác nhận đã nhận 250.000đ (DH000007):");
+    assert_eq!(screens[8], "Đã xác nhận thanh toán đơn DH000007.");
+    for secret in ["pin", "pin1", "pin2"] {
+        assert!(!c.vars.contains_key(secret), "{secret} kept after use");
+    }
+    let actions: Vec<String> = b.actions.lock().unwrap().iter().map(|(a, _)| a.clone()).collect();
+    assert_eq!(actions, vec!["pin.set", "payment.confirm", "payment.confirm"]);
+}
+
+#[tokio::test]
+async fn empty_list_should_end_with_its_text() {
+    let m = shipped();
+    let (c, screens) = dial(&m, &Fake::default(), VI, &["2"]).await;
+    assert_eq!(screens[1], "Chưa có đơn hàng mới.");
+    assert!(m.render(&c).end);
+}
+
+#[test]
+fn unknown_goto_should_be_refused_naming_file_line_and_screen() {
+    let text =
+        "[screen.main]\nkind = \"choice\"\noptions = [{ vi = \"A\", en = \"A\", goto = \"nowhere\" }]\n";
+    let e = with_file("10-household.toml", text).unwrap_err();
+    assert!(e.file.ends_with("10-household.toml"), "{e}");
+    assert_eq!(e.line, 1, "{e}");
+    assert!(e.reason.contains("`main`") && e.reason.contains("nowhere"), "{e}");
+}
+
+#[test]
+fn unknown_action_kind_and_key_should_be_refused() {
+    let base =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/menus/20-register.toml")).unwrap();
+    let bad_action = base.replace("action = \"household.register\"", "action = \"household.explode\"");
+    let e = with_file("20-register.toml", &bad_action).unwrap_err();
+    assert!(e.reason.contains("unknown action `household.explode`"), "{e}");
+    assert!(e.line > 1, "{e}");
+
+    let bad_kind = base.replace("kind = \"confirm\"", "kind = \"maybe\"");
+    assert!(with_file("20-register.toml", &bad_kind).unwrap_err().reason.contains("unknown kind `maybe`"));
+
+    let bad_key =
+        base.replace("max_len = 40\ngoto = \"reg_name\"", "max_len = 40\ncolour = 1\ngoto = \"reg_name\"");
+    let e = with_file("20-register.toml", &bad_key).unwrap_err();
+    assert!(e.reason.contains("colour"), "{e}");
+    let line = bad_key.lines().position(|l| l.starts_with("colour")).unwrap() + 1;
+    assert!(e.line > 0 && e.line <= line, "{e}");
+
+    let wrong_kind_key = base.replace("max_len = 5\n", "max_len = 5\nmin = 3\n");
+    assert!(
+        with_file("20-register.toml", &wrong_kind_key).unwrap_err().reason.contains("`min` does not apply")
+    );
+}
+
+#[test]
+fn too_long_screen_should_be_refused_with_its_length() {
+    let base =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/menus/20-register.toml")).unwrap();
+    let long = base.replace("Tên chủ hộ:", &"Tên chủ hộ rất dài ".repeat(6));
+    let e = with_file("20-register.toml", &long).unwrap_err();
+    assert!(e.reason.contains("does not fit one USSD message"), "{e}");
+    assert!(e.reason.contains("`reg_name`"), "{e}");
+}
+
+#[test]
+fn duplicate_unreachable_and_missing_pieces_should_be_refused() {
+    let dup = "[screen.help]\nkind = \"final\"\ntitle = { vi = \"x\", en = \"x\" }\n";
+    let e = with_file("50-extra.toml", dup).unwrap_err();
+    assert!(e.reason.contains("already defined"), "{e}");
+
+    let orphan = "[screen.orphan]\nkind = \"final\"\ntitle = { vi = \"x\", en = \"x\" }\n";
+    let e = with_file("50-extra.toml", orphan).unwrap_err();
+    assert!(e.reason.contains("cannot be reached"), "{e}");
+
+    let e = with_file("90-messages.toml", "[message.yes]\nvi = \"Có\"\nen = \"Yes\"\n").unwrap_err();
+    assert!(e.reason.contains("is required but not defined"), "{e}");
+
+    let e = with_file("50-extra.toml", "[screen.x\nkind = 1").unwrap_err();
+    assert!(e.file.ends_with("50-extra.toml") && e.line == 1, "{e}");
+
+    let no_en = "[screen.orphan]\nkind = \"final\"\ntitle = { vi = \"x\" }\n";
+    assert!(with_file("50-extra.toml", no_en).unwrap_err().reason.contains("en"));
+}
+
+fn arb_input() -> impl Strategy<Value = String> {
+    prop_oneof![
+        (0u8..10).prop_map(|d| d.to_string()),
+        Just("00".to_string()),
+        Just("1234".to_string()),
+        Just("25000".to_string()),
+        Just("0912345678".to_string()),
+        "[a-zA-ZđĐ ]{0,12}",
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn every_page_of_any_walk_should_fit(inputs in proptest::collection::vec(arb_input(), 0..25), products in 0usize..30, gsm in any::<bool>(), en in any::<bool>(), root in 0usize..3) {
+        let m = shipped();
+        let t = Target { lang: if en { Lang::En } else { Lang::Vi }, mode: if gsm { TextMode::Gsm } else { TextMode::Ucs2 } };
+        let b = Fake { products, ..Fake::default() };
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(async {
+            let root = [m.main, m.leader, m.register][root];
+            let mut c = m.cursor("p".into(), root, t);
+            m.start(&mut c, &b).await;
+            for i in &inputs {
+                let r = m.render(&c);
+                prop_assert!(t.fits(&r.text), "{:?}", r.text);
+                if r.end { break; }
+                m.input(&mut c, i, &b).await;
+            }
+            Ok(())
+        })?;
+    }
+}

@@ -1,0 +1,63 @@
+//! Vietnamese mobile numbers: one canonical form, `84` + 9 digits.
+
+/// Normalises `0912345678`, `+84912345678`, `84912345678`, `84 912 345 678`, `0912.345.678`
+/// to `84912345678`; `None` for anything that is not a Vietnamese mobile number.
+pub fn normalize(input: &str) -> Option<String> {
+    let mut digits = String::with_capacity(12);
+    for (i, c) in input.trim().chars().enumerate() {
+        match c {
+            '0'..='9' => digits.push(c),
+            '+' if i == 0 => {}
+            ' ' | '.' | '-' => {}
+            _ => return None,
+        }
+    }
+    let national = match digits.strip_prefix("84") {
+        Some(rest) => rest,
+        None => digits.strip_prefix('0')?,
+    };
+    // Mobile numbers: 9 digits starting with 3, 5, 7, 8 or 9.
+    if national.len() != 9 || !matches!(national.as_bytes()[0], b'3' | b'5' | b'7' | b'8' | b'9') {
+        return None;
+    }
+    Some(format!("84{national}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn every_written_form_should_normalise_to_one_number() {
+        for s in
+            ["0912345678", "+84912345678", "84912345678", "84 912 345 678", "0912.345.678", " 0912-345-678 "]
+        {
+            assert_eq!(normalize(s).as_deref(), Some("84912345678"), "{s}");
+        }
+    }
+
+    #[test]
+    fn non_mobile_or_malformed_numbers_should_be_refused() {
+        for s in [
+            "",
+            "12345",
+            "0212345678",
+            "091234567",
+            "09123456789",
+            "+1 202 555 0100",
+            "09a2345678",
+            "8+4912345678",
+        ] {
+            assert_eq!(normalize(s), None, "{s}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn normalising_twice_should_change_nothing(n in "(0|\\+84|84)[35789][0-9]{8}") {
+            let once = normalize(&n).unwrap();
+            prop_assert_eq!(normalize(&once), Some(once.clone()));
+        }
+    }
+}
