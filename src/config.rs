@@ -122,16 +122,76 @@ pub struct DatabaseConfig {
     /// Database URL: `sqlite:...`, `postgres://...` or `postgresql://...`.
     #[serde(default = "default_database_url")]
     pub url: String,
+    /// Connections in the read pool (default 4, 1..=64).
+    #[serde(default = "default_read_pool")]
+    pub read_pool: u32,
+    /// Most actions the writer commits in one transaction (default 256, 1..=10000).
+    #[serde(default = "default_write_batch")]
+    pub write_batch: u32,
+    /// Actions waiting for the writer, at most; callers wait while it is full (default 4096,
+    /// 1..=1000000).
+    #[serde(default = "default_write_queue")]
+    pub write_queue: u32,
+    /// SQLite `synchronous` setting (default `full`).
+    #[serde(default)]
+    pub sqlite_synchronous: SqliteSynchronous,
+    /// How long a statement waits for a lock held by another connection or process, in
+    /// milliseconds (default 5000, at least 1).
+    #[serde(default = "default_busy_timeout_ms")]
+    pub busy_timeout_ms: u64,
 }
 
 fn default_database_url() -> String {
     "sqlite://chogate.db".to_owned()
 }
 
+fn default_read_pool() -> u32 {
+    4
+}
+
+fn default_write_batch() -> u32 {
+    256
+}
+
+fn default_write_queue() -> u32 {
+    4096
+}
+
+fn default_busy_timeout_ms() -> u64 {
+    5000
+}
+
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { url: default_database_url() }
+        Self {
+            url: default_database_url(),
+            read_pool: default_read_pool(),
+            write_batch: default_write_batch(),
+            write_queue: default_write_queue(),
+            sqlite_synchronous: SqliteSynchronous::default(),
+            busy_timeout_ms: default_busy_timeout_ms(),
+        }
     }
+}
+
+impl DatabaseConfig {
+    /// The lock wait as a duration.
+    pub fn busy_timeout(&self) -> Duration {
+        Duration::from_millis(self.busy_timeout_ms)
+    }
+}
+
+/// SQLite's `synchronous` setting (the database runs in WAL mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SqliteSynchronous {
+    /// Every commit is flushed to disk before the action is acknowledged: an acknowledged
+    /// action survives a crash of chogate and a power loss (`"full"`).
+    #[default]
+    Full,
+    /// Commits reach the disk at checkpoints: an acknowledged action survives a crash of
+    /// chogate, but the last ones may be lost on a power loss or OS crash (`"normal"`).
+    Normal,
 }
 
 /// `[http]` settings.
@@ -450,6 +510,9 @@ pub struct UssdConfig {
     /// The service code subscribers dial (default `*384#`).
     #[serde(default = "default_service_code")]
     pub service_code: String,
+    /// Directory of the menu files, relative to the working directory (default `menus`).
+    #[serde(default = "default_menus_dir")]
+    pub menus_dir: PathBuf,
 }
 
 fn default_session_timeout_secs() -> u64 {
@@ -464,12 +527,17 @@ fn default_service_code() -> String {
     "*384#".to_owned()
 }
 
+fn default_menus_dir() -> PathBuf {
+    PathBuf::from("menus")
+}
+
 impl Default for UssdConfig {
     fn default() -> Self {
         Self {
             session_timeout_secs: default_session_timeout_secs(),
             resume_secs: default_resume_secs(),
             service_code: default_service_code(),
+            menus_dir: default_menus_dir(),
         }
     }
 }
@@ -578,6 +646,11 @@ impl Config {
                 format!("`{}` must start with `sqlite:`, `postgres://` or `postgresql://`", redact_url(url)),
             ));
         }
+        let db = &self.database;
+        check_range("database.read_pool", u64::from(db.read_pool), 1, 64)?;
+        check_range("database.write_batch", u64::from(db.write_batch), 1, 10_000)?;
+        check_range("database.write_queue", u64::from(db.write_queue), 1, 1_000_000)?;
+        check_at_least_one("database.busy_timeout_ms", db.busy_timeout_ms)?;
 
         for (i, account) in self.smpp_server.accounts.iter().enumerate() {
             let key = format!("smpp_server.accounts[{i}]");
@@ -722,6 +795,13 @@ fn check_octets(key: &str, value: &str, min: usize, max: usize) -> Result<(), Co
 fn check_window(key: &str, window: u32) -> Result<(), ConfigError> {
     if window == 0 || window > MAX_WINDOW {
         return Err(invalid(key, format!("must be between 1 and {MAX_WINDOW}, got {window}")));
+    }
+    Ok(())
+}
+
+fn check_range(key: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if value < min || value > max {
+        return Err(invalid(key, format!("must be between {min} and {max}, got {value}")));
     }
     Ok(())
 }
@@ -1235,6 +1315,31 @@ route_prefixes = ["8486", "8496"]
         for ok in ["sqlite::memory:", "postgres://h/db", "postgresql://u:p@h/db"] {
             let text = EXAMPLE.replace("sqlite://chogate.db", ok);
             parse(&text).unwrap();
+        }
+    }
+
+    #[test]
+    fn database_tuning_should_default_and_be_range_checked() {
+        let config = parse("").unwrap();
+        assert_eq!(config.database.read_pool, 4);
+        assert_eq!(config.database.write_batch, 256);
+        assert_eq!(config.database.write_queue, 4096);
+        assert_eq!(config.database.sqlite_synchronous, SqliteSynchronous::Full);
+        assert_eq!(config.database.busy_timeout(), Duration::from_secs(5));
+        let config = parse("[database]\nsqlite_synchronous = \"normal\"\nwrite_batch = 10\n").unwrap();
+        assert_eq!(config.database.sqlite_synchronous, SqliteSynchronous::Normal);
+        assert_eq!(config.database.write_batch, 10);
+        let cases = [
+            ("[database]\nread_pool = 0\n", "database.read_pool"),
+            ("[database]\nread_pool = 65\n", "database.read_pool"),
+            ("[database]\nwrite_batch = 0\n", "database.write_batch"),
+            ("[database]\nwrite_queue = 0\n", "database.write_queue"),
+            ("[database]\nbusy_timeout_ms = 0\n", "database.busy_timeout_ms"),
+            ("[database]\nsqlite_synchronous = \"off\"\n", "database.sqlite_synchronous"),
+        ];
+        for (text, expected) in cases {
+            let (key, _) = invalid_key(parse(text));
+            assert_eq!(key, expected, "{text}");
         }
     }
 

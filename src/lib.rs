@@ -5,6 +5,9 @@
 //! - [`config`]: TOML configuration with `CHOGATE_` environment overrides.
 //! - [`smpp`]: PDU codec, framing, the session actor shared by both roles, server and client.
 //! - [`text`]: GSM 03.38 and UCS2 text, unaccented fallback, screen fitting, SMS splitting.
+//! - [`market`]: households, villages, teams, listings, orders, payments: typed, audited,
+//!   idempotent actions.
+//! - [`store`]: the durable store (SQLite or PostgreSQL), migrations, the connections.
 //! - [`daemon`]: wires the listeners and binds together under one cancellation token.
 //! - [`cli`]: the command line (`serve`, `check-config`, ...).
 #![forbid(unsafe_code)]
@@ -14,7 +17,9 @@ pub mod config;
 pub mod daemon;
 pub mod http;
 pub mod logging;
+pub mod market;
 pub mod menu;
 pub mod msisdn;
 pub mod smpp;
+pub mod store;
 pub mod text;

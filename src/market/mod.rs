@@ -1,0 +1,591 @@
+//! The market: households, communes and villages, community tech teams, the product
+//! catalogue, listings, orders and payments, as typed actions.
+//!
+//! Reads go to the store's read pool. Every action goes through the one group-commit writer
+//! task ([`writer`]): it is answered only after the transaction that carries it committed,
+//! it appends its audit event (who, channel, what, when, data) in that same transaction, and
+//! it is idempotent per [`IdemKey`]: a repeat returns the first outcome, re-read from the
+//! database, and applies nothing again.
+
+mod notice;
+mod pin;
+mod queries;
+mod seed;
+mod types;
+mod writer;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use types::{
+    Actor, Channel, Commune, Household, IdemKey, Lang, Leader, Listing, ListingChange, ListingStatus,
+    MarketError, Order, OrderStatus, Product, Stats, VillageProgress, WriterCounters, listing_code,
+    normalize_msisdn, order_code,
+};
+
+use crate::args;
+use crate::config::DatabaseConfig;
+use crate::logging::mask_msisdn;
+use crate::store::{Backend, ReadConn, Store, StoreError};
+use writer::{Action, ActionJob, Counters, Done, EventRow, Job, Writer};
+
+/// Smallest and largest quantity of a listing, kg.
+pub const QUANTITY_KG: std::ops::RangeInclusive<i64> = 1..=100_000;
+/// Smallest and largest price per kg, đồng.
+pub const PRICE_PER_KG: std::ops::RangeInclusive<i64> = 1_000..=100_000_000;
+/// Largest order amount, đồng.
+pub const MAX_AMOUNT: i64 = 1_000_000_000_000;
+/// Longest name (household, village, buyer), in characters.
+pub const MAX_NAME_CHARS: usize = 80;
+/// Longest idempotency key, in characters.
+pub const MAX_KEY_CHARS: usize = 200;
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// The market over its durable store. Cheap to clone (an `Arc` inside).
+#[derive(Clone)]
+pub struct Market {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    jobs: mpsc::Sender<Job>,
+    products: Arc<Vec<Product>>,
+    counters: Arc<Counters>,
+    stopped: CancellationToken,
+}
+
+fn check_range(
+    field: &'static str,
+    value: i64,
+    range: &std::ops::RangeInclusive<i64>,
+) -> Result<(), MarketError> {
+    if range.contains(&value) {
+        Ok(())
+    } else {
+        Err(MarketError::Invalid {
+            field,
+            reason: format!("must be between {} and {}, got {value}", range.start(), range.end()),
+        })
+    }
+}
+
+/// Trims and collapses whitespace; refuses empty, over-long or control characters.
+fn clean_name(field: &'static str, s: &str) -> Result<String, MarketError> {
+    let cleaned = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let invalid = |reason: &str| MarketError::Invalid { field, reason: reason.to_owned() };
+    if cleaned.is_empty() {
+        return Err(invalid("must not be empty"));
+    }
+    if cleaned.chars().count() > MAX_NAME_CHARS {
+        return Err(invalid(&format!("must be at most {MAX_NAME_CHARS} characters")));
+    }
+    if cleaned.chars().any(char::is_control) {
+        return Err(invalid("must not contain control characters"));
+    }
+    Ok(cleaned)
+}
+
+fn check_key(key: &IdemKey) -> Result<(), MarketError> {
+    let n = key.0.chars().count();
+    if n == 0 || n > MAX_KEY_CHARS {
+        return Err(MarketError::Invalid {
+            field: "key",
+            reason: format!("must be 1 to {MAX_KEY_CHARS} characters"),
+        });
+    }
+    Ok(())
+}
+
+fn unexpected(done: Done) -> MarketError {
+    MarketError::Store(StoreError::Corrupt { column: "writer reply", value: format!("{done:?}") })
+}
+
+impl Market {
+    /// Opens the database at `cfg.url` (`sqlite://path`, creating the file; or
+    /// `postgres://...`), runs the migrations, seeds the communes (the 2025 list, and the 2024
+    /// districts and communes for history) and the product catalogue where missing, and
+    /// starts the group-commit writer task. The writer stops when `shutdown` is cancelled,
+    /// after committing what was queued; [`Market::stopped`] waits for that.
+    pub async fn open(cfg: &DatabaseConfig, shutdown: CancellationToken) -> Result<Market, MarketError> {
+        let store = Store::open(cfg).await?;
+        let mut writer_conn = store.writer().await?;
+        {
+            let mut c = writer_conn.conn();
+            c.begin_write().await?;
+            match seed::seed(&mut c).await {
+                Ok(()) => c.raw("COMMIT").await?,
+                Err(e) => {
+                    let _ = c.raw("ROLLBACK").await;
+                    return Err(e.into());
+                }
+            }
+        }
+        let products = {
+            let mut r = store.read().await?;
+            Arc::new(queries::products(&mut r.conn()).await?)
+        };
+        let (jobs, rx) = mpsc::channel(cfg.write_queue.max(1) as usize);
+        let counters = Arc::new(Counters::default());
+        let stopped = CancellationToken::new();
+        let writer = Writer {
+            store: store.clone(),
+            conn: Some(writer_conn),
+            rx,
+            batch_max: cfg.write_batch.max(1) as usize,
+            counters: counters.clone(),
+            products: products.clone(),
+        };
+        tokio::spawn(writer.run(shutdown, stopped.clone()));
+        info!(backend = ?store.backend(), products = products.len(), "market open");
+        Ok(Market { inner: Arc::new(Inner { store, jobs, products, counters, stopped }) })
+    }
+
+    /// Which database backs the market.
+    pub fn backend(&self) -> Backend {
+        self.inner.store.backend()
+    }
+
+    /// The store, for bulk reads and exports.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// What the writer did so far: commits, actions, events, largest group.
+    pub fn writer_counters(&self) -> WriterCounters {
+        self.inner.counters.snapshot()
+    }
+
+    /// Waits until the writer has committed its last group and stopped (after the
+    /// `shutdown` token given to [`Market::open`] was cancelled).
+    pub async fn stopped(&self) {
+        self.inner.stopped.cancelled().await;
+    }
+
+    async fn read(&self) -> Result<ReadConn, MarketError> {
+        Ok(self.inner.store.read().await?)
+    }
+
+    /// Hands an action to the writer and waits for its committed outcome.
+    async fn act(&self, actor: &Actor, key: IdemKey, action: Action) -> Result<Done, MarketError> {
+        check_key(&key)?;
+        let (reply, answer) = oneshot::channel();
+        let job = Job::Action(ActionJob { actor: actor.clone(), key, action, reply });
+        self.inner.jobs.send(job).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Whether a key has been used (so the writer will replay it): spares the Argon2 work
+    /// for a retransmitted step.
+    async fn key_used(&self, key: &IdemKey) -> Result<bool, MarketError> {
+        let mut r = self.read().await?;
+        let row = r
+            .conn()
+            .fetch_optional(
+                "SELECT kind FROM idempotency_keys WHERE idem_key = $1 AND outcome <> 'pending'",
+                args![&key.0],
+            )
+            .await?;
+        Ok(row.is_some())
+    }
+
+    // ---- reads -------------------------------------------------------------------------
+
+    /// The household with this MSISDN (any written form; see [`normalize_msisdn`]).
+    pub async fn household_by_msisdn(&self, msisdn: &str) -> Result<Option<Household>, MarketError> {
+        let msisdn = normalize_msisdn(msisdn)?;
+        let mut r = self.read().await?;
+        Ok(queries::household_by_msisdn(&mut r.conn(), &msisdn).await?)
+    }
+
+    /// The household with this id.
+    pub async fn household(&self, household_id: i64) -> Result<Option<Household>, MarketError> {
+        let mut r = self.read().await?;
+        Ok(queries::household_by_id(&mut r.conn(), household_id).await?)
+    }
+
+    /// A commune or ward of the 2025 list.
+    pub async fn commune(&self, code: u32) -> Result<Option<Commune>, MarketError> {
+        let mut r = self.read().await?;
+        Ok(queries::commune(&mut r.conn(), code).await?)
+    }
+
+    /// The product catalogue in menu order (na first); loaded once at open.
+    pub async fn products(&self) -> Result<Arc<Vec<Product>>, MarketError> {
+        Ok(self.inner.products.clone())
+    }
+
+    /// The household's orders waiting for it: New or Accepted, newest first.
+    pub async fn open_orders(&self, household_id: i64) -> Result<Vec<Order>, MarketError> {
+        let mut r = self.read().await?;
+        Ok(queries::orders_in(&mut r.conn(), household_id, OrderStatus::New, OrderStatus::Accepted).await?)
+    }
+
+    /// The household's orders whose payment can be confirmed: Shipped or Delivered, newest
+    /// first.
+    pub async fn orders_awaiting_payment(&self, household_id: i64) -> Result<Vec<Order>, MarketError> {
+        let mut r = self.read().await?;
+        Ok(queries::orders_in(&mut r.conn(), household_id, OrderStatus::Shipped, OrderStatus::Delivered)
+            .await?)
+    }
+
+    /// One of the household's orders; [`MarketError::NotFound`] if it is not theirs.
+    pub async fn order(&self, household_id: i64, order_id: i64) -> Result<Order, MarketError> {
+        let mut r = self.read().await?;
+        match queries::order_by_id(&mut r.conn(), order_id).await? {
+            Some(o) if o.household_id == household_id => Ok(o),
+            _ => Err(MarketError::NotFound("order")),
+        }
+    }
+
+    /// The household's active listings, newest first.
+    pub async fn listings(&self, household_id: i64) -> Result<Vec<Listing>, MarketError> {
+        let mut r = self.read().await?;
+        Ok(queries::active_listings(&mut r.conn(), household_id).await?)
+    }
+
+    /// One of the household's listings (any state); [`MarketError::NotFound`] if it is not
+    /// theirs.
+    pub async fn listing(&self, household_id: i64, listing_id: i64) -> Result<Listing, MarketError> {
+        let mut r = self.read().await?;
+        match queries::listing_by_id(&mut r.conn(), listing_id).await? {
+            Some(l) if l.household_id == household_id => Ok(l),
+            _ => Err(MarketError::NotFound("listing")),
+        }
+    }
+
+    /// The team leader of the household's village, if the village has a team.
+    pub async fn leader_of(&self, household_id: i64) -> Result<Option<Leader>, MarketError> {
+        let mut r = self.read().await?;
+        Ok(queries::leader_of(&mut r.conn(), household_id).await?)
+    }
+
+    /// Progress of the village the household leads; [`MarketError::NotAllowed`] if it
+    /// leads none.
+    pub async fn village_progress(&self, leader_household_id: i64) -> Result<VillageProgress, MarketError> {
+        let mut r = self.read().await?;
+        let mut c = r.conn();
+        if let Some(p) = queries::village_progress(&mut c, leader_household_id).await? {
+            return Ok(p);
+        }
+        match queries::household_by_id(&mut c, leader_household_id).await? {
+            Some(_) => Err(MarketError::NotAllowed("only a village team leader can see this".to_owned())),
+            None => Err(MarketError::NotFound("household")),
+        }
+    }
+
+    /// Counts over the whole market.
+    pub async fn stats(&self) -> Result<Stats, MarketError> {
+        let mut r = self.read().await?;
+        Ok(queries::stats(&mut r.conn()).await?)
+    }
+
+    // ---- actions -----------------------------------------------------------------------
+
+    /// Opens a listing: 1..=100000 kg at 1000..=100000000 đồng per kg. Its code is
+    /// `L` + the id (`L000123`).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn create_listing(
+        &self,
+        actor: &Actor,
+        key: IdemKey,
+        household_id: i64,
+        product_id: i64,
+        quantity_kg: i64,
+        price_per_kg: i64,
+    ) -> Result<Listing, MarketError> {
+        check_range("quantity_kg", quantity_kg, &QUANTITY_KG)?;
+        check_range("price_per_kg", price_per_kg, &PRICE_PER_KG)?;
+        match self
+            .act(actor, key, Action::CreateListing { household_id, product_id, quantity_kg, price_per_kg })
+            .await?
+        {
+            Done::Listing(l) => Ok(l),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Moves one of the household's orders: New → Accepted | Rejected (the quantity goes
+    /// back on offer), Accepted → Shipped. Anything else is [`MarketError::NotAllowed`].
+    pub async fn set_order_status(
+        &self,
+        actor: &Actor,
+        key: IdemKey,
+        household_id: i64,
+        order_id: i64,
+        to: OrderStatus,
+    ) -> Result<Order, MarketError> {
+        match self.act(actor, key, Action::SetOrderStatus { household_id, order_id, to }).await? {
+            Done::Order(o) => Ok(o),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Sets the household's payment PIN: exactly 4 digits, stored as an Argon2id hash. Only
+    /// when none is set: a set PIN is changed by the team leader's reset (so whoever holds
+    /// the phone cannot replace it).
+    pub async fn set_pin(
+        &self,
+        actor: &Actor,
+        key: IdemKey,
+        household_id: i64,
+        pin: &str,
+    ) -> Result<(), MarketError> {
+        check_key(&key)?;
+        if !pin::well_formed(pin) {
+            return Err(MarketError::Invalid { field: "pin", reason: "must be exactly 4 digits".to_owned() });
+        }
+        // A repeat is replayed by the writer: no need to hash again.
+        let hash = if self.key_used(&key).await? { String::new() } else { pin::hash(pin.to_owned()).await? };
+        match self.act(actor, key, Action::SetPin { household_id, hash }).await? {
+            Done::Nothing => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Confirms the payment of a Shipped or Delivered order (→ Paid, a payment row),
+    /// checking the PIN: wrong → [`MarketError::PinWrong`] with the tries left (counted
+    /// durably; a malformed PIN counts as wrong); the 5th wrong in a row →
+    /// [`MarketError::PinLocked`] for 15 minutes; right → the count starts afresh.
+    pub async fn confirm_payment(
+        &self,
+        actor: &Actor,
+        key: IdemKey,
+        household_id: i64,
+        order_id: i64,
+        pin: &str,
+    ) -> Result<Order, MarketError> {
+        check_key(&key)?;
+        let (pin_ok, checked_hash) = if self.key_used(&key).await? {
+            // A repeat: the writer replays the first outcome without looking at the PIN.
+            (false, None)
+        } else {
+            let row = {
+                let mut r = self.read().await?;
+                r.conn()
+                    .fetch_optional(
+                        "SELECT pin_hash, pin_locked_until_ms FROM households WHERE id = $1",
+                        args![household_id],
+                    )
+                    .await?
+                    .ok_or(MarketError::NotFound("household"))?
+            };
+            let hash = row.opt_text("pin_hash")?.ok_or(MarketError::PinNotSet)?;
+            let until_ms = row.int("pin_locked_until_ms")?;
+            if until_ms > now_ms() {
+                return Err(MarketError::PinLocked { until_ms });
+            }
+            // The slow check runs here, on the blocking pool, not in the writer.
+            let ok = pin::well_formed(pin) && pin::verify(pin.to_owned(), hash.clone()).await?;
+            (ok, Some(hash))
+        };
+        match self
+            .act(actor, key, Action::ConfirmPayment { household_id, order_id, pin_ok, checked_hash })
+            .await?
+        {
+            Done::Order(o) => Ok(o),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Changes one of the household's listings: price, quantity (a sold-out listing becomes
+    /// active again) or stop. A stopped listing cannot change.
+    pub async fn update_listing(
+        &self,
+        actor: &Actor,
+        key: IdemKey,
+        household_id: i64,
+        listing_id: i64,
+        change: ListingChange,
+    ) -> Result<Listing, MarketError> {
+        match &change {
+            ListingChange::Price(p) => check_range("price_per_kg", *p, &PRICE_PER_KG)?,
+            ListingChange::Quantity(q) => check_range("quantity_kg", *q, &QUANTITY_KG)?,
+            ListingChange::Stop => {}
+        }
+        match self.act(actor, key, Action::UpdateListing { household_id, listing_id, change }).await? {
+            Done::Listing(l) => Ok(l),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// A household registers itself: in the commune's village of that name (matched without
+    /// regard to case and spacing; created, marked pending, if new). The household is
+    /// pending until its team leader confirms it; the event names the leader.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn self_register(
+        &self,
+        actor: &Actor,
+        key: IdemKey,
+        msisdn: &str,
+        commune_code: u32,
+        village_name: &str,
+        name: &str,
+        lang: Lang,
+    ) -> Result<Household, MarketError> {
+        let msisdn = normalize_msisdn(msisdn)?;
+        let village_name = clean_name("village_name", village_name)?;
+        let name = clean_name("name", name)?;
+        match self
+            .act(actor, key, Action::SelfRegister { msisdn, commune_code, village_name, name, lang })
+            .await?
+        {
+            Done::Household(h) => Ok(h),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// A team leader registers a household in their village (language Vietnamese).
+    /// [`MarketError::NotAllowed`] if `leader_household_id` leads no village,
+    /// [`MarketError::AlreadyRegistered`] if the MSISDN is taken.
+    pub async fn register_household(
+        &self,
+        actor: &Actor,
+        key: IdemKey,
+        leader_household_id: i64,
+        msisdn: &str,
+        name: &str,
+    ) -> Result<Household, MarketError> {
+        let msisdn = normalize_msisdn(msisdn)?;
+        let name = clean_name("name", name)?;
+        match self.act(actor, key, Action::RegisterHousehold { leader_household_id, msisdn, name }).await? {
+            Done::Household(h) => Ok(h),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// A team leader clears the PIN (hash, failure count and lock) of a household of their
+    /// village, which can then set a new one.
+    pub async fn reset_pin(
+        &self,
+        actor: &Actor,
+        key: IdemKey,
+        leader_household_id: i64,
+        msisdn: &str,
+    ) -> Result<(), MarketError> {
+        let msisdn = normalize_msisdn(msisdn)?;
+        match self.act(actor, key, Action::ResetPin { leader_household_id, msisdn }).await? {
+            Done::Nothing => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Records that a USSD dialogue opened or closed (with how it ended): an audit event
+    /// written with the writer's next group; does not wait for the commit. If the write
+    /// queue is full the event is dropped and counted ([`WriterCounters::dropped_events`]).
+    pub fn record_dialogue(&self, msisdn: &str, opened: bool, outcome: &str) {
+        let msisdn = normalize_msisdn(msisdn).unwrap_or_else(|_| msisdn.chars().take(32).collect());
+        let outcome: String = outcome.chars().take(100).collect();
+        let event = EventRow {
+            at_ms: now_ms(),
+            actor: msisdn.clone(),
+            channel: Channel::Ussd,
+            kind: if opened { "dialogue_opened" } else { "dialogue_closed" },
+            subject: format!("msisdn:{msisdn}"),
+            data: json!({ "outcome": outcome }),
+        };
+        if self.inner.jobs.try_send(Job::Event(event)).is_err() {
+            self.inner.counters.dropped_events.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            warn!(msisdn = %mask_msisdn(&msisdn), "write queue full or closed: dialogue event dropped");
+        }
+    }
+
+    /// Places an order for an active listing (partners will call this over HTTP; tests and
+    /// seed-demo use it now). The quantity is taken off the listing (sold out at 0). An SMS
+    /// telling the household is queued in the outbox, in its language, in the same
+    /// transaction.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn place_order(
+        &self,
+        actor: &Actor,
+        key: IdemKey,
+        listing_id: i64,
+        buyer_name: &str,
+        quantity_kg: i64,
+        amount: i64,
+    ) -> Result<Order, MarketError> {
+        let buyer_name = clean_name("buyer_name", buyer_name)?;
+        check_range("quantity_kg", quantity_kg, &QUANTITY_KG)?;
+        check_range("amount", amount, &(1..=MAX_AMOUNT))?;
+        match self.act(actor, key, Action::PlaceOrder { listing_id, buyer_name, quantity_kg, amount }).await?
+        {
+            Done::Order(o) => Ok(o),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Marks an order delivered by the post office (for tests and seed-demo now; later the
+    /// partners' shipment events): Shipped → Delivered.
+    pub async fn mark_delivered(
+        &self,
+        actor: &Actor,
+        key: IdemKey,
+        order_id: i64,
+    ) -> Result<Order, MarketError> {
+        match self.act(actor, key, Action::MarkDelivered { order_id }).await? {
+            Done::Order(o) => Ok(o),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Creates a leader household: the village's team, led by it (for seeding and the CLI
+    /// import). The village is created if new. A household already registered in that
+    /// village becomes its leader; one registered elsewhere is
+    /// [`MarketError::AlreadyRegistered`]; a village with a leader already is
+    /// [`MarketError::NotAllowed`].
+    #[allow(clippy::too_many_arguments)]
+    pub async fn register_leader(
+        &self,
+        actor: &Actor,
+        key: IdemKey,
+        msisdn: &str,
+        name: &str,
+        commune_code: u32,
+        village_name: &str,
+        lang: Lang,
+    ) -> Result<Household, MarketError> {
+        let msisdn = normalize_msisdn(msisdn)?;
+        let name = clean_name("name", name)?;
+        let village_name = clean_name("village_name", village_name)?;
+        match self
+            .act(actor, key, Action::RegisterLeader { msisdn, name, commune_code, village_name, lang })
+            .await?
+        {
+            Done::Household(h) => Ok(h),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_should_be_trimmed_collapsed_and_bounded() {
+        assert_eq!(clean_name("name", "  Hoàng   Văn  A ").unwrap(), "Hoàng Văn A");
+        assert!(matches!(clean_name("name", "   "), Err(MarketError::Invalid { field: "name", .. })));
+        assert!(clean_name("name", &"a".repeat(81)).is_err());
+        assert!(clean_name("name", &"ă".repeat(80)).is_ok());
+        assert!(clean_name("name", "a\u{7}b").is_err());
+    }
+
+    #[test]
+    fn keys_should_be_bounded() {
+        assert!(check_key(&IdemKey(String::new())).is_err());
+        assert!(check_key(&IdemKey("k".repeat(201))).is_err());
+        assert!(check_key(&IdemKey("ussd:viettel:42:3".into())).is_ok());
+    }
+}

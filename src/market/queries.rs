@@ -1,0 +1,281 @@
+//! Reads, shared by the read pool and the writer's transaction: one SQL text for both
+//! backends, rows mapped to the market's types.
+
+use super::types::{
+    Commune, Household, Lang, Leader, Listing, ListingStatus, Order, OrderStatus, Product, Stats,
+    VillageProgress, listing_code, order_code,
+};
+use crate::args;
+use crate::store::{Conn, Row, StoreError};
+
+macro_rules! household_select {
+    () => {
+        "SELECT h.id, h.msisdn, h.name, h.village_id, v.name AS village_name, \
+         c.code AS commune_code, c.name AS commune_name, h.language, h.has_epay, \
+         EXISTS (SELECT 1 FROM teams t WHERE t.leader_household_id = h.id) AS is_leader, \
+         (h.pin_hash IS NOT NULL) AS has_pin \
+         FROM households h JOIN villages v ON v.id = h.village_id \
+         JOIN communes c ON c.code = v.commune_code"
+    };
+}
+
+macro_rules! listing_select {
+    () => {
+        "SELECT l.id, l.household_id, l.product_id, p.name_vi, p.name_en, l.quantity_kg, \
+         l.price_per_kg, l.status, l.created_at_ms \
+         FROM listings l JOIN products p ON p.id = l.product_id"
+    };
+}
+
+macro_rules! order_select {
+    () => {
+        "SELECT o.id, o.listing_id, o.household_id, p.name_vi, p.name_en, o.buyer_name, \
+         o.quantity_kg, o.amount, o.status, o.created_at_ms \
+         FROM orders o JOIN listings l ON l.id = o.listing_id JOIN products p ON p.id = l.product_id"
+    };
+}
+
+fn corrupt(column: &'static str, value: impl ToString) -> StoreError {
+    StoreError::Corrupt { column, value: value.to_string() }
+}
+
+fn to_u32(column: &'static str, v: i64) -> Result<u32, StoreError> {
+    u32::try_from(v).map_err(|_| corrupt(column, v))
+}
+
+fn household(r: &Row) -> Result<Household, StoreError> {
+    let language = r.text("language")?;
+    Ok(Household {
+        id: r.int("id")?,
+        msisdn: r.text("msisdn")?,
+        name: r.text("name")?,
+        village_id: r.int("village_id")?,
+        village_name: r.text("village_name")?,
+        commune_code: to_u32("commune_code", r.int("commune_code")?)?,
+        commune_name: r.text("commune_name")?,
+        language: Lang::parse(&language).ok_or_else(|| corrupt("households.language", &language))?,
+        has_epay: r.flag("has_epay")?,
+        is_leader: r.flag("is_leader")?,
+        has_pin: r.flag("has_pin")?,
+    })
+}
+
+fn listing(r: &Row) -> Result<Listing, StoreError> {
+    let id = r.int("id")?;
+    let status = r.text("status")?;
+    Ok(Listing {
+        id,
+        code: listing_code(id),
+        household_id: r.int("household_id")?,
+        product_id: r.int("product_id")?,
+        product_name_vi: r.text("name_vi")?,
+        product_name_en: r.text("name_en")?,
+        quantity_kg: r.int("quantity_kg")?,
+        price_per_kg: r.int("price_per_kg")?,
+        status: ListingStatus::parse(&status).ok_or_else(|| corrupt("listings.status", &status))?,
+        created_at_ms: r.int("created_at_ms")?,
+    })
+}
+
+fn order(r: &Row) -> Result<Order, StoreError> {
+    let id = r.int("id")?;
+    let status = r.text("status")?;
+    Ok(Order {
+        id,
+        code: order_code(id),
+        listing_id: r.int("listing_id")?,
+        household_id: r.int("household_id")?,
+        product_name_vi: r.text("name_vi")?,
+        product_name_en: r.text("name_en")?,
+        buyer_name: r.text("buyer_name")?,
+        quantity_kg: r.int("quantity_kg")?,
+        amount: r.int("amount")?,
+        status: OrderStatus::parse(&status).ok_or_else(|| corrupt("orders.status", &status))?,
+        created_at_ms: r.int("created_at_ms")?,
+    })
+}
+
+/// The household with this (normalised) MSISDN.
+pub(crate) async fn household_by_msisdn(
+    c: &mut Conn<'_>,
+    msisdn: &str,
+) -> Result<Option<Household>, StoreError> {
+    let row = c.fetch_optional(concat!(household_select!(), " WHERE h.msisdn = $1"), args![msisdn]).await?;
+    row.as_ref().map(household).transpose()
+}
+
+/// The household with this id.
+pub(crate) async fn household_by_id(c: &mut Conn<'_>, id: i64) -> Result<Option<Household>, StoreError> {
+    let row = c.fetch_optional(concat!(household_select!(), " WHERE h.id = $1"), args![id]).await?;
+    row.as_ref().map(household).transpose()
+}
+
+/// A commune of the 2025 list.
+pub(crate) async fn commune(c: &mut Conn<'_>, code: u32) -> Result<Option<Commune>, StoreError> {
+    let row = c
+        .fetch_optional("SELECT code, name, kind FROM communes WHERE code = $1", args![i64::from(code)])
+        .await?;
+    row.map(|r| {
+        Ok(Commune {
+            code: to_u32("communes.code", r.int("code")?)?,
+            name: r.text("name")?,
+            kind: r.text("kind")?,
+        })
+    })
+    .transpose()
+}
+
+/// The catalogue, in menu order.
+pub(crate) async fn products(c: &mut Conn<'_>) -> Result<Vec<Product>, StoreError> {
+    let rows = c
+        .fetch_all(
+            "SELECT id, code, name_vi, name_en, unit, min_price, max_price FROM products \
+             ORDER BY sort_order, id",
+            args![],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Product {
+                id: r.int("id")?,
+                code: r.text("code")?,
+                name_vi: r.text("name_vi")?,
+                name_en: r.text("name_en")?,
+                unit: r.text("unit")?,
+                min_price: r.int("min_price")?,
+                max_price: r.int("max_price")?,
+            })
+        })
+        .collect()
+}
+
+/// A household's orders in two states, newest first.
+pub(crate) async fn orders_in(
+    c: &mut Conn<'_>,
+    household_id: i64,
+    a: OrderStatus,
+    b: OrderStatus,
+) -> Result<Vec<Order>, StoreError> {
+    let rows = c
+        .fetch_all(
+            concat!(
+                order_select!(),
+                " WHERE o.household_id = $1 AND o.status IN ($2, $3) ORDER BY o.created_at_ms DESC, o.id DESC"
+            ),
+            args![household_id, a.as_str(), b.as_str()],
+        )
+        .await?;
+    rows.iter().map(order).collect()
+}
+
+/// An order by id, whoever's it is.
+pub(crate) async fn order_by_id(c: &mut Conn<'_>, id: i64) -> Result<Option<Order>, StoreError> {
+    let row = c.fetch_optional(concat!(order_select!(), " WHERE o.id = $1"), args![id]).await?;
+    row.as_ref().map(order).transpose()
+}
+
+/// A household's active listings, newest first.
+pub(crate) async fn active_listings(c: &mut Conn<'_>, household_id: i64) -> Result<Vec<Listing>, StoreError> {
+    let rows = c
+        .fetch_all(
+            concat!(
+                listing_select!(),
+                " WHERE l.household_id = $1 AND l.status = 'active' ORDER BY l.created_at_ms DESC, l.id DESC"
+            ),
+            args![household_id],
+        )
+        .await?;
+    rows.iter().map(listing).collect()
+}
+
+/// A listing by id, whoever's it is.
+pub(crate) async fn listing_by_id(c: &mut Conn<'_>, id: i64) -> Result<Option<Listing>, StoreError> {
+    let row = c.fetch_optional(concat!(listing_select!(), " WHERE l.id = $1"), args![id]).await?;
+    row.as_ref().map(listing).transpose()
+}
+
+/// The team leader of the household's village.
+pub(crate) async fn leader_of(c: &mut Conn<'_>, household_id: i64) -> Result<Option<Leader>, StoreError> {
+    let row = c
+        .fetch_optional(
+            "SELECT lh.name, lh.msisdn FROM households h \
+             JOIN teams t ON t.village_id = h.village_id \
+             JOIN households lh ON lh.id = t.leader_household_id \
+             WHERE h.id = $1",
+            args![household_id],
+        )
+        .await?;
+    row.map(|r| Ok(Leader { name: r.text("name")?, msisdn: r.text("msisdn")? })).transpose()
+}
+
+/// The village a household leads, if it leads one.
+pub(crate) async fn led_village(
+    c: &mut Conn<'_>,
+    leader_household_id: i64,
+) -> Result<Option<i64>, StoreError> {
+    let row = c
+        .fetch_optional(
+            "SELECT village_id FROM teams WHERE leader_household_id = $1",
+            args![leader_household_id],
+        )
+        .await?;
+    row.map(|r| r.int("village_id")).transpose()
+}
+
+/// Counts for the village a household leads; `None` if it leads none.
+pub(crate) async fn village_progress(
+    c: &mut Conn<'_>,
+    leader_household_id: i64,
+) -> Result<Option<VillageProgress>, StoreError> {
+    let row = c
+        .fetch_optional(
+            "SELECT v.name AS village_name, \
+             (SELECT COUNT(*) FROM households h WHERE h.village_id = v.id) AS households, \
+             (SELECT COUNT(DISTINCT l.household_id) FROM listings l \
+                JOIN households h ON h.id = l.household_id WHERE h.village_id = v.id) AS with_listing, \
+             (SELECT COUNT(*) FROM households h WHERE h.village_id = v.id AND h.has_epay) AS with_epay \
+             FROM teams t JOIN villages v ON v.id = t.village_id WHERE t.leader_household_id = $1",
+            args![leader_household_id],
+        )
+        .await?;
+    row.map(|r| {
+        Ok(VillageProgress {
+            village_name: r.text("village_name")?,
+            households: r.int("households")?,
+            with_listing: r.int("with_listing")?,
+            with_epay: r.int("with_epay")?,
+        })
+    })
+    .transpose()
+}
+
+async fn count(c: &mut Conn<'_>, sql: &'static str) -> Result<i64, StoreError> {
+    c.fetch_one(sql, args![]).await?.int("n")
+}
+
+async fn group_count(c: &mut Conn<'_>, sql: &'static str) -> Result<Vec<(String, i64)>, StoreError> {
+    let rows = c.fetch_all(sql, args![]).await?;
+    rows.iter().map(|r| Ok((r.text("status")?, r.int("n")?))).collect()
+}
+
+/// The whole market's counts.
+pub(crate) async fn stats(c: &mut Conn<'_>) -> Result<Stats, StoreError> {
+    Ok(Stats {
+        households: count(c, "SELECT COUNT(*) AS n FROM households").await?,
+        listings: count(c, "SELECT COUNT(*) AS n FROM listings").await?,
+        listings_active: count(c, "SELECT COUNT(*) AS n FROM listings WHERE status = 'active'").await?,
+        orders_by_status: group_count(
+            c,
+            "SELECT status, COUNT(*) AS n FROM orders GROUP BY status ORDER BY status",
+        )
+        .await?,
+        payments: count(c, "SELECT COUNT(*) AS n FROM payments").await?,
+        events: count(c, "SELECT COUNT(*) AS n FROM events").await?,
+        dialogues: count(c, "SELECT COUNT(*) AS n FROM events WHERE kind = 'dialogue_opened'").await?,
+        outbox_by_status: group_count(
+            c,
+            "SELECT status, COUNT(*) AS n FROM outbox GROUP BY status ORDER BY status",
+        )
+        .await?,
+    })
+}

@@ -1,0 +1,1142 @@
+//! The group-commit writer: the one task that changes the database.
+//!
+//! Callers send a [`Job`] over a bounded channel, with a oneshot for the answer. The writer
+//! takes the first job, then whatever else is queued (up to `[database] write_batch`), and
+//! runs them all in ONE transaction:
+//!
+//! - each action runs inside its own savepoint, so a refused or failing action is rolled
+//!   back alone and the others still commit;
+//! - each action first claims its idempotency key (`INSERT ... ON CONFLICT DO NOTHING`); a
+//!   key already there (earlier, or earlier in this group, or committed meanwhile by another
+//!   node on PostgreSQL, whose insert waits for that commit) replays the first outcome;
+//! - the audit events of the whole group are written at the end with one multi-row insert
+//!   (SQLite) or one `UNNEST` insert (PostgreSQL);
+//! - then one COMMIT, and only then is each caller answered.
+//!
+//! While a group is committing, new jobs queue up and form the next group: the busier the
+//! market, the bigger the groups, and the fewer commits (and fsyncs) per action. If the
+//! transaction fails as a whole, every action in it is answered with
+//! [`StoreError::TransactionFailed`] and the connection is opened anew for the next group;
+//! repeating an action with its key is then safe whether or not it had been applied.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::pin::{LOCK_MS, MAX_FAILURES};
+use super::types::{
+    Actor, Channel, Household, IdemKey, Lang, Listing, ListingChange, ListingStatus, MarketError, Order,
+    OrderStatus, Product, WriterCounters, listing_code, order_code,
+};
+use super::{notice, now_ms, queries};
+use crate::args;
+use crate::logging::mask_msisdn;
+use crate::store::{Arg, ColType, Conn, Store, StoreError, WriterConn};
+
+/// One audit event, written with the rest of its group.
+#[derive(Debug, Clone)]
+pub(crate) struct EventRow {
+    pub at_ms: i64,
+    pub actor: String,
+    pub channel: Channel,
+    pub kind: &'static str,
+    pub subject: String,
+    pub data: serde_json::Value,
+}
+
+/// The actions the writer applies (arguments already validated and normalised).
+#[derive(Debug)]
+pub(crate) enum Action {
+    CreateListing { household_id: i64, product_id: i64, quantity_kg: i64, price_per_kg: i64 },
+    SetOrderStatus { household_id: i64, order_id: i64, to: OrderStatus },
+    SetPin { household_id: i64, hash: String },
+    ConfirmPayment { household_id: i64, order_id: i64, pin_ok: bool, checked_hash: Option<String> },
+    UpdateListing { household_id: i64, listing_id: i64, change: ListingChange },
+    SelfRegister { msisdn: String, commune_code: u32, village_name: String, name: String, lang: Lang },
+    RegisterHousehold { leader_household_id: i64, msisdn: String, name: String },
+    ResetPin { leader_household_id: i64, msisdn: String },
+    PlaceOrder { listing_id: i64, buyer_name: String, quantity_kg: i64, amount: i64 },
+    MarkDelivered { order_id: i64 },
+    RegisterLeader { msisdn: String, name: String, commune_code: u32, village_name: String, lang: Lang },
+}
+
+/// What kind of row an action's result is, for replays.
+enum Produces {
+    Listing,
+    Order,
+    Household,
+    Nothing,
+}
+
+impl Action {
+    /// The name recorded with the idempotency key.
+    fn kind(&self) -> &'static str {
+        match self {
+            Action::CreateListing { .. } => "create_listing",
+            Action::SetOrderStatus { .. } => "set_order_status",
+            Action::SetPin { .. } => "set_pin",
+            Action::ConfirmPayment { .. } => "confirm_payment",
+            Action::UpdateListing { .. } => "update_listing",
+            Action::SelfRegister { .. } => "self_register",
+            Action::RegisterHousehold { .. } => "register_household",
+            Action::ResetPin { .. } => "reset_pin",
+            Action::PlaceOrder { .. } => "place_order",
+            Action::MarkDelivered { .. } => "mark_delivered",
+            Action::RegisterLeader { .. } => "register_leader",
+        }
+    }
+
+    fn produces(&self) -> Produces {
+        match self {
+            Action::CreateListing { .. } | Action::UpdateListing { .. } => Produces::Listing,
+            Action::SetOrderStatus { .. }
+            | Action::ConfirmPayment { .. }
+            | Action::PlaceOrder { .. }
+            | Action::MarkDelivered { .. } => Produces::Order,
+            Action::SelfRegister { .. }
+            | Action::RegisterHousehold { .. }
+            | Action::RegisterLeader { .. } => Produces::Household,
+            Action::SetPin { .. } | Action::ResetPin { .. } => Produces::Nothing,
+        }
+    }
+}
+
+/// An action's result.
+#[derive(Debug)]
+pub(crate) enum Done {
+    Listing(Listing),
+    Order(Order),
+    Household(Household),
+    Nothing,
+}
+
+/// Where an action's answer goes.
+pub(crate) type Reply = oneshot::Sender<Result<Done, MarketError>>;
+
+/// An action waiting for the writer.
+pub(crate) struct ActionJob {
+    pub actor: Actor,
+    pub key: IdemKey,
+    pub action: Action,
+    pub reply: Reply,
+}
+
+/// What callers send to the writer.
+pub(crate) enum Job {
+    /// An action; answered after its group committed.
+    Action(ActionJob),
+    /// An audit event nobody waits for (dialogue opened/closed).
+    Event(EventRow),
+}
+
+/// The writer's counters, shared with [`super::Market`].
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    commits: AtomicU64,
+    actions: AtomicU64,
+    events: AtomicU64,
+    largest_group: AtomicU64,
+    failed_groups: AtomicU64,
+    pub dropped_events: AtomicU64,
+}
+
+impl Counters {
+    pub fn snapshot(&self) -> WriterCounters {
+        WriterCounters {
+            commits: self.commits.load(Ordering::Relaxed),
+            actions: self.actions.load(Ordering::Relaxed),
+            events: self.events.load(Ordering::Relaxed),
+            largest_group: self.largest_group.load(Ordering::Relaxed),
+            failed_groups: self.failed_groups.load(Ordering::Relaxed),
+            dropped_events: self.dropped_events.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The writer task's state.
+pub(crate) struct Writer {
+    pub store: Store,
+    pub conn: Option<WriterConn>,
+    pub rx: mpsc::Receiver<Job>,
+    pub batch_max: usize,
+    pub counters: Arc<Counters>,
+    pub products: Arc<Vec<Product>>,
+}
+
+/// A key used earlier: what it did and how it ended.
+#[derive(Debug, Clone)]
+struct Stored {
+    kind: String,
+    result_id: Option<i64>,
+    outcome: String,
+}
+
+/// One group's bookkeeping.
+#[derive(Default)]
+struct Group {
+    /// Keys applied earlier in this group (not committed yet, so a repeat must see them here).
+    keys: HashMap<String, Stored>,
+    events: Vec<EventRow>,
+    replies: Vec<(Reply, Result<Done, MarketError>)>,
+}
+
+impl Writer {
+    /// Runs until `shutdown` is cancelled (or every sender is gone), then stops taking jobs,
+    /// commits what is queued, and cancels `stopped`.
+    pub async fn run(mut self, shutdown: CancellationToken, stopped: CancellationToken) {
+        loop {
+            let first = tokio::select! {
+                job = self.rx.recv() => match job {
+                    Some(job) => job,
+                    None => break,
+                },
+                () = shutdown.cancelled() => break,
+            };
+            let jobs = self.take_queued(first);
+            self.group(jobs).await;
+        }
+        self.rx.close();
+        while let Some(first) = self.rx.recv().await {
+            let jobs = self.take_queued(first);
+            self.group(jobs).await;
+        }
+        if let Some(conn) = self.conn.take() {
+            conn.close().await;
+        }
+        info!(counters = ?self.counters.snapshot(), "database writer stopped");
+        stopped.cancel();
+    }
+
+    fn take_queued(&mut self, first: Job) -> Vec<Job> {
+        let mut jobs = vec![first];
+        while jobs.len() < self.batch_max {
+            match self.rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        jobs
+    }
+
+    async fn group(&mut self, jobs: Vec<Job>) {
+        let size = jobs.len() as u64;
+        self.counters.largest_group.fetch_max(size, Ordering::Relaxed);
+        if self.conn.is_none() {
+            match self.store.writer().await {
+                Ok(conn) => self.conn = Some(conn),
+                Err(e) => {
+                    warn!(error = %e, "cannot open the writer connection");
+                    self.counters.failed_groups.fetch_add(1, Ordering::Relaxed);
+                    fail_all(Vec::new(), jobs.into_iter(), &e.to_string());
+                    return;
+                }
+            }
+        }
+        let Some(writer_conn) = self.conn.as_mut() else {
+            return;
+        };
+        let mut conn = writer_conn.conn();
+        let mut group = Group::default();
+        let mut jobs = jobs.into_iter();
+        let now = now_ms();
+        match run_group(&mut conn, &mut jobs, &mut group, &self.products, now).await {
+            Ok(events) => {
+                self.counters.commits.fetch_add(1, Ordering::Relaxed);
+                self.counters.actions.fetch_add(group.replies.len() as u64, Ordering::Relaxed);
+                self.counters.events.fetch_add(events, Ordering::Relaxed);
+                debug!(jobs = size, actions = group.replies.len(), events, "group committed");
+                for (reply, result) in group.replies {
+                    // The caller may have gone (a cut dialogue): the action stays applied, and
+                    // a repeat with its key replays it.
+                    let _ = reply.send(result);
+                }
+            }
+            Err(e) => {
+                let _ = conn.raw("ROLLBACK").await;
+                warn!(error = %e, jobs = size, "group transaction failed; its actions are answered with an error");
+                self.counters.failed_groups.fetch_add(1, Ordering::Relaxed);
+                fail_all(group.replies, jobs, &e.to_string());
+                // Start the next group on a fresh connection, whatever state this one is in.
+                if let Some(conn) = self.conn.take() {
+                    conn.close().await;
+                }
+            }
+        }
+    }
+}
+
+fn fail_all(
+    replies: Vec<(Reply, Result<Done, MarketError>)>,
+    rest: impl Iterator<Item = Job>,
+    message: &str,
+) {
+    let error = || Err(MarketError::Store(StoreError::TransactionFailed(message.to_owned())));
+    for (reply, _) in replies {
+        let _ = reply.send(error());
+    }
+    for job in rest {
+        if let Job::Action(a) = job {
+            let _ = a.reply.send(error());
+        }
+    }
+}
+
+const EVENT_COLUMNS: &[(&str, ColType)] = &[
+    ("at_ms", ColType::Int),
+    ("actor", ColType::Text),
+    ("channel", ColType::Text),
+    ("kind", ColType::Text),
+    ("subject", ColType::Text),
+    ("data", ColType::Json),
+];
+
+/// Runs one group in one transaction; returns the number of events written.
+async fn run_group(
+    c: &mut Conn<'_>,
+    jobs: &mut impl Iterator<Item = Job>,
+    group: &mut Group,
+    products: &[Product],
+    now: i64,
+) -> Result<u64, StoreError> {
+    c.begin_write().await?;
+    for job in jobs.by_ref() {
+        match job {
+            Job::Event(event) => group.events.push(event),
+            Job::Action(ActionJob { actor, key, action, reply }) => {
+                match run_action(c, group, &actor, &key, action, products, now).await {
+                    Ok(result) => group.replies.push((reply, result)),
+                    Err(e) => {
+                        group.replies.push((reply, Err(MarketError::NotAllowed(String::new()))));
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+    let rows: Vec<Vec<Arg>> = std::mem::take(&mut group.events)
+        .into_iter()
+        .map(|e| {
+            vec![
+                Arg::Int(e.at_ms),
+                Arg::Text(e.actor),
+                Arg::Text(e.channel.as_str().to_owned()),
+                Arg::Text(e.kind.to_owned()),
+                Arg::Text(e.subject),
+                Arg::Text(e.data.to_string()),
+            ]
+        })
+        .collect();
+    let events = c.insert_rows("events", EVENT_COLUMNS, rows, false).await?;
+    c.raw("COMMIT").await?;
+    Ok(events)
+}
+
+/// Runs one action in its savepoint. The outer error is fatal for the group (the savepoint
+/// itself failed); the inner result is the action's answer.
+async fn run_action(
+    c: &mut Conn<'_>,
+    group: &mut Group,
+    actor: &Actor,
+    key: &IdemKey,
+    action: Action,
+    products: &[Product],
+    now: i64,
+) -> Result<Result<Done, MarketError>, StoreError> {
+    c.raw("SAVEPOINT job").await?;
+    let mut events = Vec::new();
+    match attempt(c, group, actor, key, action, products, now, &mut events).await {
+        Ok(Attempt { reply, stored }) => {
+            c.raw("RELEASE SAVEPOINT job").await?;
+            group.events.append(&mut events);
+            if let Some(stored) = stored {
+                group.keys.insert(key.0.clone(), stored);
+            }
+            Ok(reply)
+        }
+        Err(e) => {
+            c.raw("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job").await?;
+            if let MarketError::Store(store) = &e {
+                warn!(error = %store, "action failed in the database; rolled back alone");
+            }
+            Ok(Err(e))
+        }
+    }
+}
+
+/// An action's answer, and what to remember under its key (None for replays).
+struct Attempt {
+    reply: Result<Done, MarketError>,
+    stored: Option<Stored>,
+}
+
+/// What an applied action leaves: the answer (an error for a counted wrong PIN, which is
+/// committed all the same), the id of the row it concerns, the outcome to remember.
+struct Applied {
+    reply: Result<Done, MarketError>,
+    result_id: Option<i64>,
+    outcome: String,
+}
+
+fn ok(done: Done, id: i64) -> Result<Applied, MarketError> {
+    Ok(Applied { reply: Ok(done), result_id: Some(id), outcome: "ok".to_owned() })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn attempt(
+    c: &mut Conn<'_>,
+    group: &Group,
+    actor: &Actor,
+    key: &IdemKey,
+    action: Action,
+    products: &[Product],
+    now: i64,
+    events: &mut Vec<EventRow>,
+) -> Result<Attempt, MarketError> {
+    let kind = action.kind();
+    if let Some(stored) = group.keys.get(&key.0) {
+        return replay(c, &action, stored).await;
+    }
+    let claimed = c
+        .execute(
+            "INSERT INTO idempotency_keys (idem_key, kind, outcome, at_ms) VALUES ($1, $2, 'pending', $3) \
+             ON CONFLICT (idem_key) DO NOTHING",
+            args![&key.0, kind, now],
+        )
+        .await?
+        == 1;
+    if !claimed {
+        let row = c
+            .fetch_one(
+                "SELECT kind, result_id, outcome FROM idempotency_keys WHERE idem_key = $1",
+                args![&key.0],
+            )
+            .await?;
+        let stored = Stored {
+            kind: row.text("kind")?,
+            result_id: row.opt_int("result_id")?,
+            outcome: row.text("outcome")?,
+        };
+        return replay(c, &action, &stored).await;
+    }
+    let mut ev = Events { actor, now, events };
+    let applied = apply(c, &mut ev, action, products, now).await?;
+    c.execute(
+        "UPDATE idempotency_keys SET result_id = $2, outcome = $3 WHERE idem_key = $1",
+        args![&key.0, applied.result_id, applied.outcome.clone()],
+    )
+    .await?;
+    Ok(Attempt {
+        reply: applied.reply,
+        stored: Some(Stored {
+            kind: kind.to_owned(),
+            result_id: applied.result_id,
+            outcome: applied.outcome,
+        }),
+    })
+}
+
+fn corrupt(column: &'static str, value: impl ToString) -> MarketError {
+    MarketError::Store(StoreError::Corrupt { column, value: value.to_string() })
+}
+
+/// Replays the first outcome of a key: re-reads the row it produced, or repeats the
+/// counted PIN failure. Writes nothing.
+async fn replay(c: &mut Conn<'_>, action: &Action, stored: &Stored) -> Result<Attempt, MarketError> {
+    if stored.kind != action.kind() {
+        return Err(MarketError::NotAllowed(format!("idempotency key already used for {}", stored.kind)));
+    }
+    let reply = if stored.outcome == "ok" {
+        let id = stored.result_id.ok_or_else(|| corrupt("idempotency_keys.result_id", "NULL"))?;
+        match action.produces() {
+            Produces::Listing => queries::listing_by_id(c, id)
+                .await?
+                .map(Done::Listing)
+                .ok_or(MarketError::NotFound("listing")),
+            Produces::Order => {
+                queries::order_by_id(c, id).await?.map(Done::Order).ok_or(MarketError::NotFound("order"))
+            }
+            Produces::Household => queries::household_by_id(c, id)
+                .await?
+                .map(Done::Household)
+                .ok_or(MarketError::NotFound("household")),
+            Produces::Nothing => Ok(Done::Nothing),
+        }
+    } else if let Some(n) = stored.outcome.strip_prefix("pin_wrong:") {
+        Err(MarketError::PinWrong {
+            remaining: n.parse().map_err(|_| corrupt("idempotency_keys.outcome", &stored.outcome))?,
+        })
+    } else if let Some(t) = stored.outcome.strip_prefix("pin_locked:") {
+        Err(MarketError::PinLocked {
+            until_ms: t.parse().map_err(|_| corrupt("idempotency_keys.outcome", &stored.outcome))?,
+        })
+    } else {
+        return Err(corrupt("idempotency_keys.outcome", &stored.outcome));
+    };
+    Ok(Attempt { reply, stored: None })
+}
+
+/// Collects an action's audit events.
+struct Events<'a> {
+    actor: &'a Actor,
+    now: i64,
+    events: &'a mut Vec<EventRow>,
+}
+
+impl Events<'_> {
+    fn push(&mut self, kind: &'static str, subject: String, data: serde_json::Value) {
+        self.events.push(EventRow {
+            at_ms: self.now,
+            actor: self.actor.msisdn.clone(),
+            channel: self.actor.channel,
+            kind,
+            subject,
+            data,
+        });
+    }
+}
+
+async fn apply(
+    c: &mut Conn<'_>,
+    ev: &mut Events<'_>,
+    action: Action,
+    products: &[Product],
+    now: i64,
+) -> Result<Applied, MarketError> {
+    match action {
+        Action::CreateListing { household_id, product_id, quantity_kg, price_per_kg } => {
+            create_listing(c, ev, products, now, household_id, product_id, quantity_kg, price_per_kg).await
+        }
+        Action::SetOrderStatus { household_id, order_id, to } => {
+            set_order_status(c, ev, now, household_id, order_id, to).await
+        }
+        Action::SetPin { household_id, hash } => set_pin(c, ev, household_id, hash).await,
+        Action::ConfirmPayment { household_id, order_id, pin_ok, checked_hash } => {
+            confirm_payment(c, ev, now, household_id, order_id, pin_ok, checked_hash).await
+        }
+        Action::UpdateListing { household_id, listing_id, change } => {
+            update_listing(c, ev, now, household_id, listing_id, change).await
+        }
+        Action::SelfRegister { msisdn, commune_code, village_name, name, lang } => {
+            self_register(c, ev, now, msisdn, commune_code, village_name, name, lang).await
+        }
+        Action::RegisterHousehold { leader_household_id, msisdn, name } => {
+            register_household(c, ev, now, leader_household_id, msisdn, name).await
+        }
+        Action::ResetPin { leader_household_id, msisdn } => {
+            reset_pin(c, ev, leader_household_id, msisdn).await
+        }
+        Action::PlaceOrder { listing_id, buyer_name, quantity_kg, amount } => {
+            place_order(c, ev, now, listing_id, buyer_name, quantity_kg, amount).await
+        }
+        Action::MarkDelivered { order_id } => mark_delivered(c, ev, now, order_id).await,
+        Action::RegisterLeader { msisdn, name, commune_code, village_name, lang } => {
+            register_leader(c, ev, now, msisdn, name, commune_code, village_name, lang).await
+        }
+    }
+}
+
+async fn household_exists(c: &mut Conn<'_>, id: i64) -> Result<bool, MarketError> {
+    Ok(c.fetch_optional("SELECT id FROM households WHERE id = $1", args![id]).await?.is_some())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn create_listing(
+    c: &mut Conn<'_>,
+    ev: &mut Events<'_>,
+    products: &[Product],
+    now: i64,
+    household_id: i64,
+    product_id: i64,
+    quantity_kg: i64,
+    price_per_kg: i64,
+) -> Result<Applied, MarketError> {
+    let product = products.iter().find(|p| p.id == product_id).ok_or(MarketError::NotFound("product"))?;
+    if !household_exists(c, household_id).await? {
+        return Err(MarketError::NotFound("household"));
+    }
+    let id = c
+        .fetch_one(
+            "INSERT INTO listings (household_id, product_id, quantity_kg, price_per_kg, status, created_at_ms, \
+             updated_at_ms) VALUES ($1, $2, $3, $4, 'active', $5, $5) RETURNING id",
+            args![household_id, product_id, quantity_kg, price_per_kg, now],
+        )
+        .await?
+        .int("id")?;
+    ev.push(
+        "listing_created",
+        format!("listing:{id}"),
+        json!({ "household_id": household_id, "product": product.code, "quantity_kg": quantity_kg,
+                "price_per_kg": price_per_kg }),
+    );
+    let listing = Listing {
+        id,
+        code: listing_code(id),
+        household_id,
+        product_id,
+        product_name_vi: product.name_vi.clone(),
+        product_name_en: product.name_en.clone(),
+        quantity_kg,
+        price_per_kg,
+        status: ListingStatus::Active,
+        created_at_ms: now,
+    };
+    ok(Done::Listing(listing), id)
+}
+
+/// The household's own order (anyone else's is "not found", as if it did not exist).
+async fn own_order(c: &mut Conn<'_>, household_id: i64, order_id: i64) -> Result<Order, MarketError> {
+    match queries::order_by_id(c, order_id).await? {
+        Some(order) if order.household_id == household_id => Ok(order),
+        _ => Err(MarketError::NotFound("order")),
+    }
+}
+
+async fn set_status(c: &mut Conn<'_>, order: &Order, to: OrderStatus, now: i64) -> Result<(), MarketError> {
+    let changed = c
+        .execute(
+            "UPDATE orders SET status = $2, updated_at_ms = $3 WHERE id = $1 AND status = $4",
+            args![order.id, to.as_str(), now, order.status.as_str()],
+        )
+        .await?;
+    if changed != 1 {
+        return Err(MarketError::NotAllowed(format!("order {} changed meanwhile", order.code)));
+    }
+    Ok(())
+}
+
+async fn set_order_status(
+    c: &mut Conn<'_>,
+    ev: &mut Events<'_>,
+    now: i64,
+    household_id: i64,
+    order_id: i64,
+    to: OrderStatus,
+) -> Result<Applied, MarketError> {
+    use OrderStatus::*;
+    let mut order = own_order(c, household_id, order_id).await?;
+    let kind = match (order.status, to) {
+        (New, Accepted) => "order_accepted",
+        (New, Rejected) => "order_rejected",
+        (Accepted, Shipped) => "order_shipped",
+        (from, to) => {
+            return Err(MarketError::NotAllowed(format!(
+                "order {} cannot go from {} to {}",
+                order.code,
+                from.as_str(),
+                to.as_str()
+            )));
+        }
+    };
+    set_status(c, &order, to, now).await?;
+    if to == Rejected {
+        // The quantity goes back on offer.
+        c.execute(
+            "UPDATE listings SET quantity_kg = quantity_kg + $2, \
+             status = CASE WHEN status = 'sold_out' THEN 'active' ELSE status END, updated_at_ms = $3 \
+             WHERE id = $1",
+            args![order.listing_id, order.quantity_kg, now],
+        )
+        .await?;
+    }
+    ev.push(kind, format!("order:{}", order.id), json!({ "from": order.status.as_str(), "to": to.as_str() }));
+    order.status = to;
+    let id = order.id;
+    ok(Done::Order(order), id)
+}
+
+async fn set_pin(
+    c: &mut Conn<'_>,
+    ev: &mut Events<'_>,
+    household_id: i64,
+    hash: String,
+) -> Result<Applied, MarketError> {
+    let row = c
+        .fetch_optional("SELECT pin_hash FROM households WHERE id = $1", args![household_id])
+        .await?
+        .ok_or(MarketError::NotFound("household"))?;
+    if row.opt_text("pin_hash")?.is_some() {
+        return Err(MarketError::NotAllowed("a PIN is set already; the team leader can reset it".to_owned()));
+    }
+    c.execute(
+        "UPDATE households SET pin_hash = $2, pin_failures = 0, pin_locked_until_ms = 0 WHERE id = $1",
+        args![household_id, hash],
+    )
+    .await?;
+    ev.push("pin_set", format!("household:{household_id}"), json!({}));
+    ok(Done::Nothing, household_id)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn confirm_payment(
+    c: &mut Conn<'_>,
+    ev: &mut Events<'_>,
+    now: i64,
+    household_id: i64,
+    order_id: i64,
+    pin_ok: bool,
+    checked_hash: Option<String>,
+) -> Result<Applied, MarketError> {
+    let row = c
+        .fetch_optional(
+            "SELECT pin_hash, pin_failures, pin_locked_until_ms FROM households WHERE id = $1",
+            args![household_id],
+        )
+        .await?
+        .ok_or(MarketError::NotFound("household"))?;
+    let hash = row.opt_text("pin_hash")?.ok_or(MarketError::PinNotSet)?;
+    let locked_until = row.int("pin_locked_until_ms")?;
+    if locked_until > now {
+        return Err(MarketError::PinLocked { until_ms: locked_until });
+    }
+    if checked_hash.as_deref() != Some(hash.as_str()) {
+        return Err(MarketError::NotAllowed("the PIN changed meanwhile; try again".to_owned()));
+    }
+    let mut order = own_order(c, household_id, order_id).await?;
+    if !matches!(order.status, OrderStatus::Shipped | OrderStatus::Delivered) {
+        return Err(MarketError::NotAllowed(format!(
+            "order {} is {}: only shipped or delivered orders can be paid",
+            order.code,
+            order.status.as_str()
+        )));
+    }
+    let subject = format!("household:{household_id}");
+    // A lock that has run out starts the count afresh.
+    let failures_before = if locked_until > 0 { 0 } else { row.int("pin_failures")? };
+    if !pin_ok {
+        let failures = failures_before.saturating_add(1);
+        if failures >= i64::from(MAX_FAILURES) {
+            let until_ms = now + LOCK_MS;
+            c.execute(
+                "UPDATE households SET pin_failures = 0, pin_locked_until_ms = $2 WHERE id = $1",
+                args![household_id, until_ms],
+            )
+            .await?;
+            ev.push("pin_locked", subject, json!({ "order_id": order_id, "until_ms": until_ms }));
+            return Ok(Applied {
+                reply: Err(MarketError::PinLocked { until_ms }),
+                result_id: Some(household_id),
+                outcome: format!("pin_locked:{until_ms}"),
+            });
+        }
+        c.execute(
+            "UPDATE households SET pin_failures = $2, pin_locked_until_ms = 0 WHERE id = $1",
+            args![household_id, failures],
+        )
+        .await?;
+        let remaining = u32::try_from(i64::from(MAX_FAILURES) - failures).unwrap_or(0);
+        ev.push("pin_wrong", subject, json!({ "order_id": order_id, "failures": failures }));
+        return Ok(Applied {
+            reply: Err(MarketError::PinWrong { remaining }),
+            result_id: Some(household_id),
+            outcome: format!("pin_wrong:{remaining}"),
+        });
+    }
+    set_status(c, &order, OrderStatus::Paid, now).await?;
+    c.execute(
+        "INSERT INTO payments (order_id, household_id, amount, at_ms, actor, channel) VALUES ($1, $2, $3, $4, $5, $6)",
+        args![order.id, household_id, order.amount, now, &ev.actor.msisdn, ev.actor.channel.as_str()],
+    )
+    .await?;
+    if failures_before != 0 || locked_until != 0 {
+        c.execute(
+            "UPDATE households SET pin_failures = 0, pin_locked_until_ms = 0 WHERE id = $1",
+            args![household_id],
+        )
+        .await?;
+    }
+    ev.push(
+        "order_paid",
+        format!("order:{}", order.id),
+        json!({ "from": order.status.as_str(), "amount": order.amount }),
+    );
+    order.status = OrderStatus::Paid;
+    let id = order.id;
+    ok(Done::Order(order), id)
+}
+
+async fn update_listing(
+    c: &mut Conn<'_>,
+    ev: &mut Events<'_>,
+    now: i64,
+    household_id: i64,
+    listing_id: i64,
+    change: ListingChange,
+) -> Result<Applied, MarketError> {
+    let mut listing = match queries::listing_by_id(c, listing_id).await? {
+        Some(l) if l.household_id == household_id => l,
+        _ => return Err(MarketError::NotFound("listing")),
+    };
+    if listing.status == ListingStatus::Stopped {
+        return Err(MarketError::NotAllowed(format!("listing {} is stopped", listing.code)));
+    }
+    let subject = format!("listing:{}", listing.id);
+    match change {
+        ListingChange::Price(price) => {
+            c.execute(
+                "UPDATE listings SET price_per_kg = $2, updated_at_ms = $3 WHERE id = $1",
+                args![listing.id, price, now],
+            )
+            .await?;
+            ev.push("listing_price_changed", subject, json!({ "from": listing.price_per_kg, "to": price }));
+            listing.price_per_kg = price;
+        }
+        ListingChange::Quantity(quantity) => {
+            c.execute(
+                "UPDATE listings SET quantity_kg = $2, status = 'active', updated_at_ms = $3 WHERE id = $1",
+                args![listing.id, quantity, now],
+            )
+            .await?;
+            ev.push(
+                "listing_quantity_changed",
+                subject,
+                json!({ "from": listing.quantity_kg, "to": quantity }),
+            );
+            listing.quantity_kg = quantity;
+            listing.status = ListingStatus::Active;
+        }
+        ListingChange::Stop => {
+            c.execute(
+                "UPDATE listings SET status = 'stopped', updated_at_ms = $2 WHERE id = $1",
+                args![listing.id, now],
+            )
+            .await?;
+            ev.push("listing_stopped", subject, json!({ "from": listing.status.as_str() }));
+            listing.status = ListingStatus::Stopped;
+        }
+    }
+    let id = listing.id;
+    ok(Done::Listing(listing), id)
+}
+
+/// A village name's matching key: lower case, whitespace collapsed.
+pub(crate) fn village_key(name: &str) -> String {
+    name.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
+}
+
+/// Finds the village (by its key) or creates it; returns (id, created).
+async fn find_or_create_village(
+    c: &mut Conn<'_>,
+    commune_code: u32,
+    name: &str,
+    pending: bool,
+    now: i64,
+) -> Result<(i64, bool), MarketError> {
+    if queries::commune(c, commune_code).await?.is_none() {
+        return Err(MarketError::NotFound("commune"));
+    }
+    let key = village_key(name);
+    let code = i64::from(commune_code);
+    if let Some(row) = c
+        .fetch_optional(
+            "SELECT id FROM villages WHERE commune_code = $1 AND name_key = $2",
+            args![code, &key],
+        )
+        .await?
+    {
+        return Ok((row.int("id")?, false));
+    }
+    let id = c
+        .fetch_one(
+            "INSERT INTO villages (commune_code, name, name_key, pending, created_at_ms) \
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            args![code, name, &key, pending, now],
+        )
+        .await?
+        .int("id")?;
+    Ok((id, true))
+}
+
+async fn msisdn_taken(c: &mut Conn<'_>, msisdn: &str) -> Result<Option<i64>, MarketError> {
+    let row = c.fetch_optional("SELECT id FROM households WHERE msisdn = $1", args![msisdn]).await?;
+    Ok(row.map(|r| r.int("id")).transpose()?)
+}
+
+async fn insert_household(
+    c: &mut Conn<'_>,
+    msisdn: &str,
+    name: &str,
+    village_id: i64,
+    lang: Lang,
+    pending: bool,
+    now: i64,
+) -> Result<i64, MarketError> {
+    Ok(c.fetch_one(
+        "INSERT INTO households (msisdn, name, village_id, language, pending, created_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        args![msisdn, name, village_id, lang.as_str(), pending, now],
+    )
+    .await?
+    .int("id")?)
+}
+
+async fn reread_household(c: &mut Conn<'_>, id: i64) -> Result<Applied, MarketError> {
+    let household = queries::household_by_id(c, id).await?.ok_or(MarketError::NotFound("household"))?;
+    ok(Done::Household(household), id)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn self_register(
+    c: &mut Conn<'_>,
+    ev: &mut Events<'_>,
+    now: i64,
+    msisdn: String,
+    commune_code: u32,
+    village_name: String,
+    name: String,
+    lang: Lang,
+) -> Result<Applied, MarketError> {
+    if msisdn_taken(c, &msisdn).await?.is_some() {
+        return Err(MarketError::AlreadyRegistered);
+    }
+    let (village_id, created) = find_or_create_village(c, commune_code, &village_name, true, now).await?;
+    if created {
+        ev.push(
+            "village_created",
+            format!("village:{village_id}"),
+            json!({ "commune_code": commune_code, "name": village_name, "pending": true }),
+        );
+    }
+    let id = insert_household(c, &msisdn, &name, village_id, lang, true, now).await?;
+    let leader = c
+        .fetch_optional("SELECT leader_household_id FROM teams WHERE village_id = $1", args![village_id])
+        .await?
+        .map(|r| r.int("leader_household_id"))
+        .transpose()?;
+    // The leader's to-do list: self-registered households are pending until confirmed.
+    ev.push(
+        "household_self_registered",
+        format!("household:{id}"),
+        json!({ "village_id": village_id, "commune_code": commune_code, "village_created": created,
+                "leader_household_id": leader, "pending": true }),
+    );
+    info!(msisdn = %mask_msisdn(&msisdn), household = id, village = village_id, "household self-registered");
+    reread_household(c, id).await
+}
+
+/// The village a household leads, or NotAllowed / NotFound.
+async fn leader_village(c: &mut Conn<'_>, leader_household_id: i64) -> Result<i64, MarketError> {
+    match queries::led_village(c, leader_household_id).await? {
+        Some(v) => Ok(v),
+        None if household_exists(c, leader_household_id).await? => {
+            Err(MarketError::NotAllowed("only a village team leader can do this".to_owned()))
+        }
+        None => Err(MarketError::NotFound("household")),
+    }
+}
+
+async fn register_household(
+    c: &mut Conn<'_>,
+    ev: &mut Events<'_>,
+    now: i64,
+    leader_household_id: i64,
+    msisdn: String,
+    name: String,
+) -> Result<Applied, MarketError> {
+    let village_id = leader_village(c, leader_household_id).await?;
+    if msisdn_taken(c, &msisdn).await?.is_some() {
+        return Err(MarketError::AlreadyRegistered);
+    }
+    let id = insert_household(c, &msisdn, &name, village_id, Lang::Vi, false, now).await?;
+    ev.push(
+        "household_registered",
+        format!("household:{id}"),
+        json!({ "village_id": village_id, "leader_household_id": leader_household_id }),
+    );
+    info!(msisdn = %mask_msisdn(&msisdn), household = id, village = village_id, "household registered by its leader");
+    reread_household(c, id).await
+}
+
+async fn reset_pin(
+    c: &mut Conn<'_>,
+    ev: &mut Events<'_>,
+    leader_household_id: i64,
+    msisdn: String,
+) -> Result<Applied, MarketError> {
+    let village_id = leader_village(c, leader_household_id).await?;
+    let row = c
+        .fetch_optional("SELECT id, village_id FROM households WHERE msisdn = $1", args![&msisdn])
+        .await?
+        .ok_or(MarketError::NotFound("household"))?;
+    let id = row.int("id")?;
+    if row.int("village_id")? != village_id {
+        return Err(MarketError::NotAllowed("the household is not in your village".to_owned()));
+    }
+    c.execute(
+        "UPDATE households SET pin_hash = NULL, pin_failures = 0, pin_locked_until_ms = 0 WHERE id = $1",
+        args![id],
+    )
+    .await?;
+    ev.push("pin_reset", format!("household:{id}"), json!({ "leader_household_id": leader_household_id }));
+    ok(Done::Nothing, id)
+}
+
+async fn place_order(
+    c: &mut Conn<'_>,
+    ev: &mut Events<'_>,
+    now: i64,
+    listing_id: i64,
+    buyer_name: String,
+    quantity_kg: i64,
+    amount: i64,
+) -> Result<Applied, MarketError> {
+    let listing = queries::listing_by_id(c, listing_id).await?.ok_or(MarketError::NotFound("listing"))?;
+    if listing.status != ListingStatus::Active {
+        return Err(MarketError::NotAllowed(format!(
+            "listing {} is {}",
+            listing.code,
+            listing.status.as_str()
+        )));
+    }
+    if quantity_kg > listing.quantity_kg {
+        return Err(MarketError::Invalid {
+            field: "quantity_kg",
+            reason: format!("only {} kg on offer", listing.quantity_kg),
+        });
+    }
+    let id = c
+        .fetch_one(
+            "INSERT INTO orders (listing_id, household_id, buyer_name, quantity_kg, amount, status, created_at_ms, \
+             updated_at_ms) VALUES ($1, $2, $3, $4, $5, 'new', $6, $6) RETURNING id",
+            args![listing.id, listing.household_id, &buyer_name, quantity_kg, amount, now],
+        )
+        .await?
+        .int("id")?;
+    c.execute(
+        "UPDATE listings SET quantity_kg = quantity_kg - $2, \
+         status = CASE WHEN quantity_kg - $2 = 0 THEN 'sold_out' ELSE status END, updated_at_ms = $3 WHERE id = $1",
+        args![listing.id, quantity_kg, now],
+    )
+    .await?;
+    let order = Order {
+        id,
+        code: order_code(id),
+        listing_id: listing.id,
+        household_id: listing.household_id,
+        product_name_vi: listing.product_name_vi.clone(),
+        product_name_en: listing.product_name_en.clone(),
+        buyer_name,
+        quantity_kg,
+        amount,
+        status: OrderStatus::New,
+        created_at_ms: now,
+    };
+    ev.push(
+        "order_placed",
+        format!("order:{id}"),
+        json!({ "listing_id": listing.id, "household_id": listing.household_id, "buyer": order.buyer_name,
+                "quantity_kg": quantity_kg, "amount": amount }),
+    );
+    // The household hears of it by SMS, in its language; queued in the same transaction.
+    let row = c
+        .fetch_one("SELECT msisdn, language FROM households WHERE id = $1", args![listing.household_id])
+        .await?;
+    let msisdn = row.text("msisdn")?;
+    let language = row.text("language")?;
+    let lang = Lang::parse(&language).ok_or_else(|| corrupt("households.language", &language))?;
+    let text = notice::new_order(&order, lang);
+    let outbox_id = c
+        .fetch_one(
+            "INSERT INTO outbox (msisdn, text, lang, kind, status, created_at_ms, expires_at_ms, next_attempt_at_ms) \
+             VALUES ($1, $2, $3, 'order_new', 'queued', $4, $5, $4) RETURNING id",
+            args![&msisdn, text, lang.as_str(), now, now + notice::NEW_ORDER_TTL_MS],
+        )
+        .await?
+        .int("id")?;
+    ev.push("sms_queued", format!("outbox:{outbox_id}"), json!({ "kind": "order_new", "order_id": id }));
+    ok(Done::Order(order), id)
+}
+
+async fn mark_delivered(
+    c: &mut Conn<'_>,
+    ev: &mut Events<'_>,
+    now: i64,
+    order_id: i64,
+) -> Result<Applied, MarketError> {
+    let mut order = queries::order_by_id(c, order_id).await?.ok_or(MarketError::NotFound("order"))?;
+    if order.status != OrderStatus::Shipped {
+        return Err(MarketError::NotAllowed(format!(
+            "order {} is {}: only a shipped order can be delivered",
+            order.code,
+            order.status.as_str()
+        )));
+    }
+    set_status(c, &order, OrderStatus::Delivered, now).await?;
+    ev.push("order_delivered", format!("order:{}", order.id), json!({ "from": "shipped" }));
+    order.status = OrderStatus::Delivered;
+    let id = order.id;
+    ok(Done::Order(order), id)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn register_leader(
+    c: &mut Conn<'_>,
+    ev: &mut Events<'_>,
+    now: i64,
+    msisdn: String,
+    name: String,
+    commune_code: u32,
+    village_name: String,
+    lang: Lang,
+) -> Result<Applied, MarketError> {
+    let (village_id, created) = find_or_create_village(c, commune_code, &village_name, false, now).await?;
+    if created {
+        ev.push(
+            "village_created",
+            format!("village:{village_id}"),
+            json!({ "commune_code": commune_code, "name": village_name, "pending": false }),
+        );
+    }
+    if let Some(row) = c
+        .fetch_optional("SELECT leader_household_id FROM teams WHERE village_id = $1", args![village_id])
+        .await?
+    {
+        let leader = row.int("leader_household_id")?;
+        return Err(if msisdn_taken(c, &msisdn).await? == Some(leader) {
+            MarketError::AlreadyRegistered
+        } else {
+            MarketError::NotAllowed("the village has a team leader already".to_owned())
+        });
+    }
+    let existing =
+        c.fetch_optional("SELECT id, village_id FROM households WHERE msisdn = $1", args![&msisdn]).await?;
+    let (id, promoted) = match existing {
+        // A household of this village becomes its leader.
+        Some(row) if row.int("village_id")? == village_id => (row.int("id")?, true),
+        Some(_) => return Err(MarketError::AlreadyRegistered),
+        None => (insert_household(c, &msisdn, &name, village_id, lang, false, now).await?, false),
+    };
+    let team_id = c
+        .fetch_one(
+            "INSERT INTO teams (village_id, leader_household_id, created_at_ms) VALUES ($1, $2, $3) RETURNING id",
+            args![village_id, id, now],
+        )
+        .await?
+        .int("id")?;
+    c.execute("INSERT INTO team_members (team_id, household_id) VALUES ($1, $2)", args![team_id, id]).await?;
+    // A leader confirms their village and themselves.
+    c.execute("UPDATE villages SET pending = $2 WHERE id = $1", args![village_id, false]).await?;
+    c.execute("UPDATE households SET pending = $2 WHERE id = $1", args![id, false]).await?;
+    ev.push(
+        "leader_registered",
+        format!("household:{id}"),
+        json!({ "village_id": village_id, "team_id": team_id, "commune_code": commune_code, "promoted": promoted }),
+    );
+    info!(msisdn = %mask_msisdn(&msisdn), household = id, village = village_id, "team leader registered");
+    reread_household(c, id).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn village_key_should_ignore_case_and_spacing() {
+        assert_eq!(village_key("  Thôn  Nà   LẦM "), "thôn nà lầm");
+        assert_eq!(village_key("Bản Chắt"), village_key("bản\tchắt"));
+    }
+}

@@ -1,0 +1,563 @@
+//! The durable store: SQLite (the default: one file, no server) or PostgreSQL (one database
+//! shared by several gateway nodes), chosen by `[database] url`.
+//!
+//! Not sqlx's `Any`: [`Store`] is an enum over the two concrete backends, and [`Conn`] runs
+//! one statement on a concrete connection of either kind, binding [`Arg`]s and handing back
+//! [`Row`]s. The SQL above this layer is written once, with `$1` placeholders (which both
+//! SQLite and PostgreSQL accept) and types both understand (`BIGINT` ids and times in
+//! milliseconds, text, booleans); where the backends differ (batch inserts, the write lock,
+//! migrations, connection settings) this module picks the form for each.
+//!
+//! Writes go through one writer connection ([`Store::writer`]) owned by the market's
+//! group-commit task; reads use a pool ([`Store::read`]).
+
+mod postgres;
+mod sqlite;
+
+use std::borrow::Cow;
+
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnection, PgRow};
+use sqlx::sqlite::{SqliteConnection, SqliteRow};
+use sqlx::{AssertSqlSafe, Postgres, Row as _, SqlSafeStr, Sqlite};
+
+use crate::config::DatabaseConfig;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+/// Everything that can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused a statement or the connection failed.
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// A migration could not be applied (or an applied one was changed).
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The `[database] url` cannot be used.
+    #[error("database url: {0}")]
+    Url(String),
+    /// The embedded seed data (communes, products) is malformed.
+    #[error("seed data: {0}")]
+    Seed(String),
+    /// A column holds a value the code does not know (e.g. an unknown status).
+    #[error("unexpected value {value:?} in column {column}")]
+    Corrupt {
+        /// The column.
+        column: &'static str,
+        /// What it held.
+        value: String,
+    },
+    /// The writer task has stopped (shutdown): nothing more can be written.
+    #[error("the database writer has stopped")]
+    Closed,
+    /// The transaction that carried the action failed as a whole; whether it was applied is
+    /// not known when the commit itself failed. Repeating the action with the same
+    /// idempotency key is safe.
+    #[error("the transaction failed ({0}); repeat the action with the same idempotency key")]
+    TransactionFailed(String),
+}
+
+/// Which database a [`Store`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file (WAL mode).
+    Sqlite,
+    /// A PostgreSQL database.
+    Postgres,
+}
+
+/// The database, either kind: a read pool plus what is needed to open the writer connection.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// SQLite.
+    Sqlite(SqliteStore),
+    /// PostgreSQL.
+    Postgres(PgStore),
+}
+
+impl Store {
+    /// Opens the database named by `cfg.url` (creating a SQLite file if missing) and runs the
+    /// migrations.
+    pub async fn open(cfg: &DatabaseConfig) -> Result<Store, StoreError> {
+        let store = Self::connect(cfg).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Opens the database without running the migrations.
+    pub async fn connect(cfg: &DatabaseConfig) -> Result<Store, StoreError> {
+        let url = cfg.url.as_str();
+        if url.starts_with("sqlite:") {
+            Ok(Store::Sqlite(SqliteStore::connect(cfg).await?))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Store::Postgres(PgStore::connect(cfg).await?))
+        } else {
+            Err(StoreError::Url("must start with sqlite:, postgres:// or postgresql://".to_owned()))
+        }
+    }
+
+    /// Which backend this is.
+    pub fn backend(&self) -> Backend {
+        match self {
+            Store::Sqlite(_) => Backend::Sqlite,
+            Store::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Applies the migrations not applied yet (`migrations/sqlite` or `migrations/postgres`,
+    /// embedded at build time). On PostgreSQL an advisory lock keeps two nodes from migrating
+    /// at once.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let migrator = migrator(self.backend());
+        match self {
+            Store::Sqlite(s) => migrator.run(s.pool()).await?,
+            Store::Postgres(s) => migrator.run(s.pool()).await?,
+        }
+        Ok(())
+    }
+
+    /// A connection from the read pool.
+    pub async fn read(&self) -> Result<ReadConn, StoreError> {
+        Ok(match self {
+            Store::Sqlite(s) => ReadConn::Sqlite(s.pool().acquire().await?),
+            Store::Postgres(s) => ReadConn::Postgres(s.pool().acquire().await?),
+        })
+    }
+
+    /// A new dedicated connection for the writer task.
+    pub async fn writer(&self) -> Result<WriterConn, StoreError> {
+        Ok(match self {
+            Store::Sqlite(s) => WriterConn::Sqlite(s.connect_writer().await?),
+            Store::Postgres(s) => WriterConn::Postgres(s.connect_writer().await?),
+        })
+    }
+
+    /// Closes the read pool (waits for borrowed connections to come back).
+    pub async fn close(&self) {
+        match self {
+            Store::Sqlite(s) => s.pool().close().await,
+            Store::Postgres(s) => s.pool().close().await,
+        }
+    }
+}
+
+/// The migrations embedded for a backend: (version, description, SQL). The files follow
+/// sqlx's naming (`0001_init.sql`), so `sqlx migrate` could read the folders as well.
+pub fn migrations(backend: Backend) -> &'static [(i64, &'static str, &'static str)] {
+    match backend {
+        Backend::Sqlite => &[(1, "init", include_str!("../../migrations/sqlite/0001_init.sql"))],
+        Backend::Postgres => &[(1, "init", include_str!("../../migrations/postgres/0001_init.sql"))],
+    }
+}
+
+fn migrator(backend: Backend) -> Migrator {
+    let list = migrations(backend)
+        .iter()
+        .map(|&(version, description, sql)| {
+            Migration::new(
+                version,
+                Cow::Borrowed(description),
+                MigrationType::Simple,
+                sql.into_sql_str(),
+                false,
+            )
+        })
+        .collect();
+    Migrator::with_migrations(list)
+}
+
+/// A connection borrowed from the read pool.
+pub enum ReadConn {
+    /// SQLite.
+    Sqlite(PoolConnection<Sqlite>),
+    /// PostgreSQL.
+    Postgres(PoolConnection<Postgres>),
+}
+
+impl ReadConn {
+    /// The connection, to run statements on.
+    pub fn conn(&mut self) -> Conn<'_> {
+        match self {
+            ReadConn::Sqlite(c) => Conn::Sqlite(c),
+            ReadConn::Postgres(c) => Conn::Postgres(c),
+        }
+    }
+}
+
+/// The writer task's own connection.
+pub enum WriterConn {
+    /// SQLite.
+    Sqlite(SqliteConnection),
+    /// PostgreSQL.
+    Postgres(PgConnection),
+}
+
+impl WriterConn {
+    /// The connection, to run statements on.
+    pub fn conn(&mut self) -> Conn<'_> {
+        match self {
+            WriterConn::Sqlite(c) => Conn::Sqlite(c),
+            WriterConn::Postgres(c) => Conn::Postgres(c),
+        }
+    }
+
+    /// Closes the connection cleanly (errors are of no use at this point and are dropped).
+    pub async fn close(self) {
+        use sqlx::Connection as _;
+        let _ = match self {
+            WriterConn::Sqlite(c) => c.close().await,
+            WriterConn::Postgres(c) => c.close().await,
+        };
+    }
+}
+
+/// A bind value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Arg {
+    /// An integer (`INTEGER` / `BIGINT`).
+    Int(i64),
+    /// An integer or NULL.
+    OptInt(Option<i64>),
+    /// Text.
+    Text(String),
+    /// Text or NULL.
+    OptText(Option<String>),
+    /// A boolean (stored as 0/1 by SQLite).
+    Bool(bool),
+}
+
+impl From<i64> for Arg {
+    fn from(v: i64) -> Self {
+        Arg::Int(v)
+    }
+}
+
+impl From<Option<i64>> for Arg {
+    fn from(v: Option<i64>) -> Self {
+        Arg::OptInt(v)
+    }
+}
+
+impl From<&str> for Arg {
+    fn from(v: &str) -> Self {
+        Arg::Text(v.to_owned())
+    }
+}
+
+impl From<String> for Arg {
+    fn from(v: String) -> Self {
+        Arg::Text(v)
+    }
+}
+
+impl From<&String> for Arg {
+    fn from(v: &String) -> Self {
+        Arg::Text(v.clone())
+    }
+}
+
+impl From<Option<String>> for Arg {
+    fn from(v: Option<String>) -> Self {
+        Arg::OptText(v)
+    }
+}
+
+impl From<bool> for Arg {
+    fn from(v: bool) -> Self {
+        Arg::Bool(v)
+    }
+}
+
+/// Builds a `Vec<Arg>` from values convertible into [`Arg`]: `args![id, name, true]`.
+#[macro_export]
+macro_rules! args {
+    () => { ::std::vec::Vec::<$crate::store::Arg>::new() };
+    ($($v:expr),+ $(,)?) => { ::std::vec![$($crate::store::Arg::from($v)),+] };
+}
+
+/// The type of a column in a batch insert ([`Conn::insert_rows`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColType {
+    /// `BIGINT` / `INTEGER`.
+    Int,
+    /// `TEXT`.
+    Text,
+    /// `TEXT` that may be NULL.
+    OptText,
+    /// JSON given as text (`JSONB` on PostgreSQL, `TEXT` on SQLite).
+    Json,
+}
+
+/// Most rows in one SQLite multi-row `INSERT`.
+const SQLITE_ROWS_PER_INSERT: usize = 256;
+
+/// A connection of either backend, borrowed for a few statements.
+pub enum Conn<'c> {
+    /// SQLite.
+    Sqlite(&'c mut SqliteConnection),
+    /// PostgreSQL.
+    Postgres(&'c mut PgConnection),
+}
+
+macro_rules! bind_all {
+    ($query:expr, $args:expr) => {{
+        let mut q = $query;
+        for arg in $args {
+            q = match arg {
+                Arg::Int(v) => q.bind(v),
+                Arg::OptInt(v) => q.bind(v),
+                Arg::Text(v) => q.bind(v),
+                Arg::OptText(v) => q.bind(v),
+                Arg::Bool(v) => q.bind(v),
+            };
+        }
+        q
+    }};
+}
+
+impl Conn<'_> {
+    /// Which backend this connection belongs to.
+    pub fn backend(&self) -> Backend {
+        match self {
+            Conn::Sqlite(_) => Backend::Sqlite,
+            Conn::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Runs a statement; returns the number of rows it changed.
+    pub async fn execute(&mut self, sql: impl SqlSafeStr, args: Vec<Arg>) -> Result<u64, StoreError> {
+        Ok(match self {
+            Conn::Sqlite(c) => {
+                bind_all!(sqlx::query::<Sqlite>(sql), args).execute(&mut **c).await?.rows_affected()
+            }
+            Conn::Postgres(c) => {
+                bind_all!(sqlx::query::<Postgres>(sql), args).execute(&mut **c).await?.rows_affected()
+            }
+        })
+    }
+
+    /// Runs a query; returns every row.
+    pub async fn fetch_all(&mut self, sql: impl SqlSafeStr, args: Vec<Arg>) -> Result<Vec<Row>, StoreError> {
+        Ok(match self {
+            Conn::Sqlite(c) => bind_all!(sqlx::query::<Sqlite>(sql), args)
+                .fetch_all(&mut **c)
+                .await?
+                .into_iter()
+                .map(Row::Sqlite)
+                .collect(),
+            Conn::Postgres(c) => bind_all!(sqlx::query::<Postgres>(sql), args)
+                .fetch_all(&mut **c)
+                .await?
+                .into_iter()
+                .map(Row::Postgres)
+                .collect(),
+        })
+    }
+
+    /// Runs a query; returns its first row, if any.
+    pub async fn fetch_optional(
+        &mut self,
+        sql: impl SqlSafeStr,
+        args: Vec<Arg>,
+    ) -> Result<Option<Row>, StoreError> {
+        Ok(match self {
+            Conn::Sqlite(c) => {
+                bind_all!(sqlx::query::<Sqlite>(sql), args).fetch_optional(&mut **c).await?.map(Row::Sqlite)
+            }
+            Conn::Postgres(c) => bind_all!(sqlx::query::<Postgres>(sql), args)
+                .fetch_optional(&mut **c)
+                .await?
+                .map(Row::Postgres),
+        })
+    }
+
+    /// Runs a query that returns exactly one row.
+    pub async fn fetch_one(&mut self, sql: impl SqlSafeStr, args: Vec<Arg>) -> Result<Row, StoreError> {
+        Ok(match self {
+            Conn::Sqlite(c) => {
+                Row::Sqlite(bind_all!(sqlx::query::<Sqlite>(sql), args).fetch_one(&mut **c).await?)
+            }
+            Conn::Postgres(c) => {
+                Row::Postgres(bind_all!(sqlx::query::<Postgres>(sql), args).fetch_one(&mut **c).await?)
+            }
+        })
+    }
+
+    /// Runs SQL without parameters (transaction control, savepoints).
+    pub async fn raw(&mut self, sql: &'static str) -> Result<(), StoreError> {
+        match self {
+            Conn::Sqlite(c) => {
+                sqlx::raw_sql(sql).execute(&mut **c).await?;
+            }
+            Conn::Postgres(c) => {
+                sqlx::raw_sql(sql).execute(&mut **c).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the writer's transaction: `BEGIN IMMEDIATE` on SQLite (takes the write lock at
+    /// once, so a commit never fails for a lock taken by another process meanwhile), `BEGIN`
+    /// on PostgreSQL.
+    pub async fn begin_write(&mut self) -> Result<(), StoreError> {
+        match self.backend() {
+            Backend::Sqlite => self.raw("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.raw("BEGIN").await,
+        }
+    }
+
+    /// Inserts many rows with as few statements as possible: multi-row `VALUES` on SQLite
+    /// (each statement costs a thread hand-off there), one `INSERT ... SELECT FROM UNNEST`
+    /// of array binds on PostgreSQL. Every row must have one value per column, of the
+    /// column's type. With `ignore_conflicts`, rows that would break a unique constraint
+    /// are skipped (`ON CONFLICT DO NOTHING`). Returns the number of rows inserted.
+    pub async fn insert_rows(
+        &mut self,
+        table: &'static str,
+        columns: &'static [(&'static str, ColType)],
+        rows: Vec<Vec<Arg>>,
+        ignore_conflicts: bool,
+    ) -> Result<u64, StoreError> {
+        let suffix = if ignore_conflicts { " ON CONFLICT DO NOTHING" } else { "" };
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        if let Some(bad) = rows.iter().find(|r| r.len() != columns.len()) {
+            return Err(StoreError::Corrupt {
+                column: "insert_rows",
+                value: format!("{} values", bad.len()),
+            });
+        }
+        let names = columns.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
+        match self.backend() {
+            Backend::Sqlite => {
+                let mut inserted = 0;
+                let mut rows = rows.into_iter().peekable();
+                while rows.peek().is_some() {
+                    let chunk: Vec<Vec<Arg>> = rows.by_ref().take(SQLITE_ROWS_PER_INSERT).collect();
+                    let mut sql = format!("INSERT INTO {table} ({names}) VALUES ");
+                    let mut n = 0;
+                    for (i, _) in chunk.iter().enumerate() {
+                        if i > 0 {
+                            sql.push_str(", ");
+                        }
+                        sql.push('(');
+                        for j in 0..columns.len() {
+                            if j > 0 {
+                                sql.push_str(", ");
+                            }
+                            n += 1;
+                            sql.push_str(&format!("${n}"));
+                        }
+                        sql.push(')');
+                    }
+                    sql.push_str(suffix);
+                    // Audited: the text holds only the static table and column names and
+                    // numbered placeholders; every value is bound.
+                    inserted +=
+                        self.execute(AssertSqlSafe(sql), chunk.into_iter().flatten().collect()).await?;
+                }
+                Ok(inserted)
+            }
+            Backend::Postgres => {
+                let Conn::Postgres(c) = self else {
+                    return Err(StoreError::Corrupt { column: "insert_rows", value: "backend".to_owned() });
+                };
+                postgres::insert_unnest(c, table, columns, rows, suffix).await
+            }
+        }
+    }
+}
+
+/// A result row of either backend.
+pub enum Row {
+    /// SQLite.
+    Sqlite(SqliteRow),
+    /// PostgreSQL.
+    Postgres(PgRow),
+}
+
+impl Row {
+    /// An integer column.
+    pub fn int(&self, col: &str) -> Result<i64, StoreError> {
+        Ok(match self {
+            Row::Sqlite(r) => r.try_get(col)?,
+            Row::Postgres(r) => r.try_get(col)?,
+        })
+    }
+
+    /// An integer column that may be NULL.
+    pub fn opt_int(&self, col: &str) -> Result<Option<i64>, StoreError> {
+        Ok(match self {
+            Row::Sqlite(r) => r.try_get(col)?,
+            Row::Postgres(r) => r.try_get(col)?,
+        })
+    }
+
+    /// A text column.
+    pub fn text(&self, col: &str) -> Result<String, StoreError> {
+        Ok(match self {
+            Row::Sqlite(r) => r.try_get(col)?,
+            Row::Postgres(r) => r.try_get(col)?,
+        })
+    }
+
+    /// A text column that may be NULL.
+    pub fn opt_text(&self, col: &str) -> Result<Option<String>, StoreError> {
+        Ok(match self {
+            Row::Sqlite(r) => r.try_get(col)?,
+            Row::Postgres(r) => r.try_get(col)?,
+        })
+    }
+
+    /// A boolean column or expression (`BOOLEAN` on PostgreSQL, 0/1 on SQLite).
+    pub fn flag(&self, col: &str) -> Result<bool, StoreError> {
+        Ok(match self {
+            Row::Sqlite(r) => r.try_get(col)?,
+            Row::Postgres(r) => r.try_get(col)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_migration_file_should_be_embedded() {
+        for (backend, dir) in
+            [(Backend::Sqlite, "migrations/sqlite"), (Backend::Postgres, "migrations/postgres")]
+        {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+            let mut files: Vec<String> = std::fs::read_dir(&path)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".sql"))
+                .collect();
+            files.sort();
+            let embedded: Vec<String> =
+                migrations(backend).iter().map(|(v, d, _)| format!("{v:04}_{d}.sql")).collect();
+            assert_eq!(files, embedded, "{dir}");
+        }
+    }
+
+    #[test]
+    fn args_macro_should_convert_values() {
+        let name = String::from("x");
+        let a = args![1_i64, "a", &name, true, None::<i64>, Some("y".to_owned())];
+        assert_eq!(
+            a,
+            vec![
+                Arg::Int(1),
+                Arg::Text("a".into()),
+                Arg::Text("x".into()),
+                Arg::Bool(true),
+                Arg::OptInt(None),
+                Arg::OptText(Some("y".into()))
+            ]
+        );
+    }
+}
