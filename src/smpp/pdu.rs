@@ -106,6 +106,10 @@ pub enum PduError {
     /// A C-Octet string has no NUL within its maximum length.
     #[error("field {0} is not NUL-terminated within its maximum length")]
     Unterminated(&'static str),
+    /// A field's value is outside what SMPP allows (a C-Octet string that is not text,
+    /// sm_length above 254).
+    #[error("field {0} has a value SMPP does not allow")]
+    BadValue(&'static str),
     /// A TLV's length runs past the end of the body.
     #[error("TLV 0x{tag:04X} declares {len} octets, {left} left")]
     BadTlv {
@@ -590,10 +594,9 @@ impl Reader {
         let window = &rest[..rest.len().min(max)];
         match window.iter().position(|&b| b == 0) {
             Some(n) => {
-                let s = match std::str::from_utf8(&window[..n]) {
-                    Ok(s) => s.to_owned(),
-                    Err(_) => String::from_utf8_lossy(&window[..n]).into_owned(),
-                };
+                // C-Octet strings are ASCII text; anything that is not UTF-8 is refused rather
+                // than replaced, which would make the string longer than its field.
+                let s = std::str::from_utf8(&window[..n]).map_err(|_| PduError::BadValue(field))?.to_owned();
                 self.pos += n + 1;
                 Ok(s)
             }
@@ -663,6 +666,9 @@ fn decode_sm(r: &mut Reader) -> Result<Sm, PduError> {
         ..Sm::default()
     };
     let sm_length = r.u8("sm_length")?;
+    if usize::from(sm_length) > max::SHORT_MESSAGE {
+        return Err(PduError::BadValue("sm_length"));
+    }
     sm.short_message = r.bytes(usize::from(sm_length), "short_message")?;
     sm.tlvs = r.tlvs()?;
     Ok(sm)
@@ -767,7 +773,7 @@ fn encode_body(body: &Body, status: u32, out: &mut BytesMut) -> Result<(), PduEr
             put_cstr(out, &b.address_range, max::ADDRESS_RANGE, "address_range")?;
         }
         Body::BindResp(r) => {
-            if status == status::ESME_ROK || !r.system_id.is_empty() {
+            if status == status::ESME_ROK || !r.system_id.is_empty() || !r.tlvs.is_empty() {
                 put_cstr(out, &r.system_id, max::SYSTEM_ID, "system_id")?;
                 put_tlvs(out, &r.tlvs)?;
             }
@@ -1023,6 +1029,23 @@ mod tests {
                 tlvs,
                 ..Sm::default()
             })
+    }
+
+    /// Inputs the fuzzer found (fuzz/regressions): each either fails to decode, or decodes,
+    /// encodes and decodes to the same PDU.
+    #[test]
+    fn fuzz_regressions_should_decode_and_reencode_consistently() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/regressions");
+        let mut n = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let bytes = Bytes::from(std::fs::read(entry.unwrap().path()).unwrap());
+            n += 1;
+            if let Ok(first) = Pdu::decode(&bytes) {
+                let again = Pdu::decode(&first.to_bytes().unwrap()).unwrap();
+                assert_eq!(again, first);
+            }
+        }
+        assert!(n >= 4);
     }
 
     proptest! {
