@@ -12,10 +12,13 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::http;
+use crate::market::{Market, MarketError};
+use crate::menu::{MenuError, Menus};
 use crate::smpp::client::{self, ClientContext};
 use crate::smpp::server::{self, Accounts, ServerContext};
 use crate::smpp::session::{InboundRequest, Registry};
 use crate::smpp::status;
+use crate::ussd::{self, Ussd};
 
 /// Requests from all SMPP peers waiting for the application, at most.
 const INBOUND_QUEUE: usize = 8192;
@@ -23,6 +26,12 @@ const INBOUND_QUEUE: usize = 8192;
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
+    /// A menu file is invalid.
+    #[error("invalid menus: {0}")]
+    Menu(#[from] MenuError),
+    /// The database could not be opened or migrated.
+    #[error("database: {0}")]
+    Market(#[from] MarketError),
     /// A listener could not bind its address.
     #[error("cannot listen on {addr} ({what}): {source}")]
     Listen {
@@ -43,7 +52,13 @@ pub struct Daemon {
     pub http_addr: SocketAddr,
     /// Bound SMPP sessions by label.
     pub registry: Arc<Registry>,
+    /// The market (for tests and the CLI).
+    pub market: Market,
+    /// The USSD service.
+    pub ussd: Arc<Ussd>,
     shutdown: CancellationToken,
+    /// Stops the store's writer once every session has drained.
+    store_shutdown: CancellationToken,
     tracker: TaskTracker,
 }
 
@@ -56,6 +71,11 @@ impl Daemon {
     pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Daemon, DaemonError> {
         let tracker = TaskTracker::new();
         let registry = Arc::new(Registry::default());
+        let menus = Arc::new(Menus::load_dir(&config.ussd.menus_dir)?);
+        info!(dir = %config.ussd.menus_dir.display(), screens = menus.screens.len(), "menus loaded");
+        let store_shutdown = CancellationToken::new();
+        let market = Market::open(&config.database, store_shutdown.clone()).await?;
+        let ussd = Arc::new(Ussd::new(&config, menus, market.clone()));
 
         let smpp_listener = listen("SMPP server", config.smpp_server.listen).await?;
         let http_listener = listen("HTTP", config.http.listen).await?;
@@ -71,7 +91,9 @@ impl Daemon {
         })?;
 
         let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
-        tracker.spawn(dispatch(inbound_rx, shutdown.clone()));
+        let (other_tx, other_rx) = mpsc::channel(INBOUND_QUEUE);
+        tracker.spawn(ussd::run(ussd.clone(), inbound_rx, other_tx, shutdown.clone(), tracker.clone()));
+        tracker.spawn(dispatch(other_rx, shutdown.clone()));
 
         let ctx = ServerContext {
             accounts: Arc::new(Accounts::new(&config.smpp_server.accounts, &config.smpp)),
@@ -99,7 +121,7 @@ impl Daemon {
             }
         });
         info!(addr = %http_addr, "HTTP listening");
-        Ok(Daemon { smpp_addr, http_addr, registry, shutdown, tracker })
+        Ok(Daemon { smpp_addr, http_addr, registry, market, ussd, shutdown, store_shutdown, tracker })
     }
 
     /// The token that stops the daemon.
@@ -113,20 +135,23 @@ impl Daemon {
         self.shutdown.cancelled().await;
         self.tracker.close();
         self.tracker.wait().await;
+        // Every session has drained: the writer commits what it holds, then stops.
+        self.store_shutdown.cancel();
+        self.market.stopped().await;
         info!("stopped");
     }
 }
 
-/// Hands requests from SMPP peers to the application. No service is attached to the
-/// engine yet, so each request is refused with a temporary application error: the peer
-/// keeps the message and may retry, nothing is acknowledged and then lost.
+/// Requests that are not USSD (SMS, delivery receipts). No SMS service is attached yet, so
+/// each is refused with a temporary application error: the peer keeps the message and may
+/// retry; nothing is acknowledged and then lost.
 async fn dispatch(mut rx: mpsc::Receiver<InboundRequest>, shutdown: CancellationToken) {
     loop {
         let req = tokio::select! {
             r = rx.recv() => match r { Some(r) => r, None => break },
             () = shutdown.cancelled() => break,
         };
-        warn!(label = %req.session.label(), seq = req.pdu.sequence, "no service for this request yet");
+        warn!(label = %req.session.label(), seq = req.pdu.sequence, "no SMS service for this request yet");
         req.responder.respond(status::ESME_RX_T_APPN, "").await;
     }
 }

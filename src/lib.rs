@@ -23,3 +23,4 @@ pub mod msisdn;
 pub mod smpp;
 pub mod store;
 pub mod text;
+pub mod ussd;

@@ -198,3 +198,175 @@ pub fn raw_pdu(command_id: u32, seq: u32, body: &[u8], len: Option<u32>) -> Byte
     b.extend_from_slice(body);
     b.freeze()
 }
+
+/// A screen chogate sent to a subscriber.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Screen {
+    pub text: String,
+    /// ussd_service_op: 2 expects input, 17 final.
+    pub op: u8,
+    pub its_session: Option<[u8; 2]>,
+    pub umr: Option<u16>,
+    pub data_coding: u8,
+    /// The PDU family it came in.
+    pub command: &'static str,
+    pub dest: String,
+}
+
+impl Screen {
+    pub fn is_final(&self) -> bool {
+        self.op == 17
+    }
+}
+
+/// The fields of a USSD message PDU, whatever its family.
+pub fn ussd_fields(pdu: &Pdu) -> Option<Screen> {
+    use chogate::smpp::pdu::tag;
+    let (dc, payload, tlvs, command, dest) = match &pdu.body {
+        Body::DeliverSm(sm) => {
+            (sm.data_coding, sm.payload().clone(), &sm.tlvs, "deliver_sm", sm.dest.addr.clone())
+        }
+        Body::SubmitSm(sm) => {
+            (sm.data_coding, sm.payload().clone(), &sm.tlvs, "submit_sm", sm.dest.addr.clone())
+        }
+        Body::DataSm(d) => (
+            d.data_coding,
+            d.tlvs.get(tag::MESSAGE_PAYLOAD).cloned().unwrap_or_default(),
+            &d.tlvs,
+            "data_sm",
+            d.dest.addr.clone(),
+        ),
+        _ => return None,
+    };
+    Some(Screen {
+        text: chogate::text::decode_short_message(dc, &payload),
+        op: tlvs.get_u8(tag::USSD_SERVICE_OP)?,
+        its_session: tlvs.get(tag::ITS_SESSION_INFO).map(|v| [v[0], v[1]]),
+        umr: tlvs.get_u16(tag::USER_MESSAGE_REFERENCE),
+        data_coding: dc,
+        command,
+        dest,
+    })
+}
+
+/// How a test USSD centre sends the subscriber's side (named after the PDUs).
+#[allow(clippy::enum_variant_names)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    DeliverSm,
+    SubmitSm,
+    DataSm,
+}
+
+/// Builds a subscriber PDU body: `op` 1 dial, 18 answer, 0x81 abort.
+pub fn subscriber_pdu(
+    family: Family,
+    msisdn: &str,
+    text: &str,
+    op: u8,
+    session: Option<u8>,
+    umr: Option<u16>,
+) -> Body {
+    use chogate::smpp::pdu::{Address, DataSm, Sm, tag};
+    let enc = chogate::text::encode_text(text, true);
+    let mut tlvs = chogate::smpp::pdu::Tlvs::default();
+    tlvs.set(tag::USSD_SERVICE_OP, vec![op]);
+    if let Some(n) = session {
+        tlvs.set(tag::ITS_SESSION_INFO, vec![n, 0]);
+    }
+    if let Some(u) = umr {
+        tlvs.set(tag::USER_MESSAGE_REFERENCE, u.to_be_bytes().to_vec());
+    }
+    let source = Address::international(msisdn);
+    let dest = Address { ton: 0, npi: 1, addr: "*384#".into() };
+    match family {
+        Family::DataSm => {
+            tlvs.set(tag::MESSAGE_PAYLOAD, enc.bytes);
+            Body::DataSm(Box::new(DataSm {
+                service_type: "USSD".into(),
+                source,
+                dest,
+                data_coding: enc.encoding.data_coding(),
+                tlvs,
+                ..DataSm::default()
+            }))
+        }
+        Family::DeliverSm | Family::SubmitSm => {
+            let sm = Box::new(Sm {
+                service_type: "USSD".into(),
+                source,
+                dest,
+                data_coding: enc.encoding.data_coding(),
+                short_message: enc.bytes.into(),
+                tlvs,
+                ..Sm::default()
+            });
+            if family == Family::DeliverSm { Body::DeliverSm(sm) } else { Body::SubmitSm(sm) }
+        }
+    }
+}
+
+/// A USSD centre bound to chogate's server role, driving one subscriber at a time.
+pub struct Ussdc {
+    pub peer: Peer,
+    pub family: Family,
+}
+
+impl Ussdc {
+    pub async fn bind(addr: SocketAddr, family: Family) -> Ussdc {
+        Ussdc { peer: Peer::bound(addr).await, family }
+    }
+
+    /// Sends one subscriber PDU, checks its response, and returns the screen that follows
+    /// (answering it with status 0).
+    pub async fn send(
+        &mut self,
+        msisdn: &str,
+        text: &str,
+        op: u8,
+        session: Option<u8>,
+        umr: Option<u16>,
+    ) -> Screen {
+        let body = subscriber_pdu(self.family, msisdn, text, op, session, umr);
+        let seq = self.peer.request(body).await;
+        let mut got_resp = false;
+        loop {
+            let pdu = self.peer.recv_skip_enquire().await.expect("connection closed");
+            if pdu.is_response() {
+                assert_eq!((pdu.sequence, pdu.status), (seq, 0), "response to the subscriber PDU: {pdu:?}");
+                got_resp = true;
+                continue;
+            }
+            let screen = ussd_fields(&pdu).unwrap_or_else(|| panic!("not a USSD screen: {pdu:?}"));
+            let resp = chogate::smpp::pdu::empty_response(pdu.command_id()).unwrap();
+            self.peer.send(&Pdu::new(pdu.sequence, resp)).await;
+            assert!(got_resp, "screen before the response to the subscriber's PDU");
+            return screen;
+        }
+    }
+
+    pub async fn dial(&mut self, msisdn: &str, session: u8) -> Screen {
+        self.send(msisdn, "*384#", 1, Some(session), None).await
+    }
+
+    pub async fn answer(&mut self, msisdn: &str, session: u8, text: &str) -> Screen {
+        self.send(msisdn, text, 18, Some(session), None).await
+    }
+
+    /// Dials, then answers each input; returns every screen (the first is the dial's).
+    pub async fn run(&mut self, msisdn: &str, session: u8, inputs: &[&str]) -> Vec<Screen> {
+        let mut screens = vec![self.dial(msisdn, session).await];
+        for i in inputs {
+            screens.push(self.answer(msisdn, session, i).await);
+        }
+        screens
+    }
+
+    /// Sends a user abort; the gateway answers it and sends nothing more.
+    pub async fn abort(&mut self, msisdn: &str, session: u8) {
+        let body = subscriber_pdu(self.family, msisdn, "", 0x81, Some(session), None);
+        let seq = self.peer.request(body).await;
+        let resp = self.peer.recv_skip_enquire().await.unwrap();
+        assert_eq!((resp.sequence, resp.status), (seq, 0));
+    }
+}

@@ -1,0 +1,540 @@
+//! USSD dialogues over SMPP, in both roles.
+//!
+//! A subscriber's PDU (`deliver_sm`, `data_sm` or `submit_sm` with `ussd_service_op`) is
+//! matched to a dialogue by the peer's dialogue key (MSISDN plus `its_session_info`, or
+//! plus `user_message_reference`, or alone), moved one step through the menus (committing
+//! any action first), answered, and the next screen goes back in the PDU family the peer
+//! expects with op 2 (expects input) or 17 (final screen) and `its_session_info` echoed.
+//!
+//! A dialogue cut before its final screen was delivered (user abort, operator timeout,
+//! unbind, idle timeout, a screen that could not be sent) is kept for `resume_secs`: the
+//! household who redials is offered to continue at the same screen with what they typed.
+//! Actions carry the dialogue id and step as idempotency key, so nothing applies twice.
+
+pub mod backend;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use tokio::sync::{Mutex, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::{Config, DialogueKey, ReplyPdu, TextMode};
+use crate::logging::mask_msisdn;
+use crate::market::{Lang as MarketLang, Market};
+use crate::menu::engine::Cursor;
+use crate::menu::{Lang, Menus, Target};
+use crate::smpp::pdu::{Address, Body, DataSm, Pdu, Sm, tag};
+use crate::smpp::session::{InboundRequest, Role, SessionHandle};
+use crate::smpp::status;
+use crate::text;
+
+use backend::MarketBackend;
+
+/// `ussd_service_op` values.
+pub mod op {
+    /// PSSR indication: the subscriber dialled (new dialogue).
+    pub const PSSR_INDICATION: u8 = 0x01;
+    /// USSR request: a screen that expects input.
+    pub const USSR_REQUEST: u8 = 0x02;
+    /// PSSR response: the final screen.
+    pub const PSSR_RESPONSE: u8 = 0x11;
+    /// USSR confirm: the subscriber's answer.
+    pub const USSR_CONFIRM: u8 = 0x12;
+    /// Vendor-specific: the subscriber aborted.
+    pub const USER_ABORT: u8 = 0x81;
+}
+
+/// How one peer (server account or SMSC) wants its dialogues handled.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerSettings {
+    /// PDU carrying our screens (server role; client role always uses submit_sm).
+    pub reply_pdu: ReplyPdu,
+    /// What identifies a dialogue.
+    pub dialogue_key: DialogueKey,
+    /// UCS2 with accents, or unaccented GSM.
+    pub text_mode: TextMode,
+}
+
+impl Default for PeerSettings {
+    fn default() -> Self {
+        PeerSettings {
+            reply_pdu: ReplyPdu::DeliverSm,
+            dialogue_key: DialogueKey::ItsSessionInfo,
+            text_mode: TextMode::Ucs2,
+        }
+    }
+}
+
+/// Identifies one dialogue: peer label, MSISDN, and the session number or message
+/// reference when the peer keys dialogues on one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    peer: Arc<str>,
+    msisdn: String,
+    session: Option<u16>,
+}
+
+/// What the gateway knows of one live dialogue.
+struct Dialogue {
+    cursor: Cursor,
+    /// Offering "1. Tiếp tục / 2. Bắt đầu lại" with this cursor.
+    resume_offer: Option<Cursor>,
+    session: SessionHandle,
+    /// The subscriber's address as the peer gave it (sent back as destination).
+    subscriber: Address,
+    /// The service address (sent back as source).
+    service: Address,
+    its_session: Option<[u8; 2]>,
+    umr: Option<u16>,
+    last_activity: Instant,
+    /// A screen went out and the next input is expected.
+    awaiting_input: bool,
+    msisdn: String,
+    settings: PeerSettings,
+    ended: bool,
+}
+
+struct Suspended {
+    cursor: Cursor,
+    at: Instant,
+}
+
+/// The USSD service: dialogue table, resume table, and the menus.
+pub struct Ussd {
+    menus: Arc<Menus>,
+    market: Market,
+    peers: HashMap<String, PeerSettings>,
+    dialogues: DashMap<Key, Arc<Mutex<Dialogue>>>,
+    suspended: DashMap<String, Suspended>,
+    session_timeout: Duration,
+    resume_window: Duration,
+    service_code: String,
+    next_id: AtomicU64,
+    /// Woken whenever a dialogue leaves the table.
+    closed: tokio::sync::Notify,
+}
+
+/// Whether a message PDU is USSD (rather than an SMS or a receipt).
+pub fn is_ussd(pdu: &Pdu) -> bool {
+    match &pdu.body {
+        Body::SubmitSm(sm) | Body::DeliverSm(sm) => {
+            sm.service_type.eq_ignore_ascii_case("USSD") || sm.tlvs.get(tag::USSD_SERVICE_OP).is_some()
+        }
+        Body::DataSm(d) => {
+            d.service_type.eq_ignore_ascii_case("USSD") || d.tlvs.get(tag::USSD_SERVICE_OP).is_some()
+        }
+        _ => false,
+    }
+}
+
+/// The fields of an inbound USSD PDU, whatever its family.
+struct Inbound {
+    source: Address,
+    dest: Address,
+    op: Option<u8>,
+    text: String,
+    its_session: Option<[u8; 2]>,
+    umr: Option<u16>,
+}
+
+fn inbound_fields(pdu: &Pdu) -> Option<Inbound> {
+    let (source, dest, dc, payload, tlvs) = match &pdu.body {
+        Body::SubmitSm(sm) | Body::DeliverSm(sm) => {
+            (sm.source.clone(), sm.dest.clone(), sm.data_coding, sm.payload().clone(), &sm.tlvs)
+        }
+        Body::DataSm(d) => {
+            let payload = d.tlvs.get(tag::MESSAGE_PAYLOAD).cloned().unwrap_or_default();
+            (d.source.clone(), d.dest.clone(), d.data_coding, payload, &d.tlvs)
+        }
+        _ => return None,
+    };
+    let its_session = tlvs.get(tag::ITS_SESSION_INFO).and_then(|v| Some([*v.first()?, *v.get(1)?]));
+    Some(Inbound {
+        source,
+        dest,
+        op: tlvs.get_u8(tag::USSD_SERVICE_OP),
+        text: text::decode_short_message(dc, &payload).trim().to_owned(),
+        its_session,
+        umr: tlvs.get_u16(tag::USER_MESSAGE_REFERENCE),
+    })
+}
+
+fn market_lang(l: MarketLang) -> Lang {
+    match l {
+        MarketLang::Vi => Lang::Vi,
+        MarketLang::En => Lang::En,
+    }
+}
+
+impl Ussd {
+    /// The service for a configuration and validated menus.
+    pub fn new(config: &Config, menus: Arc<Menus>, market: Market) -> Self {
+        let mut peers = HashMap::new();
+        for a in &config.smpp_server.accounts {
+            peers.insert(
+                a.system_id.clone(),
+                PeerSettings { reply_pdu: a.reply_pdu, dialogue_key: a.dialogue_key, text_mode: a.text_mode },
+            );
+        }
+        for s in &config.smsc {
+            peers.insert(
+                s.name.clone(),
+                PeerSettings {
+                    reply_pdu: ReplyPdu::SubmitSm,
+                    dialogue_key: s.dialogue_key,
+                    text_mode: s.text_mode,
+                },
+            );
+        }
+        Ussd {
+            menus,
+            market,
+            peers,
+            dialogues: DashMap::new(),
+            suspended: DashMap::new(),
+            session_timeout: config.ussd.session_timeout(),
+            resume_window: config.ussd.resume(),
+            service_code: config.ussd.service_code.clone(),
+            next_id: AtomicU64::new(0),
+            closed: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Dialogues open now.
+    pub fn open_dialogues(&self) -> usize {
+        self.dialogues.len()
+    }
+
+    /// Waits until no dialogue is open (all ended, were cut or timed out).
+    pub async fn wait_no_dialogues(&self) {
+        loop {
+            let closed = self.closed.notified();
+            if self.dialogues.is_empty() {
+                return;
+            }
+            closed.await;
+        }
+    }
+
+    fn forget(&self, key: &Key) {
+        self.dialogues.remove(key);
+        self.closed.notify_waiters();
+    }
+
+    fn dialogue_id(&self) -> String {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        format!("u{ms:x}-{}", self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Handles one USSD request from a peer: answers the PDU, moves the dialogue, sends the
+    /// next screen.
+    pub async fn handle(self: &Arc<Self>, req: InboundRequest) {
+        let InboundRequest { pdu, session, responder } = req;
+        let Some(inb) = inbound_fields(&pdu) else {
+            responder.respond(status::ESME_RINVCMDID, "").await;
+            return;
+        };
+        let Some(msisdn) = crate::msisdn::normalize(&inb.source.addr) else {
+            warn!(source = %mask_msisdn(&inb.source.addr), "USSD from a number that is not a mobile number");
+            responder.respond(status::ESME_RINVSRCADR, "").await;
+            return;
+        };
+        let label = session.label();
+        let settings = self.peers.get(&*label).copied().unwrap_or_default();
+        let session_part = match settings.dialogue_key {
+            DialogueKey::ItsSessionInfo => inb.its_session.map(|s| u16::from(s[0])),
+            DialogueKey::UserMessageReference => inb.umr,
+            DialogueKey::Msisdn => None,
+        };
+        let key = Key { peer: label, msisdn: msisdn.clone(), session: session_part };
+        match inb.op {
+            Some(op::USER_ABORT) => {
+                responder.respond(status::ESME_ROK, "").await;
+                self.abort(&key, "user abort").await;
+            }
+            Some(op::PSSR_INDICATION) => {
+                responder.respond(status::ESME_ROK, "").await;
+                self.open(key, session, settings, inb, msisdn).await;
+            }
+            _ => {
+                let existing = self.dialogues.get(&key).map(|d| d.value().clone());
+                responder.respond(status::ESME_ROK, "").await;
+                match existing {
+                    Some(d) => self.step(&key, d, &inb.text).await,
+                    // An answer to a dialogue we no longer know: treat it as a new dial.
+                    None => self.open(key, session, settings, inb, msisdn).await,
+                }
+            }
+        }
+    }
+
+    /// A new dialogue (or a redial that may resume).
+    async fn open(
+        self: &Arc<Self>,
+        key: Key,
+        session: SessionHandle,
+        settings: PeerSettings,
+        inb: Inbound,
+        msisdn: String,
+    ) {
+        // A dialogue still open under this key is replaced: the subscriber dialled again.
+        if self.dialogues.contains_key(&key) {
+            self.abort(&key, "redial").await;
+        }
+        self.market.record_dialogue(&msisdn, true, "opened");
+        let household = match self.market.household_by_msisdn(&msisdn).await {
+            Ok(h) => h,
+            Err(e) => {
+                warn!(error = %e, "cannot read household");
+                None
+            }
+        };
+        let lang = household.as_ref().map(|h| market_lang(h.language)).unwrap_or(Lang::Vi);
+        let target = Target { lang, mode: settings.text_mode };
+        let root = match &household {
+            None => self.menus.register,
+            Some(h) if h.is_leader => self.menus.leader,
+            Some(_) => self.menus.main,
+        };
+        let backend = MarketBackend::new(self.market.clone(), household, msisdn.clone(), lang);
+        let mut cursor = self.menus.cursor(self.dialogue_id(), root, target);
+        let resume =
+            self.suspended.remove(&msisdn).map(|(_, s)| s).filter(|s| s.at.elapsed() <= self.resume_window);
+        let resume_offer = match resume {
+            Some(s) => Some(s.cursor),
+            None => {
+                self.menus.start(&mut cursor, &backend).await;
+                // Shortcut dialling: *384*1*1# runs the inputs 1, 1.
+                for input in self.shortcut_inputs(&inb.text) {
+                    if self.menus.render(&cursor).end {
+                        break;
+                    }
+                    self.menus.input(&mut cursor, &input, &backend).await;
+                }
+                None
+            }
+        };
+        let d = Dialogue {
+            cursor,
+            resume_offer,
+            session,
+            subscriber: inb.source,
+            service: inb.dest,
+            its_session: inb.its_session,
+            umr: inb.umr,
+            last_activity: Instant::now(),
+            awaiting_input: false,
+            msisdn,
+            settings,
+            ended: false,
+        };
+        let d = Arc::new(Mutex::new(d));
+        self.dialogues.insert(key.clone(), d.clone());
+        let mut guard = d.lock().await;
+        self.send_screen(&key, &mut guard).await;
+    }
+
+    fn shortcut_inputs(&self, dialled: &str) -> Vec<String> {
+        let code = self.service_code.trim_end_matches('#');
+        let Some(rest) = dialled.strip_prefix(code) else { return Vec::new() };
+        let rest = rest.trim_end_matches('#');
+        rest.split('*').filter(|s| !s.is_empty()).map(str::to_owned).collect()
+    }
+
+    /// One answer from the subscriber.
+    async fn step(self: &Arc<Self>, key: &Key, d: Arc<Mutex<Dialogue>>, input: &str) {
+        let mut guard = d.lock().await;
+        let dlg = &mut *guard;
+        if dlg.ended {
+            return;
+        }
+        if !dlg.awaiting_input {
+            // A retransmission of the answer we already took: show the screen again.
+            debug!(msisdn = %mask_msisdn(&dlg.msisdn), "input while no screen was pending; resending");
+            self.send_screen(key, dlg).await;
+            return;
+        }
+        dlg.awaiting_input = false;
+        dlg.last_activity = Instant::now();
+        let household = match self.market.household_by_msisdn(&dlg.msisdn).await {
+            Ok(h) => h,
+            Err(e) => {
+                warn!(error = %e, "cannot read household");
+                None
+            }
+        };
+        let backend =
+            MarketBackend::new(self.market.clone(), household, dlg.msisdn.clone(), dlg.cursor.target.lang);
+        if let Some(saved) = dlg.resume_offer.take() {
+            match input.trim() {
+                "1" => dlg.cursor = saved,
+                "2" => self.menus.start(&mut dlg.cursor, &backend).await,
+                _ => {
+                    // Ask again.
+                    dlg.resume_offer = Some(saved);
+                }
+            }
+        } else {
+            self.menus.input(&mut dlg.cursor, input, &backend).await;
+        }
+        self.send_screen(key, dlg).await;
+    }
+
+    /// Renders the dialogue's screen and sends it; ends the dialogue after a final screen.
+    async fn send_screen(&self, key: &Key, dlg: &mut Dialogue) {
+        let (text, end) = match &dlg.resume_offer {
+            Some(_) => (self.menus.message("resume").get(dlg.cursor.target.lang).to_owned(), false),
+            None => {
+                let r = self.menus.render(&dlg.cursor);
+                (r.text, r.end)
+            }
+        };
+        let body = self.reply_body(dlg, &text, end);
+        let result = dlg.session.request(body).await;
+        let delivered = matches!(&result, Ok(resp) if resp.status == status::ESME_ROK);
+        if !delivered {
+            warn!(msisdn = %mask_msisdn(&dlg.msisdn), result = ?result.as_ref().map(|p| status::name(p.status)), "screen not delivered");
+            self.suspend(key, dlg, "screen not delivered").await;
+            return;
+        }
+        dlg.awaiting_input = !end;
+        dlg.last_activity = Instant::now();
+        if end {
+            dlg.ended = true;
+            self.forget(key);
+            self.market.record_dialogue(&dlg.msisdn, false, "completed");
+        }
+    }
+
+    fn reply_body(&self, dlg: &Dialogue, text: &str, end: bool) -> Body {
+        let allow_ucs2 = dlg.settings.text_mode == TextMode::Ucs2;
+        let enc = text::encode_text(text, allow_ucs2);
+        let mut tlvs = crate::smpp::pdu::Tlvs::default();
+        tlvs.set(tag::USSD_SERVICE_OP, vec![if end { op::PSSR_RESPONSE } else { op::USSR_REQUEST }]);
+        if let Some([n, flags]) = dlg.its_session {
+            tlvs.set(tag::ITS_SESSION_INFO, vec![n, (flags & 0xFE) | u8::from(end)]);
+        }
+        if let Some(umr) = dlg.umr {
+            tlvs.set(tag::USER_MESSAGE_REFERENCE, umr.to_be_bytes().to_vec());
+        }
+        let (short_message, payload) = if enc.bytes.len() <= 254 {
+            (Bytes::from(enc.bytes), None)
+        } else {
+            (Bytes::new(), Some(Bytes::from(enc.bytes)))
+        };
+        if let Some(p) = &payload {
+            tlvs.set(tag::MESSAGE_PAYLOAD, p.clone());
+        }
+        let family = match dlg.session.role() {
+            Role::Client => ReplyPdu::SubmitSm,
+            Role::Server => dlg.settings.reply_pdu,
+        };
+        let data_coding = enc.encoding.data_coding();
+        match family {
+            ReplyPdu::DataSm => {
+                if !short_message.is_empty() {
+                    tlvs.set(tag::MESSAGE_PAYLOAD, short_message);
+                }
+                Body::DataSm(Box::new(DataSm {
+                    service_type: "USSD".into(),
+                    source: dlg.service.clone(),
+                    dest: dlg.subscriber.clone(),
+                    esm_class: 0,
+                    registered_delivery: 0,
+                    data_coding,
+                    tlvs,
+                }))
+            }
+            ReplyPdu::DeliverSm | ReplyPdu::SubmitSm => {
+                let sm = Box::new(Sm {
+                    service_type: "USSD".into(),
+                    source: dlg.service.clone(),
+                    dest: dlg.subscriber.clone(),
+                    esm_class: 0,
+                    data_coding,
+                    short_message,
+                    tlvs,
+                    ..Sm::default()
+                });
+                if family == ReplyPdu::DeliverSm { Body::DeliverSm(sm) } else { Body::SubmitSm(sm) }
+            }
+        }
+    }
+
+    /// Ends a dialogue that was cut: it may be resumed within the resume window.
+    async fn abort(&self, key: &Key, why: &str) {
+        let Some((_, d)) = self.dialogues.remove(key) else { return };
+        let mut guard = d.lock().await;
+        self.suspend(key, &mut guard, why).await;
+    }
+
+    async fn suspend(&self, key: &Key, dlg: &mut Dialogue, why: &str) {
+        if dlg.ended {
+            return;
+        }
+        dlg.ended = true;
+        self.forget(key);
+        self.market.record_dialogue(&dlg.msisdn, false, why);
+        let cursor = dlg.resume_offer.take().unwrap_or_else(|| dlg.cursor.clone());
+        // A dialogue still on its root with nothing typed has nothing worth resuming.
+        if cursor.step == 0 {
+            return;
+        }
+        info!(msisdn = %mask_msisdn(&dlg.msisdn), why, "dialogue cut; kept for resume");
+        self.suspended.insert(dlg.msisdn.clone(), Suspended { cursor, at: Instant::now() });
+    }
+
+    /// Closes dialogues idle too long or whose bind is gone; forgets old resumable ones.
+    pub async fn sweep(&self) {
+        let now = Instant::now();
+        let stale: Vec<(Key, Arc<Mutex<Dialogue>>)> =
+            self.dialogues.iter().map(|e| (e.key().clone(), e.value().clone())).collect();
+        for (key, d) in stale {
+            let Ok(mut dlg) = d.try_lock() else { continue };
+            let gone = dlg.session.state() == crate::smpp::SessionState::Closed;
+            if gone || now.duration_since(dlg.last_activity) > self.session_timeout {
+                let why = if gone { "bind lost" } else { "timeout" };
+                self.suspend(&key, &mut dlg, why).await;
+            }
+        }
+        self.suspended.retain(|_, s| now.duration_since(s.at) <= self.resume_window);
+    }
+}
+
+/// Feeds USSD requests to the service (one task per request, so dialogues proceed in
+/// parallel) and sweeps idle dialogues every second, until shutdown.
+pub async fn run(
+    ussd: Arc<Ussd>,
+    mut rx: mpsc::Receiver<InboundRequest>,
+    other: mpsc::Sender<InboundRequest>,
+    shutdown: CancellationToken,
+    tracker: tokio_util::task::TaskTracker,
+) {
+    let mut sweep = tokio::time::interval(Duration::from_secs(1));
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = sweep.tick() => ussd.sweep().await,
+            req = rx.recv() => {
+                let Some(req) = req else { break };
+                if is_ussd(&req.pdu) {
+                    let ussd = ussd.clone();
+                    tracker.spawn(async move { ussd.handle(req).await });
+                } else if let Err(mpsc::error::TrySendError::Full(req) | mpsc::error::TrySendError::Closed(req)) = other.try_send(req) {
+                    req.responder.respond(status::ESME_RTHROTTLED, "").await;
+                }
+            }
+        }
+    }
+}
