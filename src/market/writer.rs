@@ -1006,12 +1006,18 @@ async fn place_order(
         )
         .await?
         .int("id")?;
-    c.execute(
-        "UPDATE listings SET quantity_kg = quantity_kg - $2, \
-         status = CASE WHEN quantity_kg - $2 = 0 THEN 'sold_out' ELSE status END, updated_at_ms = $3 WHERE id = $1",
-        args![listing.id, quantity_kg, now],
-    )
-    .await?;
+    // Guarded: another node (PostgreSQL) may have taken some of it meanwhile.
+    let taken = c
+        .execute(
+            "UPDATE listings SET quantity_kg = quantity_kg - $2, \
+             status = CASE WHEN quantity_kg - $2 = 0 THEN 'sold_out' ELSE status END, updated_at_ms = $3 \
+             WHERE id = $1 AND status = 'active' AND quantity_kg >= $2",
+            args![listing.id, quantity_kg, now],
+        )
+        .await?;
+    if taken != 1 {
+        return Err(MarketError::NotAllowed(format!("listing {} changed meanwhile", listing.code)));
+    }
     let order = Order {
         id,
         code: order_code(id),
