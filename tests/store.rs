@@ -1000,7 +1000,11 @@ async fn a_killed_process_should_leave_every_acknowledged_action_exactly_once(db
     let keyed = "SELECT COUNT(*) AS n FROM idempotency_keys WHERE kind = 'create_listing' AND outcome = 'ok'";
     let total = env.count(listed, args![]).await;
     assert!(total >= CRASH_AFTER_ACKS as i64, "{total}");
-    eprintln!("{:?}: killed after {} acknowledged actions; {total} committed", env.market.backend(), acks.len());
+    eprintln!(
+        "{:?}: killed after {} acknowledged actions; {total} committed",
+        env.market.backend(),
+        acks.len()
+    );
     assert_eq!(env.count(created, args![]).await, total, "a listing without its event, or the reverse");
     assert_eq!(env.count(keyed, args![]).await, total, "a listing without its key, or the reverse");
     assert_eq!(
