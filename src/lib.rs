@@ -9,6 +9,7 @@
 //!   idempotent actions.
 //! - [`store`]: the durable store (SQLite or PostgreSQL), migrations, the connections.
 //! - [`daemon`]: wires the listeners and binds together under one cancellation token.
+//! - [`sim`]: a simulated USSD centre with virtual subscribers (`phone`, `loadtest`).
 //! - [`cli`]: the command line (`serve`, `check-config`, ...).
 #![forbid(unsafe_code)]
 
@@ -20,6 +21,7 @@ pub mod logging;
 pub mod market;
 pub mod menu;
 pub mod msisdn;
+pub mod sim;
 pub mod smpp;
 pub mod store;
 pub mod text;
