@@ -1,4 +1,5 @@
-//! The command line: `chogate serve`, `chogate check-config`.
+//! The command line: `chogate serve`, `chogate check-config`, and the simulator's
+//! `chogate phone` and `chogate loadtest`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +31,92 @@ pub enum Command {
     Serve,
     /// Validate the configuration and exit (0 when valid).
     CheckConfig,
+    /// Dial chogate from a simulated feature phone, bound as a USSD centre. Reads one line
+    /// per action from standard input (a terminal or a pipe).
+    Phone(PhoneArgs),
+    /// Generate load: virtual subscribers through a USSD-centre bind (`ussdc`) or an SMSC
+    /// chogate binds to (`smsc`), or an SMSC that accepts SMS and sends receipts
+    /// (`mt-sink`). Progress on stderr every second, one JSON line on stdout at the end.
+    Loadtest(LoadtestArgs),
+}
+
+/// `chogate phone`.
+#[derive(Debug, clap::Args)]
+pub struct PhoneArgs {
+    /// The subscriber's number: 84912345678, 0912345678 or +84 912 345 678.
+    pub msisdn: String,
+    /// chogate's SMPP server as HOST:PORT [default: `smpp_server.listen` of the configuration].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub connect: Option<String>,
+    /// USSD-centre account [default: the first `[[smpp_server.accounts]]`].
+    #[arg(long, value_name = "ID")]
+    pub system_id: Option<String>,
+    /// Its password [default: the configured account's].
+    #[arg(long, value_name = "PW")]
+    pub password: Option<String>,
+    /// What an empty line dials [default: `ussd.service_code`, or *384#].
+    #[arg(long, value_name = "CODE")]
+    pub service_code: Option<String>,
+}
+
+/// The part `chogate loadtest` plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LoadRole {
+    /// A USSD centre bound to chogate's SMPP server (`--connect`).
+    Ussdc,
+    /// The operator's SMSC and USSD centre; chogate binds to it (`--listen`).
+    Smsc,
+    /// An SMSC accepting submit_sm and sending delivery receipts (`--listen`).
+    MtSink,
+}
+
+/// `chogate loadtest`.
+#[derive(Debug, clap::Args)]
+pub struct LoadtestArgs {
+    /// The part to play.
+    #[arg(long, value_enum)]
+    pub role: LoadRole,
+    /// ussdc: chogate's SMPP server as HOST:PORT (loopback only) [default: `smpp_server.listen`].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub connect: Option<String>,
+    /// smsc, mt-sink: where to listen, HOST:PORT (loopback only).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: Option<String>,
+    /// ussdc: our account on chogate [default: the first configured]; smsc, mt-sink: the
+    /// system_id chogate must bind with.
+    #[arg(long, value_name = "ID")]
+    pub system_id: Option<String>,
+    /// The password that goes with --system-id.
+    #[arg(long, value_name = "PW")]
+    pub password: Option<String>,
+    /// Virtual subscribers.
+    #[arg(long, default_value_t = 100)]
+    pub subscribers: usize,
+    /// Seconds to run.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub duration: u64,
+    /// Answers sent one per screen after dialling, comma-separated; repeatable (subscribers
+    /// take scripts round-robin).
+    #[arg(long, default_value = "1,1,10,25000,1")]
+    pub script: Vec<String>,
+    /// Pause between a screen and the answer, in milliseconds.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub think_ms: u64,
+    /// Subscriber i has MSISDN base+i.
+    #[arg(long, default_value_t = 84_900_000_000)]
+    pub msisdn_base: u64,
+    /// What subscribers dial.
+    #[arg(long, default_value = "*384#")]
+    pub service_code: String,
+    /// Outstanding requests we send on a bind.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub window: u32,
+    /// Dialogues per subscriber at most (0: as many as the duration allows).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub dialogues: u64,
+    /// mt-sink: delay before each delivery receipt, in milliseconds.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub receipt_delay_ms: u64,
 }
 
 /// Entry point of the binary.
@@ -60,6 +147,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Phone(ref args) => phone(&cli, args),
+        Command::Loadtest(ref args) => loadtest(&cli, args),
         Command::Serve => {
             let config = load(&cli)?;
             crate::logging::init(&config.log);
@@ -68,6 +157,140 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             rt.block_on(serve(config))
         }
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")
+}
+
+fn quiet_logs(filter: &str) {
+    crate::logging::init(&crate::config::LogConfig {
+        filter: filter.to_owned(),
+        format: crate::config::LogFormat::Text,
+    });
+}
+
+/// The configured account with this system_id, or the first one.
+fn account<'a>(
+    config: &'a Config,
+    system_id: Option<&str>,
+) -> anyhow::Result<&'a crate::config::ServerAccount> {
+    let accounts = &config.smpp_server.accounts;
+    match system_id {
+        Some(id) => accounts.iter().find(|a| a.system_id == id),
+        None => accounts.first(),
+    }
+    .ok_or_else(|| match system_id {
+        Some(id) => anyhow::anyhow!(
+            "no [[smpp_server.accounts]] with system_id {id:?} to take the password from: give --password"
+        ),
+        None => anyhow::anyhow!(
+            "no [[smpp_server.accounts]] in the configuration: give --system-id and --password"
+        ),
+    })
+}
+
+fn phone(cli: &Cli, args: &PhoneArgs) -> anyhow::Result<()> {
+    use crate::sim::phone::{self, PhoneOptions};
+    let msisdn = crate::msisdn::normalize(&args.msisdn)
+        .with_context(|| format!("{:?} is not a Vietnamese mobile number", args.msisdn))?;
+    let needs_config = args.connect.is_none() || args.password.is_none();
+    let config = if needs_config { Some(load(cli)?) } else { None };
+    let connect = match (&args.connect, &config) {
+        (Some(c), _) => crate::sim::resolve(c)?,
+        (None, Some(cfg)) => cfg.smpp_server.listen,
+        (None, None) => anyhow::bail!("--connect is needed without a configuration"),
+    };
+    let (system_id, password) = match (&args.system_id, &args.password, &config) {
+        (Some(id), Some(pw), _) => (id.clone(), pw.clone()),
+        (id, None, Some(cfg)) => {
+            let a = account(cfg, id.as_deref())?;
+            (a.system_id.clone(), a.password.expose().to_owned())
+        }
+        (None, Some(pw), Some(cfg)) => (account(cfg, None)?.system_id.clone(), pw.clone()),
+        _ => anyhow::bail!("give --system-id and --password, or a configuration with an account"),
+    };
+    let service_code = args
+        .service_code
+        .clone()
+        .or_else(|| config.as_ref().map(|c| c.ussd.service_code.clone()))
+        .unwrap_or_else(|| "*384#".to_owned());
+    let tuning = config.map(|c| c.smpp).unwrap_or_default();
+    quiet_logs("error");
+    let opts = PhoneOptions { connect, system_id, password, msisdn, service_code, tuning };
+    let lines = phone::stdin_lines();
+    let mut out = std::io::stdout();
+    runtime()?.block_on(phone::run(opts, lines, &mut out)).context("phone")
+}
+
+fn loadtest(cli: &Cli, args: &LoadtestArgs) -> anyhow::Result<()> {
+    use std::time::Duration;
+
+    use crate::sim::loadtest::{self, LoadOptions, Role};
+    use crate::sim::subscriber::Script;
+
+    let listen = || -> anyhow::Result<std::net::SocketAddr> {
+        let l = args.listen.as_deref().context("--listen HOST:PORT is needed for this role")?;
+        Ok(crate::sim::resolve(l)?)
+    };
+    let mut config = None;
+    let role = match args.role {
+        LoadRole::Ussdc => {
+            let connect = match &args.connect {
+                Some(c) => crate::sim::resolve(c)?,
+                None => config.get_or_insert(load(cli)?).smpp_server.listen,
+            };
+            Role::Ussdc { connect }
+        }
+        LoadRole::Smsc => Role::Smsc { listen: listen()? },
+        LoadRole::MtSink => {
+            Role::MtSink { listen: listen()?, receipt_delay: Duration::from_millis(args.receipt_delay_ms) }
+        }
+    };
+    let (system_id, password) = match (&args.system_id, &args.password, args.role) {
+        (Some(id), Some(pw), _) => (id.clone(), pw.clone()),
+        (id, pw, LoadRole::Ussdc) => {
+            let cfg = match config.take() {
+                Some(c) => c,
+                None => load(cli)?,
+            };
+            let a = account(&cfg, id.as_deref())?;
+            (a.system_id.clone(), pw.clone().unwrap_or_else(|| a.password.expose().to_owned()))
+        }
+        _ => anyhow::bail!("--system-id and --password are needed for this role"),
+    };
+    let opts = LoadOptions {
+        role,
+        system_id,
+        password,
+        subscribers: args.subscribers,
+        duration: Duration::from_secs(args.duration),
+        scripts: args.script.iter().map(|s| s.parse::<Script>()).collect::<Result<_, _>>()?,
+        think: Duration::from_millis(args.think_ms),
+        msisdn_base: args.msisdn_base,
+        service_code: args.service_code.clone(),
+        window: args.window,
+        dialogues: args.dialogues,
+        tuning: crate::config::SmppTuning::default(),
+    };
+    opts.validate()?;
+    quiet_logs("warn");
+    let report = runtime()?.block_on(async {
+        let stop = CancellationToken::new();
+        let on_signal = stop.clone();
+        let signals = tokio::spawn(async move {
+            wait_for_signal().await;
+            on_signal.cancel();
+        });
+        let report = loadtest::run(opts, stop, &mut std::io::stderr()).await;
+        signals.abort();
+        report
+    })?;
+    println!("{}", report.to_json());
+    if report.bind_failed() {
+        anyhow::bail!("no bind: nothing was measured");
+    }
+    Ok(())
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
