@@ -114,6 +114,7 @@ both_backends!(
     stats_should_count_everything,
     a_stopped_writer_should_commit_what_it_had_and_refuse_the_rest,
     a_killed_process_should_leave_every_acknowledged_action_exactly_once,
+    two_nodes_sharing_the_database_should_apply_each_key_once,
 );
 
 struct Env {
@@ -910,6 +911,50 @@ async fn a_stopped_writer_should_commit_what_it_had_and_refuse_the_rest(db: Test
     let r = m.create_listing(&ussd(&h), key("late"), h.id, na, 1, 25_000).await;
     assert!(matches!(r, Err(MarketError::Store(StoreError::Closed))), "{r:?}");
     env.close().await;
+}
+
+async fn two_nodes_sharing_the_database_should_apply_each_key_once(db: TestDb) {
+    const KEYS: i64 = 100;
+    let a = Env::open(db).await;
+    let (_, h) = village(&a).await;
+    let na = a.market.products().await.unwrap()[0].id;
+    // A second gateway node (or the CLI next to the daemon) with its own writer.
+    let b_shutdown = CancellationToken::new();
+    let b = Market::open(&a.db.config(), b_shutdown.clone()).await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..KEYS {
+        for node in [a.market.clone(), b.clone()] {
+            let (actor, hid) = (ussd(&h), h.id);
+            tasks.spawn(async move {
+                // The contract when a whole transaction fails (e.g. PostgreSQL breaking a
+                // deadlock between the two writers): repeat with the same key.
+                for _ in 0..10 {
+                    match node
+                        .create_listing(&actor, key(format!("shared:{i}")), hid, na, 1 + i, 25_000)
+                        .await
+                    {
+                        Err(MarketError::Store(StoreError::TransactionFailed(_))) => continue,
+                        other => return (i, other.unwrap().id),
+                    }
+                }
+                panic!("shared:{i} failed ten times");
+            });
+        }
+    }
+    let mut by_key = std::collections::HashMap::new();
+    for (i, id) in tokio::time::timeout(PATIENCE, tasks.join_all()).await.expect("nodes did not finish") {
+        let first = *by_key.entry(i).or_insert(id);
+        assert_eq!(first, id, "shared:{i} applied twice");
+    }
+    assert_eq!(by_key.len() as i64, KEYS);
+    assert_eq!(a.count("SELECT COUNT(*) AS n FROM listings", args![]).await, KEYS);
+    assert_eq!(
+        a.count("SELECT COUNT(*) AS n FROM events WHERE kind = 'listing_created'", args![]).await,
+        KEYS
+    );
+    b_shutdown.cancel();
+    b.stopped().await;
+    a.close().await;
 }
 
 // ---- crash safety ------------------------------------------------------------------------
