@@ -244,7 +244,9 @@ async fn seeds_should_be_present_once(db: TestDb) {
     assert_eq!(env.count("SELECT COUNT(*) AS n FROM communes", args![]).await, 65);
     assert_eq!(env.count("SELECT COUNT(*) AS n FROM communes_2024", args![]).await, 194);
     assert_eq!(env.market.products().await.unwrap().len(), products.len());
-    assert_eq!(env.count("SELECT COUNT(*) AS n FROM _sqlx_migrations", args![]).await, 1);
+    let embedded: Vec<i64> =
+        chogate::store::migrations(env.market.backend()).iter().map(|(version, _, _)| *version).collect();
+    assert_eq!(env.market.store().applied_migrations().await.unwrap(), embedded);
     env.close().await;
 }
 
@@ -804,11 +806,18 @@ async fn leader_only_actions_should_be_refused_for_others(db: TestDb) {
     let na = m.products().await.unwrap()[0].id;
     m.create_listing(&ussd(&h), key("l1"), h.id, na, 10, 30_000).await.unwrap();
     m.create_listing(&ussd(&h), key("l2"), h.id, na, 10, 30_000).await.unwrap();
+    let with_epay = m.set_epay(&cli(), key("epay"), h.id, true).await.unwrap();
+    assert!(with_epay.has_epay);
+    let r = m.set_epay(&cli(), key("epay2"), 999_999, true).await;
+    assert!(matches!(r, Err(MarketError::NotFound("household"))), "{r:?}");
     let p = m.village_progress(leader.id).await.unwrap();
     assert_eq!(
         (p.village_name.as_str(), p.households, p.with_listing, p.with_epay),
-        ("Thôn Nà Lầm", 2, 1, 0)
+        ("Thôn Nà Lầm", 2, 1, 1)
     );
+    let all: Vec<i64> = m.households().await.unwrap().iter().map(|h| h.id).collect();
+    assert_eq!(all.len(), 4);
+    assert!(all.contains(&h.id) && all.windows(2).all(|w| w[0] < w[1]));
     assert_eq!(m.leader_of(h.id).await.unwrap().unwrap().msisdn, leader.msisdn);
     assert_eq!(m.leader_of(leader.id).await.unwrap().unwrap().msisdn, leader.msisdn);
     env.close().await;

@@ -216,6 +216,12 @@ impl Market {
         Ok(queries::household_by_id(&mut r.conn(), household_id).await?)
     }
 
+    /// Every household, by id (for `households export`).
+    pub async fn households(&self) -> Result<Vec<Household>, MarketError> {
+        let mut r = self.read().await?;
+        Ok(queries::all_households(&mut r.conn()).await?)
+    }
+
     /// A commune or ward of the 2025 list.
     pub async fn commune(&self, code: u32) -> Result<Option<Commune>, MarketError> {
         let mut r = self.read().await?;
@@ -478,6 +484,21 @@ impl Market {
         let msisdn = normalize_msisdn(msisdn)?;
         match self.act(actor, key, Action::ResetPin { leader_household_id, msisdn }).await? {
             Done::Nothing => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Records whether the household has an e-payment account (the CLI import, and later
+    /// the payment partners); counted in [`Market::village_progress`].
+    pub async fn set_epay(
+        &self,
+        actor: &Actor,
+        key: IdemKey,
+        household_id: i64,
+        has_epay: bool,
+    ) -> Result<Household, MarketError> {
+        match self.act(actor, key, Action::SetEpay { household_id, has_epay }).await? {
+            Done::Household(h) => Ok(h),
             other => Err(unexpected(other)),
         }
     }

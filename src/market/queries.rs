@@ -110,6 +110,12 @@ pub(crate) async fn household_by_id(c: &mut Conn<'_>, id: i64) -> Result<Option<
     row.as_ref().map(household).transpose()
 }
 
+/// Every household, by id.
+pub(crate) async fn all_households(c: &mut Conn<'_>) -> Result<Vec<Household>, StoreError> {
+    let rows = c.fetch_all(concat!(household_select!(), " ORDER BY h.id"), args![]).await?;
+    rows.iter().map(household).collect()
+}
+
 /// A commune of the 2025 list.
 pub(crate) async fn commune(c: &mut Conn<'_>, code: u32) -> Result<Option<Commune>, StoreError> {
     let row = c

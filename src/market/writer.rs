@@ -63,6 +63,7 @@ pub(crate) enum Action {
     PlaceOrder { listing_id: i64, buyer_name: String, quantity_kg: i64, amount: i64 },
     MarkDelivered { order_id: i64 },
     RegisterLeader { msisdn: String, name: String, commune_code: u32, village_name: String, lang: Lang },
+    SetEpay { household_id: i64, has_epay: bool },
 }
 
 /// What kind of row an action's result is, for replays.
@@ -88,6 +89,7 @@ impl Action {
             Action::PlaceOrder { .. } => "place_order",
             Action::MarkDelivered { .. } => "mark_delivered",
             Action::RegisterLeader { .. } => "register_leader",
+            Action::SetEpay { .. } => "set_epay",
         }
     }
 
@@ -100,7 +102,8 @@ impl Action {
             | Action::MarkDelivered { .. } => Produces::Order,
             Action::SelfRegister { .. }
             | Action::RegisterHousehold { .. }
-            | Action::RegisterLeader { .. } => Produces::Household,
+            | Action::RegisterLeader { .. }
+            | Action::SetEpay { .. } => Produces::Household,
             Action::SetPin { .. } | Action::ResetPin { .. } => Produces::Nothing,
         }
     }
@@ -360,12 +363,24 @@ async fn run_action(
         }
         Err(e) => {
             c.raw("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job").await?;
+            let e = retryable(e);
             if let MarketError::Store(store) = &e {
                 warn!(error = %store, "action failed in the database; rolled back alone");
             }
             Ok(Err(e))
         }
     }
+}
+
+/// A deadlock with another node's writer, a serialization failure or a lock timeout
+/// (PostgreSQL) rolled the action back: the caller may repeat it with the same key.
+fn retryable(e: MarketError) -> MarketError {
+    if let MarketError::Store(StoreError::Db(sqlx::Error::Database(db))) = &e
+        && matches!(db.code().as_deref(), Some("40P01" | "40001" | "55P03"))
+    {
+        return MarketError::Store(StoreError::TransactionFailed(db.message().to_owned()));
+    }
+    e
 }
 
 /// An action's answer, and what to remember under its key (None for replays).
@@ -537,7 +552,23 @@ async fn apply(
         Action::RegisterLeader { msisdn, name, commune_code, village_name, lang } => {
             register_leader(c, ev, now, msisdn, name, commune_code, village_name, lang).await
         }
+        Action::SetEpay { household_id, has_epay } => set_epay(c, ev, household_id, has_epay).await,
     }
+}
+
+async fn set_epay(
+    c: &mut Conn<'_>,
+    ev: &mut Events<'_>,
+    household_id: i64,
+    has_epay: bool,
+) -> Result<Applied, MarketError> {
+    let changed =
+        c.execute("UPDATE households SET has_epay = $2 WHERE id = $1", args![household_id, has_epay]).await?;
+    if changed != 1 {
+        return Err(MarketError::NotFound("household"));
+    }
+    ev.push("epay_set", format!("household:{household_id}"), json!({ "has_epay": has_epay }));
+    reread_household(c, household_id).await
 }
 
 async fn household_exists(c: &mut Conn<'_>, id: i64) -> Result<bool, MarketError> {

@@ -53,9 +53,10 @@ pub enum StoreError {
     /// The writer task has stopped (shutdown): nothing more can be written.
     #[error("the database writer has stopped")]
     Closed,
-    /// The transaction that carried the action failed as a whole; whether it was applied is
-    /// not known when the commit itself failed. Repeating the action with the same
-    /// idempotency key is safe.
+    /// The action was rolled back (a deadlock with another node's writer, a lock timeout) or
+    /// the transaction that carried it failed as a whole (then, if the commit itself failed,
+    /// whether it was applied is not known). Repeating the action with the same idempotency
+    /// key is safe.
     #[error("the transaction failed ({0}); repeat the action with the same idempotency key")]
     TransactionFailed(String),
 }
@@ -117,6 +118,16 @@ impl Store {
             Store::Postgres(s) => migrator.run(s.pool()).await?,
         }
         Ok(())
+    }
+
+    /// The versions of the migrations applied to the database, in order.
+    pub async fn applied_migrations(&self) -> Result<Vec<i64>, StoreError> {
+        let mut r = self.read().await?;
+        let rows = r
+            .conn()
+            .fetch_all("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version", Vec::new())
+            .await?;
+        rows.iter().map(|row| row.int("version")).collect()
     }
 
     /// A connection from the read pool.
