@@ -20,7 +20,7 @@ use tokio_util::task::TaskTracker;
 use super::SimError;
 use super::link::{self, Credentials, Routes, Uplink};
 use super::stats::{Counters, Histogram, SinkReport, Snapshot, UssdReport, kind, per_second, round3};
-use super::subscriber::{self, Script, Subscriber};
+use super::subscriber::{self, Script, Stop, Subscriber};
 use crate::config::SmppTuning;
 use crate::smpp::session::{InboundRequest, Registry};
 
@@ -30,8 +30,10 @@ pub const MAX_SUBSCRIBERS: usize = 100_000;
 pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 /// How long the smsc and mt-sink roles wait for chogate to bind.
 pub const BIND_WAIT: Duration = Duration::from_secs(30);
-/// How long subscribers may take to close their dialogues at the end.
+/// How long subscribers may take to finish their open dialogues at the end.
 const WIND_DOWN: Duration = Duration::from_secs(5);
+/// How long they may then take to abort what is still open.
+const ABORT_WAIT: Duration = Duration::from_secs(2);
 /// Screens waiting for one subscriber, at most.
 const SCREENS_PER_SUBSCRIBER: usize = 4;
 
@@ -307,7 +309,7 @@ async fn drive(
     stop: CancellationToken,
     progress: &mut (dyn Write + Send),
 ) -> Result<Report, SimError> {
-    let cancel = CancellationToken::new();
+    let halt = Stop::default();
     let service_code: Arc<str> = Arc::from(opts.service_code.as_str());
     let scripts: Vec<Arc<Script>> = opts.scripts.iter().cloned().map(Arc::new).collect();
     let mut routes: Routes = HashMap::with_capacity(opts.subscribers);
@@ -331,14 +333,14 @@ async fn drive(
         inbound,
         Arc::new(routes),
         counters.clone(),
-        cancel.clone(),
+        halt.now.clone(),
         router_stop.clone(),
     ));
 
     let start = Instant::now();
     let mut tasks = JoinSet::new();
     for (sub, rx) in subscribers {
-        tasks.spawn(subscriber::run(sub, uplink.clone(), rx, counters.clone(), cancel.clone()));
+        tasks.spawn(subscriber::run(sub, uplink.clone(), rx, counters.clone(), halt.clone()));
     }
     let mut hist = Histogram::default();
     let end = start + opts.duration;
@@ -382,9 +384,11 @@ async fn drive(
     }
     let elapsed = start.elapsed();
     let at_end = counters.snapshot();
-    cancel.cancel();
-    let wind_down = sleep_until(Instant::now() + WIND_DOWN);
-    tokio::pin!(wind_down);
+    // Let open dialogues finish (nothing left for chogate to offer to resume), then abort
+    // what is still open, then give up on the tasks.
+    halt.dialling.cancel();
+    let mut phase_end = Instant::now() + WIND_DOWN;
+    let mut aborting = false;
     loop {
         tokio::select! {
             done = tasks.join_next() => match done {
@@ -392,9 +396,14 @@ async fn drive(
                 Some(Err(_)) => counters.error("task_failed"),
                 None => break,
             },
-            () = &mut wind_down => {
-                tasks.abort_all();
-                break;
+            () = sleep_until(phase_end) => {
+                if aborting {
+                    tasks.abort_all();
+                    break;
+                }
+                halt.now.cancel();
+                aborting = true;
+                phase_end = Instant::now() + ABORT_WAIT;
             }
         }
     }

@@ -77,19 +77,38 @@ pub enum Outcome {
     Cancelled,
 }
 
-/// Runs dialogues until `cancel` or `max_dialogues`; screens for this subscriber arrive on
+/// How a run ends: first no new dialogues (the open ones finish, so that chogate is left
+/// with nothing to resume), then, if that takes too long, at once (open dialogues are
+/// aborted).
+#[derive(Debug, Clone)]
+pub struct Stop {
+    /// Cancelled: dial no more.
+    pub dialling: CancellationToken,
+    /// Cancelled: abort the open dialogue and stop (implies `dialling`).
+    pub now: CancellationToken,
+}
+
+impl Default for Stop {
+    fn default() -> Self {
+        let now = CancellationToken::new();
+        Stop { dialling: now.child_token(), now }
+    }
+}
+
+/// Runs dialogues until `stop` or `max_dialogues`; screens for this subscriber arrive on
 /// `screens`. Returns the step latencies.
 pub async fn run(
     sub: Subscriber,
     uplink: Uplink,
     mut screens: mpsc::Receiver<Screen>,
     counters: Arc<Counters>,
-    cancel: CancellationToken,
+    stop: Stop,
 ) -> Histogram {
+    let cancel = stop.now;
     let mut hist = Histogram::default();
     let mut session: u8 = 0;
     let mut dialled: u64 = 0;
-    while !cancel.is_cancelled() && (sub.max_dialogues == 0 || dialled < sub.max_dialogues) {
+    while !stop.dialling.is_cancelled() && (sub.max_dialogues == 0 || dialled < sub.max_dialogues) {
         // A screen that arrived after its dialogue gave up belongs to no dialogue.
         while screens.try_recv().is_ok() {
             counters.error(kind::UNEXPECTED_PDU);
@@ -111,7 +130,7 @@ pub async fn run(
             }
             Outcome::Failed => {
                 tokio::select! {
-                    () = cancel.cancelled() => break,
+                    () = stop.dialling.cancelled() => break,
                     () = sleep(ERROR_PAUSE) => {}
                 }
             }
