@@ -1,5 +1,6 @@
-//! The command line: `chogate serve`, `chogate check-config`, and the simulator's
-//! `chogate phone` and `chogate loadtest`.
+//! The command line: `chogate serve`, `chogate check-config`, the simulator's
+//! `chogate phone` and `chogate loadtest`, and the database commands `migrate`,
+//! `households import|export`, `seed-demo` and `stats`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,6 +32,12 @@ pub enum Command {
     Serve,
     /// Validate the configuration and exit (0 when valid).
     CheckConfig,
+    /// Menu files: `menus check [DIR]`.
+    Menus {
+        /// What to do with them.
+        #[command(subcommand)]
+        action: MenusAction,
+    },
     /// Dial chogate from a simulated feature phone, bound as a USSD centre. Reads one line
     /// per action from standard input (a terminal or a pipe).
     Phone(PhoneArgs),
@@ -38,6 +45,57 @@ pub enum Command {
     /// chogate binds to (`smsc`), or an SMSC that accepts SMS and sends receipts
     /// (`mt-sink`). Progress on stderr every second, one JSON line on stdout at the end.
     Loadtest(LoadtestArgs),
+    /// Apply the migrations of `[database] url` and print the applied versions.
+    Migrate,
+    /// Households: `households import FILE.csv`, `households export`.
+    Households {
+        /// What to do.
+        #[command(subcommand)]
+        action: HouseholdsAction,
+    },
+    /// Fill the database with a small demo market (villages, leaders, households, listings,
+    /// orders in every state); running it again changes nothing.
+    SeedDemo,
+    /// Counts of households, listings, orders by status, payments, events, dialogues and
+    /// outbox SMS by status.
+    Stats {
+        /// One JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// HTTP API tokens: `tokens create --name shopee --scope orders:write` prints a new
+    /// token once (only its hash is stored); `tokens list`; `tokens revoke ID`.
+    Tokens {
+        /// What to do.
+        #[command(subcommand)]
+        action: crate::api::tokens::TokensAction,
+    },
+}
+
+/// `chogate menus ...`.
+#[derive(Debug, Subcommand)]
+pub enum MenusAction {
+    /// Validate every menu file: references resolve, actions exist, every screen fits one
+    /// USSD message in both languages and both encodings. Exit 1 with file:line: reason.
+    Check {
+        /// The menu directory (default: `[ussd] menus_dir` of the configuration, or `menus`).
+        dir: Option<PathBuf>,
+    },
+}
+
+/// `chogate households ...`.
+#[derive(Debug, Subcommand)]
+pub enum HouseholdsAction {
+    /// Import households from CSV, all or nothing: header `msisdn,name,commune_code,village`
+    /// plus optional `language,leader,has_epay,pending`. Refused lines are reported as
+    /// FILE:LINE: reason and nothing is written (exit 1).
+    Import {
+        /// The CSV file (UTF-8).
+        file: PathBuf,
+    },
+    /// Write every household as CSV on standard output (leaders first); the file imports
+    /// back into an empty database.
+    Export,
 }
 
 /// `chogate phone`.
@@ -147,8 +205,31 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Menus { action: MenusAction::Check { dir } } => {
+            let dir = match dir {
+                Some(d) => d,
+                None => Config::load(&cli.config)
+                    .map(|c| c.ussd.menus_dir)
+                    .unwrap_or_else(|_| PathBuf::from("menus")),
+            };
+            let menus = crate::menu::Menus::load_dir(&dir)?;
+            println!(
+                "{}: ok ({} screens, every one fits one USSD message)",
+                dir.display(),
+                menus.screens.len()
+            );
+            Ok(())
+        }
         Command::Phone(ref args) => phone(&cli, args),
         Command::Loadtest(ref args) => loadtest(&cli, args),
+        Command::Migrate | Command::Households { .. } | Command::SeedDemo | Command::Stats { .. } => {
+            database_command(&cli)
+        }
+        Command::Tokens { ref action } => {
+            let config = load(&cli)?;
+            quiet_logs("warn");
+            crate::api::tokens::run(&config, action)
+        }
         Command::Serve => {
             let config = load(&cli)?;
             crate::logging::init(&config.log);
@@ -329,4 +410,41 @@ async fn wait_for_signal() {
 #[cfg(not(unix))]
 async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// `migrate`, `households import|export`, `seed-demo`, `stats`: the database of
+/// `[database] url`, through the market (its writer, its audit events).
+fn database_command(cli: &Cli) -> anyhow::Result<()> {
+    let config = load(cli)?;
+    quiet_logs("warn");
+    let db = config.database;
+    runtime()?.block_on(async {
+        let mut stdout = std::io::stdout().lock();
+        if matches!(cli.command, Command::Migrate) {
+            crate::admin::migrate(&db, &mut stdout).await?;
+            return Ok(());
+        }
+        let shutdown = CancellationToken::new();
+        let market =
+            crate::market::Market::open(&db, shutdown.clone()).await.context("opening the database")?;
+        let result = match &cli.command {
+            Command::Households { action: HouseholdsAction::Import { file } } => {
+                let mut stderr = std::io::stderr();
+                crate::admin::import_households(&market, file, &mut stdout, &mut stderr, true)
+                    .await
+                    .map(|_| ())
+            }
+            Command::Households { action: HouseholdsAction::Export } => {
+                crate::admin::export_households(&market, &mut stdout).await.map(|_| ())
+            }
+            Command::SeedDemo => crate::admin::seed_demo(&market, &mut stdout).await.map(|_| ()),
+            Command::Stats { json } => crate::admin::stats(&market, *json, &mut stdout).await.map(|_| ()),
+            _ => Ok(()),
+        };
+        // Let the writer commit what it has and close the connections, whatever happened.
+        shutdown.cancel();
+        market.stopped().await;
+        market.store().close().await;
+        Ok(result?)
+    })
 }

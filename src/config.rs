@@ -98,6 +98,9 @@ pub struct Config {
     /// `[http]`: health endpoints and the partner API.
     #[serde(default)]
     pub http: HttpConfig,
+    /// `[api]`: limits of the HTTP API.
+    #[serde(default)]
+    pub api: ApiConfig,
     /// `[smpp_server]`: the SMPP listener that USSD centres bind to.
     #[serde(default)]
     pub smpp_server: SmppServerConfig,
@@ -113,6 +116,9 @@ pub struct Config {
     /// `[log]`: logging filter and format.
     #[serde(default)]
     pub log: LogConfig,
+    /// `[notify]`: SMS notifications.
+    #[serde(default)]
+    pub notify: NotifyConfig,
 }
 
 /// `[database]` settings.
@@ -210,6 +216,43 @@ fn default_http_listen() -> SocketAddr {
 impl Default for HttpConfig {
     fn default() -> Self {
         Self { listen: default_http_listen() }
+    }
+}
+
+/// `[api]`: limits of the HTTP API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Largest request body in bytes; larger ones get 413 (default 65536, 1024..=16777216).
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// Requests per second each token may make, sustained (default 50, 1..=100000).
+    #[serde(default = "default_rate_per_sec")]
+    pub rate_per_sec: u32,
+    /// Requests a token may make at once before the rate applies (default 100, 1..=100000).
+    #[serde(default = "default_burst")]
+    pub burst: u32,
+}
+
+fn default_max_body_bytes() -> usize {
+    65_536
+}
+
+fn default_rate_per_sec() -> u32 {
+    50
+}
+
+fn default_burst() -> u32 {
+    100
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: default_max_body_bytes(),
+            rate_per_sec: default_rate_per_sec(),
+            burst: default_burst(),
+        }
     }
 }
 
@@ -554,6 +597,97 @@ impl UssdConfig {
     }
 }
 
+/// `[notify]`: SMS notifications from the outbox.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// Sender address of notifications (default `384`, alphanumeric allowed).
+    #[serde(default = "default_source_addr")]
+    pub source_addr: String,
+    /// SMSC for numbers no `route_prefixes` match (default: the first `[[smsc]]`).
+    #[serde(default)]
+    pub default_smsc: Option<String>,
+    /// How long a notification stays worth sending (default 86400 s); later it is expired.
+    #[serde(default = "default_validity_secs")]
+    pub validity_secs: u64,
+    /// Retry rules per `command_status`; statuses without a rule are permanent failures.
+    /// Default: 0x58 back off 1 s doubling to 60 s; 0x14 up to 5 tries; 0x08 3 tries.
+    #[serde(default = "default_retry_rules")]
+    pub retry: Vec<RetryRuleConfig>,
+}
+
+/// One `[[notify.retry]]` rule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryRuleConfig {
+    /// The status, as a number or "0x58".
+    pub status: String,
+    /// Attempts in all; 0 retries until the message expires.
+    #[serde(default)]
+    pub max_tries: u32,
+    /// First delay, doubling after each failure.
+    #[serde(default = "default_backoff_ms")]
+    pub backoff_ms: u64,
+    /// Longest delay.
+    #[serde(default = "default_max_backoff_ms")]
+    pub max_backoff_ms: u64,
+}
+
+impl RetryRuleConfig {
+    /// The status as a number.
+    pub fn status_code(&self) -> Option<u32> {
+        let s = self.status.trim();
+        match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+            Some(hex) => u32::from_str_radix(hex, 16).ok(),
+            None => s.parse().ok(),
+        }
+    }
+}
+
+fn default_source_addr() -> String {
+    "384".to_owned()
+}
+
+fn default_validity_secs() -> u64 {
+    86_400
+}
+
+fn default_backoff_ms() -> u64 {
+    1000
+}
+
+fn default_max_backoff_ms() -> u64 {
+    60_000
+}
+
+fn default_retry_rules() -> Vec<RetryRuleConfig> {
+    let rule = |status: &str, max_tries| RetryRuleConfig {
+        status: status.to_owned(),
+        max_tries,
+        backoff_ms: default_backoff_ms(),
+        max_backoff_ms: default_max_backoff_ms(),
+    };
+    vec![rule("0x58", 0), rule("0x14", 5), rule("0x08", 3)]
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig {
+            source_addr: default_source_addr(),
+            default_smsc: None,
+            validity_secs: default_validity_secs(),
+            retry: default_retry_rules(),
+        }
+    }
+}
+
+impl NotifyConfig {
+    /// How long a notification stays worth sending.
+    pub fn validity(&self) -> Duration {
+        Duration::from_secs(self.validity_secs)
+    }
+}
+
 /// `[log]`: logging settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -638,6 +772,7 @@ impl Config {
     /// Semantic checks (lengths, ranges, uniqueness, URL scheme, prefix digits);
     /// the error names the key path, like `smsc[0].window`.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_notify()?;
         let url = &self.database.url;
         if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://"))
         {
@@ -703,6 +838,39 @@ impl Config {
         check_at_least_one("ussd.session_timeout_secs", self.ussd.session_timeout_secs)?;
         if self.ussd.service_code.trim().is_empty() {
             return Err(invalid("ussd.service_code", "must not be empty"));
+        }
+        check_range("api.max_body_bytes", self.api.max_body_bytes as u64, 1024, 16 * 1024 * 1024)?;
+        check_range("api.rate_per_sec", u64::from(self.api.rate_per_sec), 1, 100_000)?;
+        check_range("api.burst", u64::from(self.api.burst), 1, 100_000)?;
+        Ok(())
+    }
+
+    fn validate_notify(&self) -> Result<(), ConfigError> {
+        let n = &self.notify;
+        if n.source_addr.is_empty() || n.source_addr.len() > 20 {
+            return Err(invalid("notify.source_addr", "must be 1 to 20 characters"));
+        }
+        if let Some(d) = &n.default_smsc
+            && !self.smsc.iter().any(|s| &s.name == d)
+        {
+            return Err(invalid("notify.default_smsc", format!("no [[smsc]] is named `{d}`")));
+        }
+        if n.validity_secs == 0 {
+            return Err(invalid("notify.validity_secs", "must be at least 1"));
+        }
+        for (i, r) in n.retry.iter().enumerate() {
+            if r.status_code().is_none() {
+                return Err(invalid(
+                    format!("notify.retry[{i}].status"),
+                    format!("`{}` is not a status code", r.status),
+                ));
+            }
+            if r.backoff_ms == 0 || r.max_backoff_ms < r.backoff_ms {
+                return Err(invalid(
+                    format!("notify.retry[{i}]"),
+                    "backoff_ms must be at least 1 and at most max_backoff_ms",
+                ));
+            }
         }
         Ok(())
     }

@@ -10,14 +10,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::api;
 use crate::config::Config;
-use crate::http;
 use crate::market::{Market, MarketError};
 use crate::menu::{MenuError, Menus};
+use crate::notify::Notifier;
 use crate::smpp::client::{self, ClientContext};
 use crate::smpp::server::{self, Accounts, ServerContext};
 use crate::smpp::session::{InboundRequest, Registry};
-use crate::smpp::status;
 use crate::ussd::{self, Ussd};
 
 /// Requests from all SMPP peers waiting for the application, at most.
@@ -56,6 +56,8 @@ pub struct Daemon {
     pub market: Market,
     /// The USSD service.
     pub ussd: Arc<Ussd>,
+    /// The SMS notifier.
+    pub notifier: Arc<Notifier>,
     shutdown: CancellationToken,
     /// Stops the store's writer once every session has drained.
     store_shutdown: CancellationToken,
@@ -93,7 +95,8 @@ impl Daemon {
         let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
         let (other_tx, other_rx) = mpsc::channel(INBOUND_QUEUE);
         tracker.spawn(ussd::run(ussd.clone(), inbound_rx, other_tx, shutdown.clone(), tracker.clone()));
-        tracker.spawn(dispatch(other_rx, shutdown.clone()));
+        let notifier = Notifier::start(&config, market.clone(), registry.clone(), shutdown.clone(), &tracker);
+        tracker.spawn(dispatch(notifier.clone(), other_rx, shutdown.clone(), tracker.clone()));
 
         let ctx = ServerContext {
             accounts: Arc::new(Accounts::new(&config.smpp_server.accounts, &config.smpp)),
@@ -113,15 +116,25 @@ impl Daemon {
             info!(name = %smsc.name, host = %smsc.host, port = smsc.port, "SMSC bind started");
         }
 
-        let state = http::AppState { registry: registry.clone() };
+        let state = api::AppState::new(&config.api, market.clone(), registry.clone());
         let http_shutdown = shutdown.clone();
         tracker.spawn(async move {
-            if let Err(e) = http::serve(http_listener, state, http_shutdown).await {
+            if let Err(e) = api::serve(http_listener, state, http_shutdown).await {
                 warn!(error = %e, "HTTP server failed");
             }
         });
         info!(addr = %http_addr, "HTTP listening");
-        Ok(Daemon { smpp_addr, http_addr, registry, market, ussd, shutdown, store_shutdown, tracker })
+        Ok(Daemon {
+            smpp_addr,
+            http_addr,
+            registry,
+            market,
+            ussd,
+            notifier,
+            shutdown,
+            store_shutdown,
+            tracker,
+        })
     }
 
     /// The token that stops the daemon.
@@ -142,16 +155,20 @@ impl Daemon {
     }
 }
 
-/// Requests that are not USSD (SMS, delivery receipts). No SMS service is attached yet, so
-/// each is refused with a temporary application error: the peer keeps the message and may
-/// retry; nothing is acknowledged and then lost.
-async fn dispatch(mut rx: mpsc::Receiver<InboundRequest>, shutdown: CancellationToken) {
+/// Requests that are not USSD (delivery receipts, households' SMS keywords) go to the
+/// notifier, one task each.
+async fn dispatch(
+    notifier: std::sync::Arc<Notifier>,
+    mut rx: mpsc::Receiver<InboundRequest>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
     loop {
         let req = tokio::select! {
             r = rx.recv() => match r { Some(r) => r, None => break },
             () = shutdown.cancelled() => break,
         };
-        warn!(label = %req.session.label(), seq = req.pdu.sequence, "no SMS service for this request yet");
-        req.responder.respond(status::ESME_RX_T_APPN, "").await;
+        let n = notifier.clone();
+        tracker.spawn(async move { n.handle(req).await });
     }
 }

@@ -8,19 +8,23 @@
 //! - [`market`]: households, villages, teams, listings, orders, payments: typed, audited,
 //!   idempotent actions.
 //! - [`store`]: the durable store (SQLite or PostgreSQL), migrations, the connections.
+//! - [`api`]: the HTTP API (axum): partners, admin, reports, metrics, OpenAPI.
 //! - [`daemon`]: wires the listeners and binds together under one cancellation token.
 //! - [`sim`]: a simulated USSD centre with virtual subscribers (`phone`, `loadtest`).
+//! - [`admin`]: `migrate`, `households import`/`export`, `seed-demo`, `stats`.
 //! - [`cli`]: the command line (`serve`, `check-config`, ...).
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod daemon;
-pub mod http;
 pub mod logging;
 pub mod market;
 pub mod menu;
 pub mod msisdn;
+pub mod notify;
 pub mod sim;
 pub mod smpp;
 pub mod store;

@@ -65,6 +65,7 @@ async fn serve_should_log_its_addresses_and_unbind_peers_on_sigterm() {
         .args(["serve", "--config"])
         .arg(&path)
         .current_dir(dir.path())
+        .env("CHOGATE_USSD__MENUS_DIR", concat!(env!("CARGO_MANIFEST_DIR"), "/menus"))
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -105,4 +106,50 @@ async fn serve_should_log_its_addresses_and_unbind_peers_on_sigterm() {
     assert!(log.contains("HTTP listening"), "{log}");
     assert!(log.contains("stopped"), "{log}");
     assert!(!log.contains("secret1"), "password in the log:\n{log}");
+}
+
+fn bad_menus() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/menus")).unwrap() {
+        let path = entry.unwrap().path();
+        let text =
+            std::fs::read_to_string(&path).unwrap().replace("goto = \"sell_price\"", "goto = \"sell_prise\"");
+        std::fs::write(dir.path().join(path.file_name().unwrap()), text).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn menus_check_should_pass_the_shipped_menus_and_name_file_line_and_reason() {
+    let out = Command::new(BIN)
+        .args(["menus", "check", concat!(env!("CARGO_MANIFEST_DIR"), "/menus")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let bad = bad_menus();
+    let out = Command::new(BIN).args(["menus", "check"]).arg(bad.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("10-household.toml:24: screen `sell_qty`: goto = \"sell_prise\": no such screen"),
+        "{err}"
+    );
+}
+
+#[test]
+fn serve_should_refuse_to_start_on_an_invalid_menu() {
+    let bad = bad_menus();
+    let dir = tempfile::tempdir().unwrap();
+    let path =
+        write_config(&dir, "[http]\nlisten = \"127.0.0.1:0\"\n[smpp_server]\nlisten = \"127.0.0.1:0\"\n");
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .current_dir(dir.path())
+        .env("CHOGATE_USSD__MENUS_DIR", bad.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("invalid menus") && err.contains("10-household.toml:24"), "{err}");
 }

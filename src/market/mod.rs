@@ -7,9 +7,12 @@
 //! it is idempotent per [`IdemKey`]: a repeat returns the first outcome, re-read from the
 //! database, and applies nothing again.
 
+pub mod household_import;
 mod notice;
+mod outbox;
 mod pin;
 mod queries;
+pub mod reports;
 mod seed;
 mod types;
 mod writer;
@@ -27,6 +30,9 @@ pub use types::{
     MarketError, Order, OrderStatus, Product, Stats, VillageProgress, WriterCounters, listing_code,
     normalize_msisdn, order_code,
 };
+
+pub use notice::money;
+pub use outbox::{MessageStatus, OutboxMessage, OutboxOutcome, ReceiptUpdate};
 
 use crate::args;
 use crate::config::DatabaseConfig;
@@ -176,6 +182,72 @@ impl Market {
 
     async fn read(&self) -> Result<ReadConn, MarketError> {
         Ok(self.inner.store.read().await?)
+    }
+
+    /// Hands outbox work to the writer and waits for its group to commit.
+    async fn outbox_op(&self, op: outbox::OutboxOp) -> Result<outbox::OutboxReply, MarketError> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .jobs
+            .send(Job::Outbox(writer::OutboxJob { op, reply }))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Claims up to `limit` queued messages that are due, for `lease_ms`: nobody else takes
+    /// them meanwhile, and they are due again afterwards unless an outcome is recorded.
+    /// Queued messages past their validity are marked expired on the way.
+    pub async fn outbox_claim(&self, limit: usize, lease_ms: i64) -> Result<Vec<OutboxMessage>, MarketError> {
+        match self.outbox_op(outbox::OutboxOp::Claim { limit, lease_ms }).await? {
+            outbox::OutboxReply::Claimed(m) => Ok(m),
+            other => Err(MarketError::NotAllowed(format!("unexpected writer answer {other:?}"))),
+        }
+    }
+
+    /// Records send outcomes (one group commit for the lot). Receipts that arrived before a
+    /// part was recorded as sent are applied to it now.
+    pub async fn outbox_record(&self, outcomes: Vec<OutboxOutcome>) -> Result<(), MarketError> {
+        self.outbox_op(outbox::OutboxOp::Record(outcomes)).await.map(|_| ())
+    }
+
+    /// Records delivery receipts `(smsc, receipt)`; returns how many matched no sent part
+    /// yet (they are kept and applied when the part is recorded).
+    pub async fn outbox_receipts(
+        &self,
+        receipts: Vec<(String, ReceiptUpdate)>,
+    ) -> Result<usize, MarketError> {
+        match self.outbox_op(outbox::OutboxOp::Receipts(receipts)).await? {
+            outbox::OutboxReply::Receipts { unmatched } => Ok(unmatched),
+            other => Err(MarketError::NotAllowed(format!("unexpected writer answer {other:?}"))),
+        }
+    }
+
+    /// Queues an SMS to `msisdn` (a keyword reply, say), valid for 24 hours, with its event.
+    pub async fn queue_sms(
+        &self,
+        actor: &Actor,
+        key: IdemKey,
+        msisdn: &str,
+        text: &str,
+        lang: Lang,
+        kind: &str,
+    ) -> Result<(), MarketError> {
+        let msisdn = normalize_msisdn(msisdn)?;
+        let action = Action::QueueSms {
+            msisdn,
+            text: text.to_owned(),
+            lang,
+            kind: kind.to_owned(),
+            ttl_ms: notice::NEW_ORDER_TTL_MS,
+        };
+        self.act(actor, key, action).await.map(|_| ())
+    }
+
+    /// One SMS's status.
+    pub async fn message(&self, id: i64) -> Result<Option<MessageStatus>, MarketError> {
+        let mut r = self.read().await?;
+        Ok(outbox::message(&mut r.conn(), id).await?)
     }
 
     /// Hands an action to the writer and waits for its committed outcome.

@@ -9,7 +9,7 @@ pub(crate) const SERVICE_CODE: &str = "*384#";
 pub(crate) const NEW_ORDER_TTL_MS: i64 = 24 * 60 * 60 * 1000;
 
 /// `1500000` → `1.500.000` (Vietnamese) or `1,500,000` (English).
-pub(crate) fn money(amount: i64, lang: Lang) -> String {
+pub fn money(amount: i64, lang: Lang) -> String {
     let sep = match lang {
         Lang::Vi => '.',
         Lang::En => ',',

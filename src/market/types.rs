@@ -402,27 +402,11 @@ impl From<sqlx::Error> for MarketError {
 /// dots or dashes) to `"84912345678"`. Vietnamese mobile numbers: `84` + 9 digits, the
 /// first of them 3, 5, 7, 8 or 9. Anything else is [`MarketError::Invalid`].
 pub fn normalize_msisdn(s: &str) -> Result<String, MarketError> {
-    let invalid = |reason: &str| MarketError::Invalid { field: "msisdn", reason: reason.to_owned() };
-    let mut digits = String::with_capacity(12);
-    for (i, c) in s.trim().chars().enumerate() {
-        match c {
-            '0'..='9' => digits.push(c),
-            '+' if i == 0 => {}
-            ' ' | '.' | '-' => {}
-            _ => return Err(invalid("only digits, spaces, dots, dashes and a leading + are allowed")),
-        }
-    }
-    let national = if let Some(rest) = digits.strip_prefix("84") {
-        rest
-    } else if let Some(rest) = digits.strip_prefix('0') {
-        rest
-    } else {
-        return Err(invalid("must start with 0, 84 or +84"));
-    };
-    if national.len() != 9 || !matches!(national.as_bytes().first(), Some(b'3' | b'5' | b'7' | b'8' | b'9')) {
-        return Err(invalid("not a Vietnamese mobile number (84 + 9 digits starting with 3, 5, 7, 8 or 9)"));
-    }
-    Ok(format!("84{national}"))
+    crate::msisdn::normalize(s).ok_or_else(|| MarketError::Invalid {
+        field: "msisdn",
+        reason: "not a Vietnamese mobile number (0, 84 or +84, then 9 digits starting with 3, 5, 7, 8 or 9)"
+            .to_owned(),
+    })
 }
 
 /// The code shown for a listing id: `L000123`.

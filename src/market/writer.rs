@@ -38,6 +38,12 @@ use crate::args;
 use crate::logging::mask_msisdn;
 use crate::store::{Arg, ColType, Conn, Store, StoreError, WriterConn};
 
+/// The all-or-nothing household import (`chogate households import`).
+mod household_import;
+
+/// The HTTP API's writes.
+pub(crate) mod http_api;
+
 /// One audit event, written with the rest of its group.
 #[derive(Debug, Clone)]
 pub(crate) struct EventRow {
@@ -52,22 +58,87 @@ pub(crate) struct EventRow {
 /// The actions the writer applies (arguments already validated and normalised).
 #[derive(Debug)]
 pub(crate) enum Action {
-    CreateListing { household_id: i64, product_id: i64, quantity_kg: i64, price_per_kg: i64 },
-    SetOrderStatus { household_id: i64, order_id: i64, to: OrderStatus },
-    SetPin { household_id: i64, hash: String },
-    ConfirmPayment { household_id: i64, order_id: i64, pin_ok: bool, checked_hash: Option<String> },
-    UpdateListing { household_id: i64, listing_id: i64, change: ListingChange },
-    SelfRegister { msisdn: String, commune_code: u32, village_name: String, name: String, lang: Lang },
-    RegisterHousehold { leader_household_id: i64, msisdn: String, name: String },
-    ResetPin { leader_household_id: i64, msisdn: String },
-    PlaceOrder { listing_id: i64, buyer_name: String, quantity_kg: i64, amount: i64 },
-    MarkDelivered { order_id: i64 },
-    RegisterLeader { msisdn: String, name: String, commune_code: u32, village_name: String, lang: Lang },
-    SetEpay { household_id: i64, has_epay: bool },
+    /// An HTTP API write, stored with the partner's key (see [`http_api`]).
+    Api {
+        call: super::reports::ApiCall,
+        render: super::reports::Render,
+        op: super::reports::ApiOp,
+    },
+    CreateListing {
+        household_id: i64,
+        product_id: i64,
+        quantity_kg: i64,
+        price_per_kg: i64,
+    },
+    SetOrderStatus {
+        household_id: i64,
+        order_id: i64,
+        to: OrderStatus,
+    },
+    SetPin {
+        household_id: i64,
+        hash: String,
+    },
+    ConfirmPayment {
+        household_id: i64,
+        order_id: i64,
+        pin_ok: bool,
+        checked_hash: Option<String>,
+    },
+    UpdateListing {
+        household_id: i64,
+        listing_id: i64,
+        change: ListingChange,
+    },
+    SelfRegister {
+        msisdn: String,
+        commune_code: u32,
+        village_name: String,
+        name: String,
+        lang: Lang,
+    },
+    RegisterHousehold {
+        leader_household_id: i64,
+        msisdn: String,
+        name: String,
+    },
+    ResetPin {
+        leader_household_id: i64,
+        msisdn: String,
+    },
+    PlaceOrder {
+        listing_id: i64,
+        buyer_name: String,
+        quantity_kg: i64,
+        amount: i64,
+    },
+    MarkDelivered {
+        order_id: i64,
+    },
+    RegisterLeader {
+        msisdn: String,
+        name: String,
+        commune_code: u32,
+        village_name: String,
+        lang: Lang,
+    },
+    SetEpay {
+        household_id: i64,
+        has_epay: bool,
+    },
+    ImportHouseholds(super::household_import::ImportBatch),
+    QueueSms {
+        msisdn: String,
+        text: String,
+        lang: Lang,
+        kind: String,
+        ttl_ms: i64,
+    },
 }
 
 /// What kind of row an action's result is, for replays.
 enum Produces {
+    Api,
     Listing,
     Order,
     Household,
@@ -78,6 +149,7 @@ impl Action {
     /// The name recorded with the idempotency key.
     fn kind(&self) -> &'static str {
         match self {
+            Action::Api { op, .. } => op.kind(),
             Action::CreateListing { .. } => "create_listing",
             Action::SetOrderStatus { .. } => "set_order_status",
             Action::SetPin { .. } => "set_pin",
@@ -90,11 +162,15 @@ impl Action {
             Action::MarkDelivered { .. } => "mark_delivered",
             Action::RegisterLeader { .. } => "register_leader",
             Action::SetEpay { .. } => "set_epay",
+            Action::ImportHouseholds(_) => "import_households",
+            Action::QueueSms { .. } => "queue_sms",
         }
     }
 
     fn produces(&self) -> Produces {
         match self {
+            Action::Api { .. } => Produces::Api,
+            Action::ImportHouseholds(_) => Produces::Nothing,
             Action::CreateListing { .. } | Action::UpdateListing { .. } => Produces::Listing,
             Action::SetOrderStatus { .. }
             | Action::ConfirmPayment { .. }
@@ -104,7 +180,7 @@ impl Action {
             | Action::RegisterHousehold { .. }
             | Action::RegisterLeader { .. }
             | Action::SetEpay { .. } => Produces::Household,
-            Action::SetPin { .. } | Action::ResetPin { .. } => Produces::Nothing,
+            Action::SetPin { .. } | Action::ResetPin { .. } | Action::QueueSms { .. } => Produces::Nothing,
         }
     }
 }
@@ -112,9 +188,11 @@ impl Action {
 /// An action's result.
 #[derive(Debug)]
 pub(crate) enum Done {
+    Api(super::reports::StoredResponse),
     Listing(Listing),
     Order(Order),
     Household(Household),
+    Imported(super::household_import::ImportTotals),
     Nothing,
 }
 
@@ -135,6 +213,14 @@ pub(crate) enum Job {
     Action(ActionJob),
     /// An audit event nobody waits for (dialogue opened/closed).
     Event(EventRow),
+    /// Outbox bookkeeping for the notifier; answered after its group committed.
+    Outbox(OutboxJob),
+}
+
+/// Outbox work and where its answer goes.
+pub(crate) struct OutboxJob {
+    pub op: super::outbox::OutboxOp,
+    pub reply: oneshot::Sender<Result<super::outbox::OutboxReply, MarketError>>,
 }
 
 /// The writer's counters, shared with [`super::Market`].
@@ -186,6 +272,8 @@ struct Group {
     keys: HashMap<String, Stored>,
     events: Vec<EventRow>,
     replies: Vec<(Reply, Result<Done, MarketError>)>,
+    outbox:
+        Vec<(oneshot::Sender<Result<super::outbox::OutboxReply, MarketError>>, super::outbox::OutboxReply)>,
 }
 
 impl Writer {
@@ -247,8 +335,10 @@ impl Writer {
         let mut group = Group::default();
         let mut jobs = jobs.into_iter();
         let now = now_ms();
+        let started = std::time::Instant::now();
         match run_group(&mut conn, &mut jobs, &mut group, &self.products, now).await {
             Ok(events) => {
+                crate::api::metrics::commit_latency(started.elapsed());
                 self.counters.commits.fetch_add(1, Ordering::Relaxed);
                 self.counters.actions.fetch_add(group.replies.len() as u64, Ordering::Relaxed);
                 self.counters.events.fetch_add(events, Ordering::Relaxed);
@@ -258,12 +348,20 @@ impl Writer {
                     // a repeat with its key replays it.
                     let _ = reply.send(result);
                 }
+                for (reply, result) in group.outbox {
+                    let _ = reply.send(Ok(result));
+                }
             }
             Err(e) => {
                 let _ = conn.raw("ROLLBACK").await;
                 warn!(error = %e, jobs = size, "group transaction failed; its actions are answered with an error");
                 self.counters.failed_groups.fetch_add(1, Ordering::Relaxed);
-                fail_all(group.replies, jobs, &e.to_string());
+                let message = e.to_string();
+                for (reply, _) in group.outbox {
+                    let _ =
+                        reply.send(Err(MarketError::Store(StoreError::TransactionFailed(message.clone()))));
+                }
+                fail_all(group.replies, jobs, &message);
                 // Start the next group on a fresh connection, whatever state this one is in.
                 if let Some(conn) = self.conn.take() {
                     conn.close().await;
@@ -283,8 +381,15 @@ fn fail_all(
         let _ = reply.send(error());
     }
     for job in rest {
-        if let Job::Action(a) = job {
-            let _ = a.reply.send(error());
+        match job {
+            Job::Action(a) => {
+                let _ = a.reply.send(error());
+            }
+            Job::Outbox(o) => {
+                let _ =
+                    o.reply.send(Err(MarketError::Store(StoreError::TransactionFailed(message.to_owned()))));
+            }
+            Job::Event(_) => {}
         }
     }
 }
@@ -310,6 +415,10 @@ async fn run_group(
     for job in jobs.by_ref() {
         match job {
             Job::Event(event) => group.events.push(event),
+            Job::Outbox(OutboxJob { op, reply }) => {
+                let result = super::outbox::apply(c, op, now).await?;
+                group.outbox.push((reply, result));
+            }
             Job::Action(ActionJob { actor, key, action, reply }) => {
                 match run_action(c, group, &actor, &key, action, products, now).await {
                     Ok(result) => group.replies.push((reply, result)),
@@ -479,6 +588,7 @@ async fn replay(c: &mut Conn<'_>, action: &Action, stored: &Stored) -> Result<At
                 .await?
                 .map(Done::Household)
                 .ok_or(MarketError::NotFound("household")),
+            Produces::Api => http_api::replay(c, id).await,
             Produces::Nothing => Ok(Done::Nothing),
         }
     } else if let Some(n) = stored.outcome.strip_prefix("pin_wrong:") {
@@ -523,6 +633,7 @@ async fn apply(
     now: i64,
 ) -> Result<Applied, MarketError> {
     match action {
+        Action::Api { call, render, op } => http_api::apply(c, ev, now, call, render, op).await,
         Action::CreateListing { household_id, product_id, quantity_kg, price_per_kg } => {
             create_listing(c, ev, products, now, household_id, product_id, quantity_kg, price_per_kg).await
         }
@@ -553,6 +664,10 @@ async fn apply(
             register_leader(c, ev, now, msisdn, name, commune_code, village_name, lang).await
         }
         Action::SetEpay { household_id, has_epay } => set_epay(c, ev, household_id, has_epay).await,
+        Action::ImportHouseholds(batch) => household_import::apply(c, ev, now, batch).await,
+        Action::QueueSms { msisdn, text, lang, kind, ttl_ms } => {
+            queue_sms(c, ev, now, msisdn, text, lang, kind, ttl_ms).await
+        }
     }
 }
 
@@ -1165,6 +1280,30 @@ async fn register_leader(
     );
     info!(msisdn = %mask_msisdn(&msisdn), household = id, village = village_id, "team leader registered");
     reread_household(c, id).await
+}
+
+/// Queues an SMS (a keyword reply, say) with its event.
+#[allow(clippy::too_many_arguments)]
+async fn queue_sms(
+    c: &mut Conn<'_>,
+    ev: &mut Events<'_>,
+    now: i64,
+    msisdn: String,
+    text: String,
+    lang: Lang,
+    kind: String,
+    ttl_ms: i64,
+) -> Result<Applied, MarketError> {
+    let id = c
+        .fetch_one(
+            "INSERT INTO outbox (msisdn, text, lang, kind, status, created_at_ms, expires_at_ms, next_attempt_at_ms) \
+             VALUES ($1, $2, $3, $4, 'queued', $5, $6, $5) RETURNING id",
+            args![&msisdn, text, lang.as_str(), &kind, now, now + ttl_ms],
+        )
+        .await?
+        .int("id")?;
+    ev.push("sms_queued", format!("outbox:{id}"), json!({ "kind": kind, "msisdn": mask_msisdn(&msisdn) }));
+    ok(Done::Nothing, id)
 }
 
 #[cfg(test)]

@@ -234,6 +234,7 @@ impl Responder {
     pub async fn respond_with(mut self, status: u32, body: Body) {
         self.answered = true;
         let pdu = Pdu { status, sequence: self.sequence, body };
+        crate::api::metrics::pdu(crate::api::metrics::Direction::Out, pdu.command_id(), status);
         match pdu.to_bytes() {
             Ok(bytes) => {
                 // The session may be gone; then there is nobody to answer.
@@ -411,6 +412,7 @@ impl SessionHandle {
         // The state may have changed while waiting for the window.
         self.check_may_send(&body)?;
         let seq = s.next_seq();
+        crate::api::metrics::pdu(crate::api::metrics::Direction::Out, body.command_id(), status::ESME_ROK);
         let bytes = Pdu::new(seq, body).to_bytes()?;
         let (tx, rx) = oneshot::channel();
         s.pending().insert(seq, tx);
@@ -728,6 +730,7 @@ impl Reader {
                 return Step::Continue;
             }
         };
+        crate::api::metrics::pdu(crate::api::metrics::Direction::In, pdu.command_id(), pdu.status);
         if pdu.is_response() {
             return self.on_response(pdu, phase);
         }
@@ -956,6 +959,7 @@ impl Reader {
     }
 
     async fn send(&self, pdu: Pdu) {
+        crate::api::metrics::pdu(crate::api::metrics::Direction::Out, pdu.command_id(), pdu.status);
         match pdu.to_bytes() {
             Ok(bytes) => {
                 let _ = self.shared().outbox.send(bytes).await;

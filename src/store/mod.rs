@@ -159,8 +159,16 @@ impl Store {
 /// sqlx's naming (`0001_init.sql`), so `sqlx migrate` could read the folders as well.
 pub fn migrations(backend: Backend) -> &'static [(i64, &'static str, &'static str)] {
     match backend {
-        Backend::Sqlite => &[(1, "init", include_str!("../../migrations/sqlite/0001_init.sql"))],
-        Backend::Postgres => &[(1, "init", include_str!("../../migrations/postgres/0001_init.sql"))],
+        Backend::Sqlite => &[
+            (1, "init", include_str!("../../migrations/sqlite/0001_init.sql")),
+            (2, "outbox_parts", include_str!("../../migrations/sqlite/0002_outbox_parts.sql")),
+            (3, "api", include_str!("../../migrations/sqlite/0003_api.sql")),
+        ],
+        Backend::Postgres => &[
+            (1, "init", include_str!("../../migrations/postgres/0001_init.sql")),
+            (2, "outbox_parts", include_str!("../../migrations/postgres/0002_outbox_parts.sql")),
+            (3, "api", include_str!("../../migrations/postgres/0003_api.sql")),
+        ],
     }
 }
 

@@ -9,26 +9,15 @@ use crate::menu::engine::{ActError, Backend, Item, Vars};
 use crate::menu::{Lang, Text};
 use tracing::warn;
 
+/// An amount as the household reads it: `250.000` in Vietnamese, `250,000` in English.
+fn money(amount: i64, lang: Lang) -> String {
+    crate::market::money(amount, if lang == Lang::Vi { MarketLang::Vi } else { MarketLang::En })
+}
+
 /// Minutes a PIN lock lasts, as told to the household.
 const fn minutes_until(until_ms: i64, now_ms: i64) -> i64 {
     let left = until_ms - now_ms;
     if left <= 0 { 1 } else { (left + 59_999) / 60_000 }
-}
-
-/// 250000 → "250.000" (Vietnamese thousands separator).
-pub fn money(amount: i64) -> String {
-    let digits = amount.unsigned_abs().to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
-    if amount < 0 {
-        out.push('-');
-    }
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push('.');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// 84912345678 → 0912345678, as people write their numbers.
@@ -112,7 +101,7 @@ fn to_act_error(e: MarketError) -> ActError {
 impl MarketBackend {
     fn order_vars(&self, vars: &mut Vars, o: &Order) {
         vars.insert("order.code".into(), o.code.clone());
-        vars.insert("order.amount".into(), money(o.amount));
+        vars.insert("order.amount".into(), money(o.amount, self.lang));
         vars.insert("order.qty".into(), o.quantity_kg.to_string());
         vars.insert(
             "order.product".into(),
@@ -124,15 +113,15 @@ impl MarketBackend {
         let label = |lang: Lang| match (with_product, lang) {
             (true, Lang::Vi) => format!("{} {} {}kg", o.code, o.product_name_vi, o.quantity_kg),
             (true, Lang::En) => format!("{} {} {}kg", o.code, o.product_name_en, o.quantity_kg),
-            (false, Lang::Vi) => format!("{} {}đ", o.code, money(o.amount)),
-            (false, Lang::En) => format!("{} {}d", o.code, money(o.amount)),
+            (false, Lang::Vi) => format!("{} {}đ", o.code, money(o.amount, Lang::Vi)),
+            (false, Lang::En) => format!("{} {}d", o.code, money(o.amount, Lang::En)),
         };
         Item {
             id: o.id.to_string(),
             label: Text { vi: label(Lang::Vi), en: label(Lang::En) },
             fields: vec![
                 ("code".into(), o.code.clone()),
-                ("amount".into(), money(o.amount)),
+                ("amount".into(), money(o.amount, self.lang)),
                 ("qty".into(), o.quantity_kg.to_string()),
                 ("product".into(), self.product_name(&o.product_name_vi, &o.product_name_en).to_owned()),
                 ("buyer".into(), o.buyer_name.clone()),
@@ -167,7 +156,7 @@ impl MarketBackend {
             .map_err(to_act_error)?;
         vars.insert("listing.code".into(), l.code);
         vars.insert("listing.qty".into(), l.quantity_kg.to_string());
-        vars.insert("listing.price".into(), money(l.price_per_kg));
+        vars.insert("listing.price".into(), money(l.price_per_kg, self.lang));
         Ok(())
     }
 }
@@ -209,7 +198,7 @@ impl Backend for MarketBackend {
                             fields: vec![
                                 ("code".into(), l.code.clone()),
                                 ("qty".into(), l.quantity_kg.to_string()),
-                                ("price".into(), money(l.price_per_kg)),
+                                ("price".into(), money(l.price_per_kg, self.lang)),
                             ],
                         }
                     })
@@ -360,16 +349,6 @@ impl Backend for MarketBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn money_should_use_dots_between_thousands() {
-        assert_eq!(money(0), "0");
-        assert_eq!(money(999), "999");
-        assert_eq!(money(25000), "25.000");
-        assert_eq!(money(250000), "250.000");
-        assert_eq!(money(100000000), "100.000.000");
-        assert_eq!(money(-1500), "-1.500");
-    }
 
     #[test]
     fn national_form_should_start_with_zero() {

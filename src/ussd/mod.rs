@@ -292,6 +292,7 @@ impl Ussd {
             self.abort(&key, "redial").await;
         }
         self.market.record_dialogue(&msisdn, true, "opened");
+        crate::api::metrics::dialogue("opened");
         let household = match self.market.household_by_msisdn(&msisdn).await {
             Ok(h) => h,
             Err(e) => {
@@ -402,6 +403,7 @@ impl Ussd {
         let body = self.reply_body(dlg, &text, end);
         let result = dlg.session.request(body).await;
         let delivered = matches!(&result, Ok(resp) if resp.status == status::ESME_ROK);
+        crate::api::metrics::step(delivered, end);
         if !delivered {
             warn!(msisdn = %mask_msisdn(&dlg.msisdn), result = ?result.as_ref().map(|p| status::name(p.status)), "screen not delivered");
             self.suspend(key, dlg, "screen not delivered").await;
@@ -413,6 +415,7 @@ impl Ussd {
             dlg.ended = true;
             self.forget(key);
             self.market.record_dialogue(&dlg.msisdn, false, "completed");
+            crate::api::metrics::dialogue("completed");
         }
     }
 
@@ -485,6 +488,7 @@ impl Ussd {
         dlg.ended = true;
         self.forget(key);
         self.market.record_dialogue(&dlg.msisdn, false, why);
+        crate::api::metrics::dialogue(why);
         let cursor = dlg.resume_offer.take().unwrap_or_else(|| dlg.cursor.clone());
         // A dialogue still on its root with nothing typed has nothing worth resuming.
         if cursor.step == 0 {

@@ -19,6 +19,16 @@ use tokio_util::sync::CancellationToken;
 /// blocking CI. Never used to let time pass.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
+/// A new SQLite file for each daemon, in a directory that lives as long as the test binary.
+pub fn fresh_db_path() -> std::path::PathBuf {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = DIR.get_or_init(|| tempfile::Builder::new().prefix("chogate-test").tempdir().unwrap());
+    dir.path().join(format!("t{}.db", N.fetch_add(1, Ordering::Relaxed)))
+}
+
 pub const ACCOUNT: &str = "ussdc";
 pub const PASSWORD: &str = "secret1";
 
@@ -30,10 +40,12 @@ pub fn base_config(extra: &str) -> Config {
 /// Like [`base_config`], with lines for the `[smpp]` table (a short drain by default).
 pub fn base_config_with(smpp: &str, extra: &str) -> Config {
     let drain = if smpp.contains("drain_timeout_secs") { "" } else { "drain_timeout_secs = 1" };
+    let db = fresh_db_path();
+    let db = db.display();
     let text = format!(
         r#"
 [database]
-url = "sqlite://unused-test.db"
+url = "sqlite://{db}"
 [http]
 listen = "127.0.0.1:0"
 [smpp_server]

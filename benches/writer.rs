@@ -1,0 +1,174 @@
+//! The group-commit writer's throughput: `create_listing` actions per second through
+//! [`Market`] with K concurrent callers (1, 64, 512), on a SQLite file (synchronous = full,
+//! the default: one fsync per commit) and, when `CHOGATE_TEST_POSTGRES_URL` is set, on a
+//! fresh PostgreSQL database of that server.
+//!
+//! One iteration = K callers each sending one action and waiting for its commit; divan
+//! reports the time per iteration and, with the item counter, actions per second. After
+//! each case the writer's counters give the mean group size (actions per commit).
+//!
+//! ```sh
+//! cargo bench --bench writer                               # SQLite only
+//! CHOGATE_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/postgres cargo bench --bench writer
+//! cargo test --bench writer                                # each case once (a smoke test)
+//! ```
+#![forbid(unsafe_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::fmt;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use chogate::config::DatabaseConfig;
+use chogate::market::{Actor, Channel, IdemKey, Lang, Market};
+use divan::Bencher;
+use divan::counter::ItemsCount;
+use sqlx::{AssertSqlSafe, Connection};
+use tokio_util::sync::CancellationToken;
+
+/// One line per case: the writer's group sizes, printed after divan's table.
+static GROUPS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+fn main() {
+    divan::main();
+    let groups = GROUPS.lock().unwrap();
+    if !groups.is_empty() {
+        println!("\ngroup commit (all iterations of each case):");
+        for g in groups.iter() {
+            println!("  {g}");
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// One benchmark case: a backend and a number of concurrent callers.
+#[derive(Debug, Clone, Copy)]
+struct Case {
+    backend: Backend,
+    callers: usize,
+}
+
+impl fmt::Display for Case {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = match self.backend {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        };
+        write!(f, "{b} K={}", self.callers)
+    }
+}
+
+const CALLERS: [usize; 3] = [1, 64, 512];
+
+/// SQLite always; PostgreSQL when the test server's URL is set.
+fn cases() -> Vec<Case> {
+    let mut backends = vec![Backend::Sqlite];
+    if std::env::var_os("CHOGATE_TEST_POSTGRES_URL").is_some() {
+        backends.push(Backend::Postgres);
+    }
+    backends.iter().flat_map(|&backend| CALLERS.map(|callers| Case { backend, callers })).collect()
+}
+
+/// A market with one household to list for; the SQLite file lives as long as this.
+struct Fixture {
+    market: Market,
+    shutdown: CancellationToken,
+    household_id: i64,
+    product_id: i64,
+    _dir: Option<tempfile::TempDir>,
+}
+
+async fn postgres_url() -> String {
+    let base = std::env::var("CHOGATE_TEST_POSTGRES_URL").unwrap();
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let name = format!("chogate_bench_{}_{nanos}", std::process::id());
+    let mut admin =
+        sqlx::PgConnection::connect(&base).await.expect("cannot connect to CHOGATE_TEST_POSTGRES_URL");
+    sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await.unwrap();
+    admin.close().await.unwrap();
+    let (before_query, query) = match base.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (base.as_str(), String::new()),
+    };
+    let (server, _) = before_query.rsplit_once('/').expect("CHOGATE_TEST_POSTGRES_URL has no database path");
+    format!("{server}/{name}{query}")
+}
+
+impl Fixture {
+    async fn open(backend: Backend) -> Fixture {
+        let (url, dir) = match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                (format!("sqlite://{}", dir.path().join("bench.db").display()), Some(dir))
+            }
+            Backend::Postgres => (postgres_url().await, None),
+        };
+        let cfg = DatabaseConfig { url, ..DatabaseConfig::default() };
+        let shutdown = CancellationToken::new();
+        let market = Market::open(&cfg, shutdown.clone()).await.unwrap();
+        let cli = Actor::new("bench", Channel::Cli);
+        let leader = market
+            .register_leader(
+                &cli,
+                IdemKey("l".into()),
+                "84987000001",
+                "Hoàng Văn Minh",
+                6463,
+                "Bản Chu",
+                Lang::Vi,
+            )
+            .await
+            .unwrap();
+        let product_id = market.products().await.unwrap()[0].id;
+        Fixture { market, shutdown, household_id: leader.id, product_id, _dir: dir }
+    }
+
+    /// K callers, one action each, all waiting for their commits.
+    async fn round(&self, callers: usize) {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..callers {
+            let m = self.market.clone();
+            let (h, p) = (self.household_id, self.product_id);
+            let key = IdemKey(format!("bench:{}", NEXT.fetch_add(1, Ordering::Relaxed)));
+            tasks.spawn(async move {
+                let actor = Actor::new("84987000001", Channel::Ussd);
+                m.create_listing(&actor, key, h, p, 10, 25_000).await
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap().unwrap();
+        }
+    }
+
+    async fn close(self) {
+        self.shutdown.cancel();
+        self.market.stopped().await;
+        self.market.store().close().await;
+    }
+}
+
+#[divan::bench(args = cases(), sample_count = 30)]
+fn create_listing(bencher: Bencher, case: &Case) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let fixture = rt.block_on(Fixture::open(case.backend));
+    let before = fixture.market.writer_counters();
+    bencher.counter(ItemsCount::new(case.callers)).bench_local(|| rt.block_on(fixture.round(case.callers)));
+    let after = fixture.market.writer_counters();
+    let (actions, commits) = (after.actions - before.actions, after.commits - before.commits);
+    if commits > 0 {
+        GROUPS.lock().unwrap().push(format!(
+            "{:<14} {actions:>7} actions in {commits:>6} commits: {:>6.1} per commit, largest group {}",
+            case.to_string(),
+            actions as f64 / commits as f64,
+            after.largest_group
+        ));
+    }
+    rt.block_on(fixture.close());
+}

@@ -1,0 +1,26 @@
+-- Each SMS part the SMSC accepted, with the id it gave (canonical: lower case, no leading
+-- zeros), so that delivery receipts can be matched part by part.
+CREATE TABLE outbox_parts (
+    outbox_id INTEGER NOT NULL REFERENCES outbox (id),
+    part INTEGER NOT NULL,
+    smsc TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'sent' CHECK (status IN ('sent', 'delivered', 'failed')),
+    state TEXT,
+    done_at_ms INTEGER,
+    PRIMARY KEY (outbox_id, part)
+);
+CREATE INDEX outbox_parts_message ON outbox_parts (smsc, message_id);
+
+-- Receipts that arrived before their submit_sm_resp was recorded: one row per id form the
+-- receipt may stand for; applied (and removed) when the part is recorded as sent.
+CREATE TABLE receipts_pending (
+    id INTEGER PRIMARY KEY,
+    receipt TEXT NOT NULL,
+    smsc TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    delivered INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    at_ms INTEGER NOT NULL
+);
+CREATE INDEX receipts_pending_message ON receipts_pending (smsc, message_id);

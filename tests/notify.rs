@@ -1,0 +1,348 @@
+//! SMS notifications end to end: the outbox drained to a fake SMSC over real SMPP, receipts
+//! matched, retries, routing and failover, SMS keywords.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use bytes::Bytes;
+use chogate::market::{Actor, Channel, Household, IdemKey, Lang, Listing, Market, OrderStatus};
+use chogate::smpp::pdu::{Address, BindResp, Body, MessageIdResp, Pdu, Sm, Tlvs, tag};
+use chogate::smpp::status;
+use common::{Peer, TestDaemon, base_config};
+use tokio::net::TcpListener;
+
+const LEADER: &str = "84987000001";
+const HOUSEHOLD: &str = "84912345678";
+
+fn cli() -> Actor {
+    Actor { msisdn: "test".into(), channel: Channel::Cli }
+}
+
+fn partner() -> Actor {
+    Actor { msisdn: "shopee".into(), channel: Channel::Http }
+}
+
+async fn village(m: &Market, lang: Lang) -> (Household, Listing) {
+    let leader = m
+        .register_leader(&cli(), IdemKey("l1".into()), LEADER, "Hoàng Văn Minh", 6001, "Bản Chu", Lang::Vi)
+        .await
+        .unwrap();
+    let hh =
+        m.register_household(&cli(), IdemKey("h1".into()), leader.id, HOUSEHOLD, "Lý Thị Mai").await.unwrap();
+    assert_eq!(lang, Lang::Vi, "households registered by a leader speak Vietnamese");
+    let listing = m.create_listing(&cli(), IdemKey("c1".into()), hh.id, 1, 500, 30000).await.unwrap();
+    (hh, listing)
+}
+
+struct Smsc {
+    listener: TcpListener,
+}
+
+impl Smsc {
+    async fn start() -> Smsc {
+        Smsc { listener: TcpListener::bind("127.0.0.1:0").await.unwrap() }
+    }
+
+    fn config(&self, name: &str, prefixes: &str) -> String {
+        format!(
+            "[[smsc]]\nname = \"{name}\"\nhost = \"127.0.0.1\"\nport = {}\nsystem_id = \"gw\"\npassword = \"secret\"\n\
+             route_prefixes = [{prefixes}]\nreconnect_min_ms = 20\nreconnect_max_ms = 100\n",
+            self.listener.local_addr().unwrap().port()
+        )
+    }
+
+    async fn accept(&self) -> Peer {
+        let (stream, _) =
+            tokio::time::timeout(common::PATIENCE, self.listener.accept()).await.unwrap().unwrap();
+        let mut p = Peer::from_stream(stream);
+        let bind = p.recv().await.unwrap();
+        let Body::Bind(b) = &bind.body else { panic!("{bind:?}") };
+        let resp = BindResp { kind: b.kind, system_id: "smsc".into(), tlvs: Tlvs::default() };
+        p.send(&Pdu::new(bind.sequence, Body::BindResp(resp))).await;
+        p
+    }
+}
+
+/// The next submit_sm the SMSC receives.
+async fn next_submit(p: &mut Peer) -> (u32, Box<Sm>) {
+    loop {
+        let pdu = p.recv_skip_enquire().await.expect("connection closed");
+        if let Body::SubmitSm(sm) = pdu.body {
+            return (pdu.sequence, sm);
+        }
+    }
+}
+
+/// Takes the next message part by part (each part goes out after the previous one was
+/// answered), answering part `i` with `ids(i)`; returns its text and its parts.
+async fn take_message(p: &mut Peer, ids: impl Fn(usize) -> String) -> (String, Vec<Box<Sm>>) {
+    let mut parts: Vec<Box<Sm>> = Vec::new();
+    loop {
+        let (seq, sm) = next_submit(p).await;
+        answer(p, seq, 0, &ids(parts.len())).await;
+        let (total, last) =
+            if sm.esm_class & 0x40 != 0 { (sm.short_message[4], sm.short_message[5]) } else { (1, 1) };
+        parts.push(sm);
+        if last == total {
+            break;
+        }
+    }
+    let text = parts
+        .iter()
+        .map(|sm| {
+            let body = if sm.esm_class & 0x40 != 0 { &sm.short_message[6..] } else { &sm.short_message[..] };
+            chogate::text::decode_short_message(sm.data_coding, body)
+        })
+        .collect();
+    (text, parts)
+}
+
+async fn answer(p: &mut Peer, seq: u32, st: u32, id: &str) {
+    let body = Body::SubmitSmResp(MessageIdResp { message_id: id.into(), tlvs: Tlvs::default() });
+    p.send(&Pdu { status: st, sequence: seq, body }).await;
+}
+
+/// Sends a receipt for `id`, in the text only, and waits for its deliver_sm_resp.
+async fn receipt(p: &mut Peer, id: &str, stat: &str) {
+    let text = format!(
+        "id:{id} sub:001 dlvr:001 submit date:2611231010 done date:2611231011 stat:{stat} err:000 text:"
+    );
+    let sm = Sm {
+        source: Address::international(HOUSEHOLD),
+        dest: Address::international("384"),
+        esm_class: 0x04,
+        short_message: Bytes::from(text.into_bytes()),
+        ..Sm::default()
+    };
+    let seq = p.request(Body::DeliverSm(Box::new(sm))).await;
+    loop {
+        let resp = p.recv_skip_enquire().await.unwrap();
+        if resp.sequence == seq && matches!(resp.body, Body::DeliverSmResp(_)) {
+            assert_eq!(resp.status, 0);
+            return;
+        }
+    }
+}
+
+fn market(d: &TestDaemon) -> Market {
+    d.daemon.as_ref().unwrap().market.clone()
+}
+
+async fn outbox_id(m: &Market) -> i64 {
+    // The only message queued so far in these tests is the first one.
+    for id in 1..10 {
+        if m.message(id).await.unwrap().is_some() {
+            return id;
+        }
+    }
+    panic!("no outbox message");
+}
+
+#[tokio::test]
+async fn new_order_should_be_sent_as_ucs2_and_delivered_with_a_receipt_in_another_base() {
+    let smsc = Smsc::start().await;
+    let d = TestDaemon::start(base_config(&smsc.config("viettel", "\"849\""))).await;
+    let m = market(&d);
+    let mut p = smsc.accept().await;
+    let (_, listing) = village(&m, Lang::Vi).await;
+    m.place_order(&partner(), IdemKey("o1".into()), listing.id, "Nguyễn Văn B", 5, 150000).await.unwrap();
+    // hex ids in the responses (0A1B, 0A1C, ...)
+    let (text, parts) = take_message(&mut p, |i| format!("0A1{}", (b'B' + i as u8) as char)).await;
+    assert!(text.starts_with("Đơn mới D"), "{text}");
+    for sm in &parts {
+        assert_eq!(sm.dest.addr, HOUSEHOLD);
+        assert_eq!((sm.registered_delivery, sm.data_coding), (1, 8));
+    }
+    let notifier = d.daemon.as_ref().unwrap().notifier.clone();
+    notifier.wait_recorded(1).await;
+    let id = outbox_id(&m).await;
+    let msg = m.message(id).await.unwrap().unwrap();
+    assert_eq!((msg.status.as_str(), msg.parts), ("sent", parts.len() as i64));
+    // decimal with leading zeros in the receipts
+    for i in 0..parts.len() {
+        receipt(&mut p, &format!("00000{}", 0x0A1B + i), "DELIVRD").await;
+    }
+    let msg = m.message(id).await.unwrap().unwrap();
+    assert_eq!(msg.status, "delivered", "{msg:?}");
+    assert!(msg.done_at_ms.is_some());
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn receipt_before_the_submit_response_should_still_match() {
+    let smsc = Smsc::start().await;
+    let d = TestDaemon::start(base_config(&smsc.config("viettel", ""))).await;
+    let m = market(&d);
+    let mut p = smsc.accept().await;
+    village(&m, Lang::Vi).await;
+    let actor = Actor { msisdn: HOUSEHOLD.into(), channel: Channel::Sms };
+    m.queue_sms(&actor, IdemKey("q1".into()), HOUSEHOLD, "Hello", Lang::En, "test").await.unwrap();
+    let (seq, sm) = next_submit(&mut p).await;
+    assert_eq!((sm.data_coding, &sm.short_message[..]), (0, &b"Hello"[..]), "GSM text in one part");
+    // The receipt overtakes the response: it is kept, and applied when the part is recorded.
+    receipt(&mut p, "4242", "DELIVRD").await;
+    answer(&mut p, seq, 0, "00004242").await;
+    let notifier = d.daemon.as_ref().unwrap().notifier.clone();
+    notifier.wait_recorded(2).await;
+    let id = outbox_id(&m).await;
+    assert_eq!(m.message(id).await.unwrap().unwrap().status, "delivered");
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn throttled_message_should_be_retried_and_permanent_errors_fail() {
+    let smsc = Smsc::start().await;
+    let d = TestDaemon::start(base_config(&smsc.config("viettel", ""))).await;
+    let m = market(&d);
+    let mut p = smsc.accept().await;
+    let (hh, listing) = village(&m, Lang::Vi).await;
+    m.place_order(&partner(), IdemKey("o1".into()), listing.id, "B", 1, 30000).await.unwrap();
+    let (seq, first) = next_submit(&mut p).await;
+    answer(&mut p, seq, status::ESME_RTHROTTLED, "").await;
+    // Backs off (1 s), then the same message again, from its first part.
+    let (text, parts) = take_message(&mut p, |i| format!("7{i}")).await;
+    assert_eq!(parts[0].short_message[6..], first.short_message[6..]);
+    assert!(text.starts_with("Đơn mới"));
+    let notifier = d.daemon.as_ref().unwrap().notifier.clone();
+    notifier.wait_recorded(2).await;
+    let id = outbox_id(&m).await;
+    let msg = m.message(id).await.unwrap().unwrap();
+    assert_eq!((msg.status.as_str(), msg.attempts), ("sent", 2));
+
+    // An invalid destination is permanent.
+    let actor = Actor { msisdn: HOUSEHOLD.into(), channel: Channel::Sms };
+    m.queue_sms(&actor, IdemKey("q1".into()), HOUSEHOLD, "Xin chào", Lang::Vi, "test").await.unwrap();
+    let (seq, _) = next_submit(&mut p).await;
+    answer(&mut p, seq, status::ESME_RINVDSTADR, "").await;
+    notifier.wait_recorded(3).await;
+    let failed = m.message(id + 1).await.unwrap().unwrap();
+    assert_eq!(failed.status, "failed");
+    assert!(failed.last_error.unwrap().contains("ESME_RINVDSTADR"));
+    let _ = hh;
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn long_text_should_go_in_concatenated_parts_and_be_delivered_when_all_are() {
+    let smsc = Smsc::start().await;
+    let d = TestDaemon::start(base_config(&smsc.config("viettel", ""))).await;
+    let m = market(&d);
+    let mut p = smsc.accept().await;
+    village(&m, Lang::Vi).await;
+    let long =
+        "Thông báo: đơn hàng của bạn đã được người mua xác nhận và bưu điện sẽ đến lấy hàng vào sáng mai. "
+            .repeat(2);
+    let actor = Actor { msisdn: HOUSEHOLD.into(), channel: Channel::Sms };
+    m.queue_sms(&actor, IdemKey("q1".into()), HOUSEHOLD, &long, Lang::Vi, "test").await.unwrap();
+    let (text, parts) = take_message(&mut p, |i| format!("{}", 100 + i)).await;
+    assert!(parts.len() >= 3, "{} parts", parts.len());
+    for (i, sm) in parts.iter().enumerate() {
+        assert_eq!(sm.esm_class & 0x40, 0x40, "UDH indicator");
+        let udh = &sm.short_message[..6];
+        assert_eq!(&udh[..3], &[5, 0, 3]);
+        assert_eq!((udh[4], udh[5]), (parts.len() as u8, i as u8 + 1));
+        assert!(sm.short_message.len() <= 140);
+    }
+    assert_eq!(text, long);
+    let seqs = parts;
+    let notifier = d.daemon.as_ref().unwrap().notifier.clone();
+    notifier.wait_recorded(1).await;
+    let id = outbox_id(&m).await;
+    assert_eq!(m.message(id).await.unwrap().unwrap().parts, seqs.len() as i64);
+    receipt(&mut p, "100", "DELIVRD").await;
+    assert_eq!(m.message(id).await.unwrap().unwrap().status, "sent", "one part delivered is not the message");
+    for i in 1..seqs.len() {
+        receipt(&mut p, &format!("{}", 100 + i), "DELIVRD").await;
+    }
+    assert_eq!(m.message(id).await.unwrap().unwrap().status, "delivered");
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn down_route_should_fail_over_to_another_smsc() {
+    let a = Smsc::start().await;
+    let b = Smsc::start().await;
+    let config = format!("{}{}", a.config("mobi", "\"8491\""), b.config("viettel", "\"8498\""));
+    let d = TestDaemon::start(base_config(&config)).await;
+    let m = market(&d);
+    // Only viettel answers its bind; mobi's connection is accepted and dropped.
+    let (dropped, _) = a.listener.accept().await.unwrap();
+    drop(dropped);
+    let mut vt = b.accept().await;
+    let (_, listing) = village(&m, Lang::Vi).await;
+    m.place_order(&partner(), IdemKey("o1".into()), listing.id, "B", 1, 30000).await.unwrap();
+    let (_, parts) = take_message(&mut vt, |i| format!("{i}")).await;
+    assert_eq!(parts[0].dest.addr, HOUSEHOLD, "8491… routes to mobi, which is down");
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn sms_keywords_should_be_answered_by_sms() {
+    let smsc = Smsc::start().await;
+    let d = TestDaemon::start(base_config(&smsc.config("viettel", ""))).await;
+    let m = market(&d);
+    let mut p = smsc.accept().await;
+    let (hh, listing) = village(&m, Lang::Vi).await;
+    let order = m.place_order(&partner(), IdemKey("o1".into()), listing.id, "B", 2, 60000).await.unwrap();
+    take_message(&mut p, |i| format!("1{i}")).await;
+
+    let mut ask = async |text: &str| -> String {
+        let enc = chogate::text::encode_text(text, true);
+        let sm = Sm {
+            source: Address::international(HOUSEHOLD),
+            dest: Address::international("384"),
+            data_coding: enc.encoding.data_coding(),
+            short_message: Bytes::from(enc.bytes),
+            ..Sm::default()
+        };
+        let s = p.request(Body::DeliverSm(Box::new(sm))).await;
+        let mut answered = false;
+        loop {
+            let pdu = p.recv_skip_enquire().await.unwrap();
+            match pdu.body {
+                Body::DeliverSmResp(_) if pdu.sequence == s => {
+                    assert_eq!(pdu.status, 0);
+                    answered = true;
+                }
+                Body::SubmitSm(sm) => {
+                    assert!(answered, "the reply is queued only after the keyword was recorded");
+                    p.send(&Pdu::new(
+                        pdu.sequence,
+                        Body::SubmitSmResp(MessageIdResp {
+                            message_id: format!("r{s}"),
+                            tlvs: Tlvs::default(),
+                        }),
+                    ))
+                    .await;
+                    let body = &sm.short_message;
+                    return chogate::text::decode_short_message(sm.data_coding, body);
+                }
+                _ => {}
+            }
+        }
+    };
+    let reply = ask("DH").await;
+    assert!(reply.contains(&order.code), "{reply}");
+    let reply = ask(&format!("nhận {}", order.code)).await;
+    assert!(reply.starts_with("Da nhan don"), "{reply}");
+    assert_eq!(m.order(hh.id, order.id).await.unwrap().status, OrderStatus::Accepted);
+    let reply = ask("xin chao").await;
+    assert!(reply.contains("DH = xem don hang"), "{reply}");
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn messages_queued_while_no_smsc_is_bound_should_go_out_once_one_binds() {
+    let smsc = Smsc::start().await;
+    let d = TestDaemon::start(base_config(&smsc.config("viettel", ""))).await;
+    let m = market(&d);
+    let (_, listing) = village(&m, Lang::Vi).await;
+    m.place_order(&partner(), IdemKey("o1".into()), listing.id, "B", 1, 30000).await.unwrap();
+    // The bind comes only now: the message waited in the outbox.
+    let mut p = smsc.accept().await;
+    let (text, parts) = take_message(&mut p, |i| format!("5{i}")).await;
+    assert_eq!(parts[0].dest.addr, HOUSEHOLD);
+    assert!(text.starts_with("Đơn mới"));
+    assert!(parts[0].tlvs.get(tag::MESSAGE_PAYLOAD).is_none());
+    d.stop().await;
+}
