@@ -106,6 +106,21 @@ async fn dropped_bind_should_be_reconnected() {
 }
 
 #[tokio::test]
+async fn generic_nack_to_the_bind_should_count_as_refused_and_be_retried() {
+    let smsc = FakeSmsc::start().await;
+    let d = TestDaemon::start(base_config(&smsc.config("viettel", "transceiver", 10))).await;
+    let (mut peer, bind) = smsc.accept_bind().await;
+    // A generic_nack with status 0: the SMSC could not read our bind. Not a bind.
+    peer.send(&Pdu::new(bind.sequence, Body::GenericNack)).await;
+    peer.expect_closed().await;
+    assert!(d.daemon.as_ref().unwrap().registry.get("viettel").is_empty());
+    let (mut again, _) = smsc.accept(status::ESME_ROK).await;
+    again.ping().await;
+    drop(again);
+    d.stop().await;
+}
+
+#[tokio::test]
 async fn window_should_bound_outstanding_requests() {
     let smsc = FakeSmsc::start().await;
     let d = TestDaemon::start(base_config(&smsc.config("viettel", "transceiver", 2))).await;

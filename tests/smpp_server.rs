@@ -126,15 +126,27 @@ async fn receiver_bind_should_not_be_allowed_to_submit() {
 async fn messages_should_be_answered_on_the_same_connection_in_every_pdu_family() {
     let d = TestDaemon::start(base_config("")).await;
     let mut p = Peer::bound(d.smpp).await;
-    let data_sm = DataSm { service_type: "USSD".into(), ..DataSm::default() };
+    let mut data_sm = DataSm {
+        service_type: "USSD".into(),
+        source: Address::international("84912345679"),
+        dest: Address { ton: 0, npi: 0, addr: "*384#".into() },
+        ..DataSm::default()
+    };
+    data_sm.tlvs.set(tag::USSD_SERVICE_OP, vec![1u8]);
+    data_sm.tlvs.set(tag::MESSAGE_PAYLOAD, b"*384#".to_vec());
     for body in [Body::SubmitSm(ussd_sm()), Body::DeliverSm(ussd_sm()), Body::DataSm(Box::new(data_sm))] {
         let id = body.command_id();
         let seq = p.request(body).await;
         let resp = p.recv_skip_enquire().await.unwrap();
         assert_eq!(resp.sequence, seq);
         assert_eq!(resp.command_id(), id | cmd::RESP);
-        // No service is attached to the engine yet: a temporary error, never a false ack.
-        assert_eq!(resp.status, status::ESME_RX_T_APPN);
+        assert_eq!(resp.status, status::ESME_ROK);
+        // Then the USSD service's screen (registration, for a number it does not know).
+        let screen = p.recv_skip_enquire().await.unwrap();
+        let Body::DeliverSm(sm) = &screen.body else { panic!("{screen:?}") };
+        assert_eq!(sm.tlvs.get_u8(tag::USSD_SERVICE_OP), Some(2));
+        let ack = chogate::smpp::pdu::empty_response(screen.command_id()).unwrap();
+        p.send(&Pdu::new(screen.sequence, ack)).await;
     }
     d.stop().await;
 }

@@ -250,8 +250,13 @@ impl Drop for Responder {
         if !self.answered {
             let body = empty_response(self.command_id).unwrap_or(Body::GenericNack);
             let pdu = Pdu { status: status::ESME_RX_T_APPN, sequence: self.sequence, body };
-            if let Ok(bytes) = pdu.to_bytes() {
-                let _ = self.outbox.try_send(bytes);
+            if let Ok(bytes) = pdu.to_bytes()
+                && self.outbox.try_send(bytes).is_err()
+            {
+                warn!(
+                    seq = self.sequence,
+                    "request dropped unanswered and the session cannot take the answer"
+                );
             }
         }
     }
@@ -416,17 +421,16 @@ impl SessionHandle {
         let bytes = Pdu::new(seq, body).to_bytes()?;
         let (tx, rx) = oneshot::channel();
         s.pending().insert(seq, tx);
+        // Whatever ends this wait (response, timeout, or the caller dropping the future), the
+        // entry goes with it.
+        let _forget = Forget { shared: s, seq };
         if s.outbox.send(bytes).await.is_err() {
-            s.pending().remove(&seq);
             return Err(SessionError::Closed);
         }
         let deadline = Instant::now() + s.response_timeout;
         let result = tokio::select! {
             r = rx => r.map_err(|_| SessionError::Closed),
-            () = sleep_until(deadline) => {
-                s.pending().remove(&seq);
-                Err(SessionError::Timeout(s.response_timeout))
-            }
+            () = sleep_until(deadline) => Err(SessionError::Timeout(s.response_timeout)),
         };
         drop(permit);
         result
@@ -451,6 +455,18 @@ impl SessionHandle {
             });
         }
         Ok(())
+    }
+}
+
+/// Removes a request's pending entry when its wait ends, however it ends.
+struct Forget<'a> {
+    shared: &'a Shared,
+    seq: u32,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.shared.pending().remove(&self.seq);
     }
 }
 
@@ -742,9 +758,11 @@ impl Reader {
             (Body::BindResp(_), Phase::Binding { seq }) | (Body::GenericNack, Phase::Binding { seq })
                 if pdu.sequence == *seq =>
             {
-                if pdu.status != status::ESME_ROK {
+                // A generic_nack answers a bind it could not read: a refusal whatever its status.
+                if pdu.status != status::ESME_ROK || pdu.body == Body::GenericNack {
                     warn!(status = %status::name(pdu.status), "bind refused by the SMSC");
-                    return Step::End(SessionEnd::BindRejected(pdu.status));
+                    let st = if pdu.status == status::ESME_ROK { status::ESME_RBINDFAIL } else { pdu.status };
+                    return Step::End(SessionEnd::BindRejected(st));
                 }
                 let kind = match &self.params.role {
                     RoleParams::Client { bind, .. } => bind.kind,
