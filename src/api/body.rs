@@ -276,6 +276,18 @@ mod tests {
         assert!(Params::parse("limit=x").unwrap().number::<i64>("limit", 1..=4).is_err());
     }
 
+    #[tokio::test]
+    async fn bodies_should_be_cut_at_the_limit_with_or_without_a_length() {
+        let none = HeaderMap::new();
+        assert_eq!(read_limited(Body::from(vec![b'x'; 10]), &none, 10).await.unwrap().len(), 10);
+        let streamed = read_limited(Body::from(vec![b'x'; 11]), &none, 10).await;
+        assert!(matches!(streamed, Err(ApiError::TooLarge { limit: 10 })), "{streamed:?}");
+        let mut announced = HeaderMap::new();
+        announced.insert(CONTENT_LENGTH, HeaderValue::from_static("11"));
+        let early = read_limited(Body::empty(), &announced, 10).await;
+        assert!(matches!(early, Err(ApiError::TooLarge { limit: 10 })), "{early:?}");
+    }
+
     #[test]
     fn idempotency_keys_should_be_short_visible_ascii() {
         let mut h = HeaderMap::new();
