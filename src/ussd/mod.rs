@@ -97,6 +97,10 @@ struct Dialogue {
     /// A screen went out and the next input is expected.
     awaiting_input: bool,
     msisdn: String,
+    /// The household as read when the dialogue opened (None: not registered). Steps use
+    /// it rather than reading it again; what may change within a dialogue (the PIN) is
+    /// read fresh where it matters.
+    household: Option<crate::market::Household>,
     settings: PeerSettings,
     ended: bool,
 }
@@ -307,7 +311,7 @@ impl Ussd {
             Some(h) if h.is_leader => self.menus.leader,
             Some(_) => self.menus.main,
         };
-        let backend = MarketBackend::new(self.market.clone(), household, msisdn.clone(), lang);
+        let backend = MarketBackend::new(self.market.clone(), household.clone(), msisdn.clone(), lang);
         let mut cursor = self.menus.cursor(self.dialogue_id(), root, target);
         let resume =
             self.suspended.remove(&msisdn).map(|(_, s)| s).filter(|s| s.at.elapsed() <= self.resume_window);
@@ -336,6 +340,7 @@ impl Ussd {
             last_activity: Instant::now(),
             awaiting_input: false,
             msisdn,
+            household,
             settings,
             ended: false,
         };
@@ -367,15 +372,12 @@ impl Ussd {
         }
         dlg.awaiting_input = false;
         dlg.last_activity = Instant::now();
-        let household = match self.market.household_by_msisdn(&dlg.msisdn).await {
-            Ok(h) => h,
-            Err(e) => {
-                warn!(error = %e, "cannot read household");
-                None
-            }
-        };
-        let backend =
-            MarketBackend::new(self.market.clone(), household, dlg.msisdn.clone(), dlg.cursor.target.lang);
+        let backend = MarketBackend::new(
+            self.market.clone(),
+            dlg.household.clone(),
+            dlg.msisdn.clone(),
+            dlg.cursor.target.lang,
+        );
         if let Some(saved) = dlg.resume_offer.take() {
             match input.trim() {
                 "1" => dlg.cursor = saved,
