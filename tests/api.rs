@@ -846,6 +846,7 @@ async fn csv_import_should_be_all_or_nothing_and_report_existing_lines(db: TestD
     .await
     .error(400, "invalid", Some("csv[3].msisdn"));
     import("msisdn,name,village_name\n".to_owned()).await.error(400, "invalid", Some("csv[1]"));
+    import("msisdn,name,village,village_name\n".to_owned()).await.error(400, "invalid", Some("csv[1]"));
     import("msisdn,name,commune_code,village_name,colour\n".to_owned()).await.error(
         400,
         "invalid",
@@ -853,6 +854,12 @@ async fn csv_import_should_be_all_or_nothing_and_report_existing_lines(db: TestD
     );
     import(String::new()).await.error(400, "invalid", Some("csv"));
     assert_eq!(env.count("SELECT COUNT(*) AS n FROM households").await, 3);
+    // The command line's export names the column `village`.
+    let exported =
+        format!("msisdn,name,commune_code,village,language\n0912000401,D,{CHI_LANG},Thôn Nà Lầm,en\n");
+    assert_eq!(import(exported).await.json()["created"], 1);
+    let d = env.market.household_by_msisdn("0912000401").await.unwrap().unwrap();
+    assert_eq!((d.village_name.as_str(), d.language), ("Thôn Nà Lầm", Lang::En));
     let r = Req::new("POST", "/v1/admin/households/import").json(&json!({})).token(&admin).send(a).await;
     r.error(415, "unsupported_media_type", None);
     // The same file again with a key, twice: the first answer both times.

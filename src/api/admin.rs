@@ -219,7 +219,8 @@ fn flag(field: &str, v: &str) -> Result<bool, ApiError> {
 }
 
 /// Parses and checks an import: a header naming `msisdn`, `name`, `commune_code`,
-/// `village_name` and optionally `language`, `has_epay`, then one household per line.
+/// `village_name` (or `village`) and optionally `language`, `has_epay`, then one household
+/// per line.
 async fn import_rows(market: &Market, text: &str) -> Result<Vec<ImportRow>, ApiError> {
     const COLUMNS: [&str; 6] = ["msisdn", "name", "commune_code", "village_name", "language", "has_epay"];
     let mut records = csv_records(text)?.into_iter();
@@ -229,6 +230,8 @@ async fn import_rows(market: &Market, text: &str) -> Result<Vec<ImportRow>, ApiE
     let mut index = HashMap::new();
     for (i, name) in header.iter().enumerate() {
         let name = name.trim().to_ascii_lowercase();
+        // `households export` (the command line) names the column `village`.
+        let name = if name == "village" { "village_name".to_owned() } else { name };
         if !COLUMNS.contains(&name.as_str()) {
             return Err(ApiError::bad(
                 "csv[1]",
