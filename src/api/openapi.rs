@@ -526,7 +526,9 @@ pub fn document() -> Value {
             params.push(json!({ "name": "Idempotency-Key", "in": "header", "required": required,
                 "schema": { "type": "string", "minLength": 1, "maxLength": 100 },
                 "description": "The same key with the same request returns the first response again \
-                                (Idempotent-Replayed: true); with another request, 409." }));
+                                (Idempotent-Replayed: true), without applying anything twice; with \
+                                another request, 409. Keys are per partner; only successful \
+                                responses are kept, so a refused request may be repeated." }));
         }
         let mut operation = json!({
             "operationId": op.id, "summary": op.summary, "tags": [op.tag], "parameters": params,
