@@ -1,7 +1,8 @@
 //! The group-commit writer's throughput: `create_listing` actions per second through
 //! [`Market`] with K concurrent callers (1, 64, 512), on a SQLite file (synchronous = full,
-//! the default: one fsync per commit) and, when `CHOGATE_TEST_POSTGRES_URL` is set, on a
-//! fresh PostgreSQL database of that server.
+//! the default: one fsync per commit; and synchronous = normal, no fsync at commit, to show
+//! what the fsync costs) and, when `CHOGATE_TEST_POSTGRES_URL` is set, on a fresh
+//! PostgreSQL database of that server.
 //!
 //! One iteration = K callers each sending one action and waiting for its commit; divan
 //! reports the time per iteration and, with the item counter, actions per second. After
@@ -20,7 +21,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use chogate::config::DatabaseConfig;
+use chogate::config::{DatabaseConfig, SqliteSynchronous};
 use chogate::market::{Actor, Channel, IdemKey, Lang, Market};
 use divan::Bencher;
 use divan::counter::ItemsCount;
@@ -43,7 +44,10 @@ fn main() {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Backend {
+    /// SQLite, `synchronous = full` (the default): the WAL is fsynced at every commit.
     Sqlite,
+    /// SQLite, `synchronous = normal`: no fsync at commit; shows what the fsync costs.
+    SqliteNormal,
     Postgres,
 }
 
@@ -58,6 +62,7 @@ impl fmt::Display for Case {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = match self.backend {
             Backend::Sqlite => "sqlite",
+            Backend::SqliteNormal => "sqlite-normal",
             Backend::Postgres => "postgres",
         };
         write!(f, "{b} K={}", self.callers)
@@ -68,7 +73,7 @@ const CALLERS: [usize; 3] = [1, 64, 512];
 
 /// SQLite always; PostgreSQL when the test server's URL is set.
 fn cases() -> Vec<Case> {
-    let mut backends = vec![Backend::Sqlite];
+    let mut backends = vec![Backend::Sqlite, Backend::SqliteNormal];
     if std::env::var_os("CHOGATE_TEST_POSTGRES_URL").is_some() {
         backends.push(Backend::Postgres);
     }
@@ -103,13 +108,18 @@ async fn postgres_url() -> String {
 impl Fixture {
     async fn open(backend: Backend) -> Fixture {
         let (url, dir) = match backend {
-            Backend::Sqlite => {
+            Backend::Sqlite | Backend::SqliteNormal => {
                 let dir = tempfile::tempdir().unwrap();
                 (format!("sqlite://{}", dir.path().join("bench.db").display()), Some(dir))
             }
             Backend::Postgres => (postgres_url().await, None),
         };
-        let cfg = DatabaseConfig { url, ..DatabaseConfig::default() };
+        let sqlite_synchronous = if backend == Backend::SqliteNormal {
+            SqliteSynchronous::Normal
+        } else {
+            SqliteSynchronous::Full
+        };
+        let cfg = DatabaseConfig { url, sqlite_synchronous, ..DatabaseConfig::default() };
         let shutdown = CancellationToken::new();
         let market = Market::open(&cfg, shutdown.clone()).await.unwrap();
         let cli = Actor::new("bench", Channel::Cli);
@@ -164,7 +174,7 @@ fn create_listing(bencher: Bencher, case: &Case) {
     let (actions, commits) = (after.actions - before.actions, after.commits - before.commits);
     if commits > 0 {
         GROUPS.lock().unwrap().push(format!(
-            "{:<14} {actions:>7} actions in {commits:>6} commits: {:>6.1} per commit, largest group {}",
+            "{:<20} {actions:>7} actions in {commits:>6} commits: {:>6.1} per commit, largest group {}",
             case.to_string(),
             actions as f64 / commits as f64,
             after.largest_group
