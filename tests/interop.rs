@@ -408,6 +408,7 @@ async fn smpplib_submit_should_be_answered_on_the_same_bind() {
         "BOUND",
         "SUBMIT_SM",
         "SUBMIT_SM_RESP",
+        "SCREEN",
         "ENQUIRE_LINK_RESP",
         "UNBIND_RESP",
         "CLOSED_BY_SERVER",
@@ -417,10 +418,13 @@ async fn smpplib_submit_should_be_answered_on_the_same_bind() {
     let seq = done.line("SUBMIT_SM seq=");
     assert_eq!(
         done.line("SUBMIT_SM_RESP "),
-        format!("seq={seq} status=0x00000064"),
-        "submit_sm_resp should carry the submit's sequence and ESME_RX_T_APPN\n{}",
+        format!("seq={seq} status=0x00000000"),
+        "submit_sm_resp should carry the submit's sequence and status 0\n{}",
         done.report
     );
+    // The registration screen (the number is not registered): op 2, session 0x12 echoed,
+    // Vietnamese as UCS2.
+    assert_eq!(done.line("SCREEN "), "op=2 its_session_info=0x1200 data_coding=8", "{}", done.report);
     assert_no_binds(&daemon);
     daemon.stop().await;
 }
@@ -463,9 +467,10 @@ reconnect_max_ms = 200
     // node-smpp decoded chogate's bind_transceiver: credentials, system_type, version 3.4.
     smsc.expect(&format!("BOUND {SMSC_SYSTEM_ID} 0x34")).await;
     smsc.expect("ENQUIRE_LINK_RESP").await;
-    // The USSD deliver_sm was decoded and answered on the bind: ESME_RX_T_APPN (0x64), as
-    // no service is attached yet.
-    smsc.expect("DELIVER_SM_RESP 100").await;
+    // The USSD deliver_sm was decoded and answered on the bind, then the first screen came
+    // back as a submit_sm with op 2 and the session echoed.
+    smsc.expect("DELIVER_SM_RESP 0").await;
+    smsc.expect("SCREEN 2 1200").await;
 
     // chogate's side: it took node-smpp's bind_transceiver_resp (it answered the
     // enquire_link after it) and registered the bind under the SMSC's name.

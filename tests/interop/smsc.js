@@ -122,7 +122,14 @@ const server = smpp.createServer(function (session) {
 		session.send(pdu.response());
 	});
 
-	for (const request of ['submit_sm', 'data_sm', 'deliver_sm']) {
+	// chogate's USSD screen for the subscriber: op 2 (expects input), session echoed.
+	session.on('submit_sm', function (pdu) {
+		const its = pdu.its_session_info ? Buffer.from(pdu.its_session_info).toString('hex') : 'none';
+		say('SCREEN ' + pdu.ussd_service_op + ' ' + its);
+		session.send(pdu.response({ message_id: 'u' + pdu.sequence_number }));
+	});
+
+	for (const request of ['data_sm', 'deliver_sm']) {
 		session.on(request, function (pdu) {
 			fail('unexpected ' + request + ' seq=' + pdu.sequence_number);
 		});
