@@ -355,6 +355,23 @@ pub struct SmscConfig {
     /// TCP connect timeout in milliseconds (default 5000, at least 1).
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
+    /// How this SMSC writes message ids in delivery receipts compared with its
+    /// `submit_sm_resp` (default `as_given`; leading zeros and case never matter).
+    #[serde(default)]
+    pub receipt_ids: ReceiptIds,
+}
+
+/// How an SMSC's delivery receipts write the ids its `submit_sm_resp` gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReceiptIds {
+    /// The same way (`"as_given"`).
+    #[default]
+    AsGiven,
+    /// The response gave hex, the receipt writes decimal (`"decimal"`).
+    Decimal,
+    /// The response gave decimal, the receipt writes hex (`"hex"`).
+    Hex,
 }
 
 fn default_reconnect_min_ms() -> u64 {

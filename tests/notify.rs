@@ -141,7 +141,9 @@ async fn outbox_id(m: &Market) -> i64 {
 #[tokio::test]
 async fn new_order_should_be_sent_as_ucs2_and_delivered_with_a_receipt_in_another_base() {
     let smsc = Smsc::start().await;
-    let d = TestDaemon::start(base_config(&smsc.config("viettel", "\"849\""))).await;
+    // This SMSC answers submit_sm with hex ids and writes decimal ids in its receipts.
+    let config = format!("{}receipt_ids = \"decimal\"\n", smsc.config("viettel", "\"849\""));
+    let d = TestDaemon::start(base_config(&config)).await;
     let m = market(&d);
     let mut p = smsc.accept().await;
     let (_, listing) = village(&m, Lang::Vi).await;

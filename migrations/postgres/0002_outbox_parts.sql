@@ -10,7 +10,7 @@ CREATE TABLE outbox_parts (
     done_at_ms BIGINT,
     PRIMARY KEY (outbox_id, part)
 );
-CREATE INDEX outbox_parts_message ON outbox_parts (smsc, message_id);
+CREATE INDEX outbox_parts_message ON outbox_parts (message_id);
 
 -- Receipts that arrived before their submit_sm_resp was recorded: one row per id form the
 -- receipt may stand for; applied (and removed) when the part is recorded as sent.
@@ -23,4 +23,4 @@ CREATE TABLE receipts_pending (
     state TEXT NOT NULL,
     at_ms BIGINT NOT NULL
 );
-CREATE INDEX receipts_pending_message ON receipts_pending (smsc, message_id);
+CREATE INDEX receipts_pending_message ON receipts_pending (message_id);

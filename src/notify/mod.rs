@@ -56,6 +56,7 @@ fn now_ms() -> i64 {
 /// One SMSC as the notifier sees it.
 struct Smsc {
     text_mode: TextMode,
+    receipt_ids: crate::config::ReceiptIds,
     pacer: std::sync::Mutex<Pacer>,
     next: std::sync::atomic::AtomicUsize,
 }
@@ -135,6 +136,7 @@ impl Notifier {
             .map(|s| {
                 let smsc = Smsc {
                     text_mode: s.text_mode,
+                    receipt_ids: s.receipt_ids,
                     pacer: std::sync::Mutex::new(Pacer::new(s.tps)),
                     next: std::sync::atomic::AtomicUsize::new(0),
                 };
@@ -333,13 +335,20 @@ impl Notifier {
                 responder.respond(status::ESME_ROK, "").await;
                 return;
             }
+            let smsc = session.label().to_string();
+            let ids = self.smscs.get(&smsc).map(|s| s.receipt_ids).unwrap_or_default();
+            let Some(form) = receipt::response_form(&r.message_id, ids) else {
+                warn!(%smsc, id = %r.message_id, ?ids, "receipt id does not read in the configured base; dropped");
+                responder.respond(status::ESME_ROK, "").await;
+                return;
+            };
             let update = ReceiptUpdate {
-                candidates: receipt::candidates(&r.message_id),
+                candidates: vec![form],
                 delivered: r.outcome == Outcome::Delivered,
                 state: r.state,
                 at_ms: now_ms(),
             };
-            let pending = PendingReceipt { smsc: session.label().to_string(), update, responder };
+            let pending = PendingReceipt { smsc, update, responder };
             if let Err(mpsc::error::SendError(p)) = self.receipts.send(pending).await {
                 p.responder.respond(status::ESME_RX_T_APPN, "").await;
             }

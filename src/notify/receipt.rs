@@ -4,6 +4,7 @@
 //! The `receipted_message_id` and `message_state` TLVs are read first; the receipt text
 //! (`id:… sub:… dlvr:… submit date:… done date:… stat:DELIVRD err:000 text:…`) second.
 
+use crate::config::ReceiptIds;
 use crate::smpp::pdu::{Sm, tag};
 
 /// Final states a receipt can report.
@@ -104,30 +105,17 @@ pub fn canonical(id: &str) -> String {
     if s.is_empty() && !t.is_empty() { "0".to_owned() } else { s.to_owned() }
 }
 
-/// Every canonical form a receipt's id may correspond to: as written; read as decimal and
-/// written in hex; read as hex and written in decimal. An SMSC that answered
-/// `submit_sm_resp` with hex `0A1B` may report `id:2587` in the receipt, or the other way
-/// round, with or without leading zeros.
-pub fn candidates(id: &str) -> Vec<String> {
+/// The canonical form, as `submit_sm_resp` gave it, of the id a receipt reports, given
+/// how this SMSC writes receipt ids. An SMSC that answered `submit_sm_resp` with hex `0A1B`
+/// and reports `id:0000002587` is configured `receipt_ids = "decimal"`; leading zeros and
+/// case never matter. `None` when the id does not read in the configured base.
+pub fn response_form(id: &str, ids: ReceiptIds) -> Option<String> {
     let c = canonical(id);
-    let mut out = vec![c.clone()];
-    if !c.is_empty()
-        && c.len() <= 19
-        && c.bytes().all(|b| b.is_ascii_digit())
-        && let Ok(n) = c.parse::<u64>()
-    {
-        out.push(format!("{n:x}"));
+    match ids {
+        ReceiptIds::AsGiven => Some(c),
+        ReceiptIds::Decimal => c.parse::<u128>().ok().map(|n| format!("{n:x}")),
+        ReceiptIds::Hex => u128::from_str_radix(&c, 16).ok().map(|n| n.to_string()),
     }
-    if !c.is_empty()
-        && c.len() <= 16
-        && c.bytes().all(|b| b.is_ascii_hexdigit())
-        && let Ok(n) = u64::from_str_radix(&c, 16)
-    {
-        out.push(n.to_string());
-    }
-    out.sort();
-    out.dedup();
-    out
 }
 
 #[cfg(test)]
@@ -174,27 +162,29 @@ mod tests {
     }
 
     #[test]
-    fn ids_should_match_across_bases_and_padding() {
-        // hex in the response, decimal in the receipt, and the other way round
-        assert!(candidates("2587").contains(&canonical("0A1B")));
-        assert!(candidates("0A1B").contains(&canonical("000002587")));
-        assert!(candidates("00042").contains(&canonical("42")));
+    fn ids_should_match_across_bases_and_padding_as_configured() {
+        // hex in the response, decimal with zeros in the receipt
+        assert_eq!(response_form("0000002587", ReceiptIds::Decimal), Some(canonical("0A1B")));
+        // decimal in the response, hex in the receipt
+        assert_eq!(response_form("0A1B", ReceiptIds::Hex), Some(canonical("2587")));
+        // the same base, with and without zeros and case
+        assert_eq!(response_form("00042", ReceiptIds::AsGiven), Some(canonical("42")));
+        assert_eq!(response_form("AbC", ReceiptIds::AsGiven), Some("abc".to_owned()));
+        assert_eq!(response_form("xyz", ReceiptIds::Decimal), None);
         assert_eq!(canonical("0000"), "0");
         assert_eq!(canonical(" AbC "), "abc");
     }
 
     proptest! {
         #[test]
-        fn any_number_should_match_in_hex_or_decimal_with_zeros(n in any::<u32>(), pad in 0usize..6, upper in any::<bool>()) {
+        fn any_number_should_match_in_hex_or_decimal_with_zeros(n in any::<u64>(), pad in 0usize..6, upper in any::<bool>()) {
             let hex = if upper { format!("{n:X}") } else { format!("{n:x}") };
             let dec = n.to_string();
             let z = "0".repeat(pad);
-            // the response gave one form, the receipt another
             let (padded_dec, padded_hex) = (format!("{z}{dec}"), format!("{z}{hex}"));
-            let (hex_c, dec_c) = (canonical(&hex), canonical(&dec));
-            prop_assert!(candidates(&padded_dec).contains(&hex_c));
-            prop_assert!(candidates(&padded_hex).contains(&dec_c));
-            prop_assert!(candidates(&padded_dec).contains(&dec_c));
+            prop_assert_eq!(response_form(&padded_dec, ReceiptIds::Decimal), Some(canonical(&hex)));
+            prop_assert_eq!(response_form(&padded_hex, ReceiptIds::Hex), Some(canonical(&dec)));
+            prop_assert_eq!(response_form(&padded_dec, ReceiptIds::AsGiven), Some(canonical(&dec)));
         }
 
         #[test]
