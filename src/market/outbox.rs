@@ -87,7 +87,8 @@ pub enum OutboxOutcome {
 /// A delivery receipt to record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceiptUpdate {
-    /// The canonical forms its id may stand for.
+    /// The id in the form the SMSC's `submit_sm_resp` gave it (canonical; see
+    /// `notify::receipt::response_form`); one form, so a match is never ambiguous.
     pub candidates: Vec<String>,
     /// Delivered, or failed for good.
     pub delivered: bool,
@@ -356,9 +357,8 @@ async fn apply_pending(c: &mut Conn<'_>, parts: &[(i64, i64, String, String)]) -
     let by_id: HashMap<(&str, &str), (i64, i64)> =
         parts.iter().map(|(id, i, smsc, mid)| ((smsc.as_str(), mid.as_str()), (*id, *i))).collect();
     let mids: Vec<&str> = parts.iter().map(|p| p.3.as_str()).collect();
-    // Candidate rows per part: (exact, receipt key, hit). A receipt whose id as written is
-    // the part's id wins over one that only matches read in another base.
-    let mut per_part: HashMap<(i64, i64), Vec<(bool, (String, String), Hit)>> = HashMap::new();
+    let mut hits = Vec::new();
+    let mut used = HashSet::new();
     for chunk in mids.chunks(CHUNK) {
         let sql = format!(
             "SELECT receipt, smsc, message_id, delivered, state, at_ms FROM receipts_pending WHERE message_id IN ({})",
@@ -369,25 +369,16 @@ async fn apply_pending(c: &mut Conn<'_>, parts: &[(i64, i64, String, String)]) -
             let (smsc, mid) = (r.text("smsc")?, r.text("message_id")?);
             if let Some(&(outbox_id, part)) = by_id.get(&(smsc.as_str(), mid.as_str())) {
                 let receipt = r.text("receipt")?;
-                let exact = receipt.split(',').next() == Some(mid.as_str());
-                let hit = Hit {
-                    outbox_id,
-                    part,
-                    delivered: r.int("delivered")? != 0,
-                    state: r.text("state")?,
-                    at_ms: r.int("at_ms")?,
-                };
-                per_part.entry((outbox_id, part)).or_default().push((exact, (smsc, receipt), hit));
+                if used.insert((smsc.clone(), receipt.clone())) {
+                    hits.push(Hit {
+                        outbox_id,
+                        part,
+                        delivered: r.int("delivered")? != 0,
+                        state: r.text("state")?,
+                        at_ms: r.int("at_ms")?,
+                    });
+                }
             }
-        }
-    }
-    let mut hits = Vec::new();
-    let mut used = HashSet::new();
-    for (_, mut rows) in per_part {
-        rows.sort_by_key(|(exact, _, _)| !*exact);
-        if let Some((_, key, hit)) = rows.into_iter().find(|(_, key, _)| !used.contains(key)) {
-            used.insert(key);
-            hits.push(hit);
         }
     }
     if hits.is_empty() {
