@@ -869,9 +869,9 @@ async fn stats_should_count_everything(db: TestDb) {
     let m = &env.market;
     assert_eq!(m.stats().await.unwrap().households, 0);
     let (leader, h) = village(&env).await;
-    m.record_dialogue("0912000002", true, "");
-    m.record_dialogue("0912000002", false, "listing_created");
-    m.record_dialogue("0912000001", true, "");
+    m.record_dialogue("0912000002", true, "").await;
+    m.record_dialogue("0912000002", false, "listing_created").await;
+    m.record_dialogue("0912000001", true, "").await;
     let o = shipped_order(&env, &h, "a").await; // its actions were queued after the dialogue events
     m.set_pin(&ussd(&h), key("pin"), h.id, "1234").await.unwrap();
     m.confirm_payment(&ussd(&h), key("pay"), h.id, o.id, "1234").await.unwrap();

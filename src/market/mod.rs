@@ -576,9 +576,9 @@ impl Market {
     }
 
     /// Records that a USSD dialogue opened or closed (with how it ended): an audit event
-    /// written with the writer's next group; does not wait for the commit. If the write
-    /// queue is full the event is dropped and counted ([`WriterCounters::dropped_events`]).
-    pub fn record_dialogue(&self, msisdn: &str, opened: bool, outcome: &str) {
+    /// written with the writer's next group; waits for room in the write queue, not for the
+    /// commit. Only a stopped writer drops it (counted in [`WriterCounters::dropped_events`]).
+    pub async fn record_dialogue(&self, msisdn: &str, opened: bool, outcome: &str) {
         let msisdn = normalize_msisdn(msisdn).unwrap_or_else(|_| msisdn.chars().take(32).collect());
         let outcome: String = outcome.chars().take(100).collect();
         let event = EventRow {
@@ -589,9 +589,11 @@ impl Market {
             subject: format!("msisdn:{msisdn}"),
             data: json!({ "outcome": outcome }),
         };
-        if self.inner.jobs.try_send(Job::Event(event)).is_err() {
+        // Waits for room in the writer's queue rather than dropping the event: under a burst
+        // dialogues open a little slower, and the audit log stays complete.
+        if self.inner.jobs.send(Job::Event(event)).await.is_err() {
             self.inner.counters.dropped_events.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            warn!(msisdn = %mask_msisdn(&msisdn), "write queue full or closed: dialogue event dropped");
+            warn!(msisdn = %mask_msisdn(&msisdn), "writer stopped: dialogue event dropped");
         }
     }
 

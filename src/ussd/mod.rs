@@ -295,7 +295,7 @@ impl Ussd {
         if self.dialogues.contains_key(&key) {
             self.abort(&key, "redial").await;
         }
-        self.market.record_dialogue(&msisdn, true, "opened");
+        self.market.record_dialogue(&msisdn, true, "opened").await;
         crate::api::metrics::dialogue("opened");
         let household = match self.market.household_by_msisdn(&msisdn).await {
             Ok(h) => h,
@@ -416,7 +416,7 @@ impl Ussd {
         if end {
             dlg.ended = true;
             self.forget(key);
-            self.market.record_dialogue(&dlg.msisdn, false, "completed");
+            self.market.record_dialogue(&dlg.msisdn, false, "completed").await;
             crate::api::metrics::dialogue("completed");
         }
     }
@@ -489,7 +489,7 @@ impl Ussd {
         }
         dlg.ended = true;
         self.forget(key);
-        self.market.record_dialogue(&dlg.msisdn, false, why);
+        self.market.record_dialogue(&dlg.msisdn, false, why).await;
         crate::api::metrics::dialogue(why);
         let cursor = dlg.resume_offer.take().unwrap_or_else(|| dlg.cursor.clone());
         // A dialogue still on its root with nothing typed has nothing worth resuming.
