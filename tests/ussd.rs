@@ -351,3 +351,65 @@ async fn client_role_should_answer_smsc_ussd_with_submit_sm() {
     drop(u);
     d.stop().await;
 }
+
+#[tokio::test]
+async fn my_shop_should_change_price_and_quantity_and_stop_selling() {
+    let (d, _dir) = daemon().await;
+    let m = market(&d);
+    let (_, hh) = village(&m).await;
+    let listing = m.create_listing(&cli(), IdemKey("c1".into()), hh.id, 1, 50, 30000).await.unwrap();
+    let mut u = Ussdc::bind(d.smpp, Family::DeliverSm).await;
+    let s = u.run(HOUSEHOLD, 60, &["4", "1", "1", "32.000"]).await;
+    assert_eq!(s[1].text, format!("Hàng đang bán:\n1. {} Na 50kg\n9. Quay lại", listing.code));
+    assert_eq!(
+        s[2].text,
+        format!("{}: 50kg, 30.000đ/kg\n1. Đổi giá\n2. Đổi số lượng\n3. Ngừng bán\n9. Quay lại", listing.code)
+    );
+    assert_eq!(s[4].text, format!("Đã cập nhật {}: 50kg, 32.000đ/kg.", listing.code));
+    assert!(s[4].is_final());
+    let s = u.run(HOUSEHOLD, 61, &["4", "1", "2", "80"]).await;
+    assert_eq!(s[4].text, format!("Đã cập nhật {}: 80kg, 32.000đ/kg.", listing.code));
+    let s = u.run(HOUSEHOLD, 62, &["4", "1", "3"]).await;
+    assert_eq!(s[3].text, format!("Đã ngừng bán {}.", listing.code));
+    assert!(m.listings(hh.id).await.unwrap().is_empty(), "a stopped listing is no longer active");
+    let s = u.run(HOUSEHOLD, 63, &["4"]).await;
+    assert_eq!(s[1].text, "Bạn chưa đăng bán sản phẩm nào.");
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn orders_should_be_rejected_or_handed_to_the_post_office() {
+    let (d, _dir) = daemon().await;
+    let m = market(&d);
+    let (_, hh) = village(&m).await;
+    let listing = m.create_listing(&cli(), IdemKey("c1".into()), hh.id, 1, 50, 30000).await.unwrap();
+    let partner = Actor { msisdn: "shopee".into(), channel: Channel::Http };
+    let a = m.place_order(&partner, IdemKey("o1".into()), listing.id, "B", 1, 30000).await.unwrap();
+    let mut u = Ussdc::bind(d.smpp, Family::DeliverSm).await;
+    let s = u.run(HOUSEHOLD, 64, &["2", "1", "2"]).await;
+    assert_eq!(s[3].text, format!("Đã từ chối đơn {}.", a.code));
+    assert_eq!(m.order(hh.id, a.id).await.unwrap().status, OrderStatus::Rejected);
+    let b = m.place_order(&partner, IdemKey("o2".into()), listing.id, "C", 1, 30000).await.unwrap();
+    m.set_order_status(&cli(), IdemKey("a2".into()), hh.id, b.id, OrderStatus::Accepted).await.unwrap();
+    let s = u.run(HOUSEHOLD, 65, &["2", "1", "3"]).await;
+    assert_eq!(s[3].text, format!("Đơn {} đã giao bưu điện.", b.code));
+    assert_eq!(m.order(hh.id, b.id).await.unwrap().status, OrderStatus::Shipped);
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn leader_should_reset_a_households_pin_which_is_then_set_anew() {
+    let (d, _dir) = daemon().await;
+    let m = market(&d);
+    let (_, hh) = village(&m).await;
+    m.set_pin(&cli(), IdemKey("p1".into()), hh.id, "4321").await.unwrap();
+    let mut u = Ussdc::bind(d.smpp, Family::DeliverSm).await;
+    let s = u.run(LEADER, 66, &["3", "0912345678", "1"]).await;
+    assert_eq!(s[2].text, "Đặt lại mã PIN của 84912345678?\n1. Đồng ý\n2. Hủy");
+    assert!(s[3].is_final() && s[3].text.starts_with("Đã đặt lại PIN."), "{}", s[3].text);
+    assert!(!m.household_by_msisdn(HOUSEHOLD).await.unwrap().unwrap().has_pin);
+    // A household is no leader: the leader menu is not theirs, and a reset from them is refused.
+    let s = u.run(HOUSEHOLD, 67, &[]).await;
+    assert!(s[0].text.starts_with("1. Đăng bán sản phẩm"), "{}", s[0].text);
+    d.stop().await;
+}
