@@ -31,7 +31,7 @@ use crate::market::{Lang as MarketLang, Market};
 use crate::menu::engine::Cursor;
 use crate::menu::{Lang, Menus, Target};
 use crate::smpp::pdu::{Address, Body, DataSm, Pdu, Sm, tag};
-use crate::smpp::session::{InboundRequest, Role, SessionHandle};
+use crate::smpp::session::{InboundRequest, Responder, Role, SessionHandle};
 use crate::smpp::status;
 use crate::text;
 
@@ -266,17 +266,16 @@ impl Ussd {
                 responder.respond(status::ESME_ROK, "").await;
                 self.abort(&key, "user abort").await;
             }
-            Some(op::PSSR_INDICATION) => {
-                responder.respond(status::ESME_ROK, "").await;
-                self.open(key, session, settings, inb, msisdn).await;
-            }
+            // The PDU is answered once the step's work is done, just before the screen goes
+            // out: until then it holds its place in the inbound window, so the peer's window
+            // bounds how much work chogate has under way.
+            Some(op::PSSR_INDICATION) => self.open(key, session, settings, inb, msisdn, responder).await,
             _ => {
                 let existing = self.dialogues.get(&key).map(|d| d.value().clone());
-                responder.respond(status::ESME_ROK, "").await;
                 match existing {
-                    Some(d) => self.step(&key, d, &inb.text).await,
+                    Some(d) => self.step(&key, d, &inb.text, responder).await,
                     // An answer to a dialogue we no longer know: treat it as a new dial.
-                    None => self.open(key, session, settings, inb, msisdn).await,
+                    None => self.open(key, session, settings, inb, msisdn, responder).await,
                 }
             }
         }
@@ -290,6 +289,7 @@ impl Ussd {
         settings: PeerSettings,
         inb: Inbound,
         msisdn: String,
+        responder: Responder,
     ) {
         // A dialogue still open under this key is replaced: the subscriber dialled again.
         if self.dialogues.contains_key(&key) {
@@ -347,6 +347,7 @@ impl Ussd {
         let d = Arc::new(Mutex::new(d));
         self.dialogues.insert(key.clone(), d.clone());
         let mut guard = d.lock().await;
+        responder.respond(status::ESME_ROK, "").await;
         self.send_screen(&key, &mut guard).await;
     }
 
@@ -358,15 +359,17 @@ impl Ussd {
     }
 
     /// One answer from the subscriber.
-    async fn step(self: &Arc<Self>, key: &Key, d: Arc<Mutex<Dialogue>>, input: &str) {
+    async fn step(self: &Arc<Self>, key: &Key, d: Arc<Mutex<Dialogue>>, input: &str, responder: Responder) {
         let mut guard = d.lock().await;
         let dlg = &mut *guard;
         if dlg.ended {
+            responder.respond(status::ESME_ROK, "").await;
             return;
         }
         if !dlg.awaiting_input {
             // A retransmission of the answer we already took: show the screen again.
             debug!(msisdn = %mask_msisdn(&dlg.msisdn), "input while no screen was pending; resending");
+            responder.respond(status::ESME_ROK, "").await;
             self.send_screen(key, dlg).await;
             return;
         }
@@ -390,6 +393,7 @@ impl Ussd {
         } else {
             self.menus.input(&mut dlg.cursor, input, &backend).await;
         }
+        responder.respond(status::ESME_ROK, "").await;
         self.send_screen(key, dlg).await;
     }
 

@@ -93,8 +93,12 @@ def main(argv):
         state[msisdn] = [i % 256, 0]
         send(msisdn, "*384#", 1, i % 256)
     deadline = started + TIMEOUT
+    reported = 0
     while len(done) < n and time.monotonic() < deadline:
         client.read_once(auto_send_enquire_link=False)
+        if len(done) >= reported + 100:
+            reported = len(done) - len(done) % 100
+            print("PROGRESS %d" % reported, flush=True)
     elapsed = time.monotonic() - started
     completed = len(done)
     try:
