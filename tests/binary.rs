@@ -153,3 +153,106 @@ fn serve_should_refuse_to_start_on_an_invalid_menu() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("invalid menus") && err.contains("10-household.toml:24"), "{err}");
 }
+
+/// Issue 5: killed with SIGKILL in the middle of a load and opened again, the database has a
+/// listing for every dialogue that received its final screen, none twice, and opens cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_load_should_keep_every_completed_listing_exactly_once() {
+    use chogate::market::{Market, Stats};
+    use common::{Family, Ussdc};
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("kill.db");
+    let path = write_config(
+        &dir,
+        &format!(
+            "[database]\nurl = \"sqlite://{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[smpp_server]\nlisten = \"127.0.0.1:0\"\n\
+             [[smpp_server.accounts]]\nsystem_id = \"ussdc\"\npassword = \"secret1\"\nwindow = 50\n",
+            db.display()
+        ),
+    );
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .current_dir(dir.path())
+        .env("CHOGATE_USSD__MENUS_DIR", concat!(env!("CARGO_MANIFEST_DIR"), "/menus"))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let addr = loop {
+        let line = tokio::time::timeout(common::PATIENCE, rx.recv()).await.unwrap().expect("daemon exited");
+        if line.contains("SMPP server listening")
+            && let Some(a) = line.split("addr=").nth(1)
+        {
+            break a.split_whitespace().next().unwrap().parse::<std::net::SocketAddr>().unwrap();
+        }
+    };
+    // Register the household through the menus, then list produce from four binds at once.
+    let household = "84912345678";
+    let mut u = Ussdc::bind(addr, Family::DeliverSm).await;
+    let reg = u.run(household, 1, &["6001", "Ban Chu", "Hoang Van A", "1"]).await;
+    assert!(reg.last().unwrap().is_final());
+    let completed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (enough_tx, enough_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    for b in 0..4u8 {
+        let completed = completed.clone();
+        let enough_tx = enough_tx.clone();
+        tasks.spawn(async move {
+            let mut u = Ussdc::bind(addr, Family::DeliverSm).await;
+            for i in 0..250u8 {
+                // Each dialogue its own session number; the kill ends this loop with a panic
+                // in the harness when the connection goes, which the task absorbs.
+                let session = b.wrapping_mul(64).wrapping_add(i);
+                let run = tokio::spawn(async move {
+                    let s = u.run("84912345678", session, &["1", "1", "10", "25000", "1"]).await;
+                    (u, s)
+                });
+                let Ok((back, screens)) = run.await else { return };
+                u = back;
+                if screens.last().is_some_and(|s| s.is_final()) {
+                    let n = completed.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                    if n >= 30 {
+                        let _ = enough_tx.send(true);
+                    }
+                }
+            }
+        });
+    }
+    let mut enough = enough_rx;
+    tokio::time::timeout(common::PATIENCE, enough.wait_for(|e| *e)).await.unwrap().unwrap();
+    let kill = Command::new("kill").args(["-KILL", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let _ = tokio::task::spawn_blocking(move || child.wait()).await.unwrap();
+    let acknowledged = completed.load(std::sync::atomic::Ordering::SeqCst);
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+
+    // Opened again: migrations find the schema, the data is all there, once.
+    let cfg =
+        chogate::config::DatabaseConfig { url: format!("sqlite://{}", db.display()), ..Default::default() };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let market = Market::open(&cfg, shutdown.clone()).await.unwrap();
+    let stats: Stats = market.stats().await.unwrap();
+    let listings = stats.listings as usize;
+    assert!(listings >= acknowledged, "{listings} listings for {acknowledged} final screens");
+    // Never more listings than dialogues that reached the confirmation (at most one per
+    // bind was cut in flight).
+    assert!(listings <= acknowledged + 4, "{listings} listings for {acknowledged} final screens");
+    let h = market.household_by_msisdn(household).await.unwrap().unwrap();
+    let mine = market.listings(h.id).await.unwrap();
+    let mut codes: Vec<&str> = mine.iter().map(|l| l.code.as_str()).collect();
+    codes.dedup();
+    assert_eq!(codes.len(), mine.len(), "a listing exists twice");
+    shutdown.cancel();
+    market.stopped().await;
+}
