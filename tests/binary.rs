@@ -53,17 +53,22 @@ fn check_config_should_fail_naming_the_bad_key() {
     assert!(!out.status.success() && err.contains("CHOGATE_SMPP__ENQUIRE_LINK_SECS"), "{err}");
 }
 
-#[tokio::test]
-async fn serve_should_log_its_addresses_and_unbind_peers_on_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_config(
-        &dir,
-        "[http]\nlisten = \"127.0.0.1:0\"\n[smpp_server]\nlisten = \"127.0.0.1:0\"\n\
-         [[smpp_server.accounts]]\nsystem_id = \"ussdc\"\npassword = \"secret1\"\n[smpp]\ndrain_timeout_secs = 2\n",
-    );
+/// A `chogate serve` child process and its log lines.
+struct Served {
+    child: std::process::Child,
+    log: tokio::sync::mpsc::UnboundedReceiver<String>,
+    /// Lines read so far.
+    seen: Vec<String>,
+    /// Where its SMPP server listens, as it logged.
+    smpp: std::net::SocketAddr,
+}
+
+/// Starts `chogate serve` with the configuration at `path` (working directory `dir`, the
+/// repository's menus) and waits for it to log its SMPP address.
+async fn serve(dir: &tempfile::TempDir, path: &std::path::Path) -> Served {
     let mut child = Command::new(BIN)
         .args(["serve", "--config"])
-        .arg(&path)
+        .arg(path)
         .current_dir(dir.path())
         .env("CHOGATE_USSD__MENUS_DIR", concat!(env!("CARGO_MANIFEST_DIR"), "/menus"))
         .env("RUST_LOG", "info")
@@ -72,22 +77,35 @@ async fn serve_should_log_its_addresses_and_unbind_peers_on_sigterm() {
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, mut log) = tokio::sync::mpsc::unbounded_channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             let _ = tx.send(line);
         }
     });
-    let mut log = Vec::new();
-    let addr = loop {
-        let line = tokio::time::timeout(common::PATIENCE, rx.recv()).await.unwrap().expect("daemon exited");
-        log.push(line.clone());
+    let mut seen = Vec::new();
+    let smpp = loop {
+        let line = tokio::time::timeout(common::PATIENCE, log.recv()).await.unwrap().expect("daemon exited");
+        seen.push(line.clone());
         if line.contains("SMPP server listening")
             && let Some(a) = line.split("addr=").nth(1)
         {
             break a.split_whitespace().next().unwrap().parse::<std::net::SocketAddr>().unwrap();
         }
     };
+    Served { child, log, seen, smpp }
+}
+
+#[tokio::test]
+async fn serve_should_log_its_addresses_and_unbind_peers_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        &dir,
+        "[http]\nlisten = \"127.0.0.1:0\"\n[smpp_server]\nlisten = \"127.0.0.1:0\"\n\
+         [[smpp_server.accounts]]\nsystem_id = \"ussdc\"\npassword = \"secret1\"\n[smpp]\ndrain_timeout_secs = 2\n",
+    );
+    let Served { mut child, log: mut rx, seen, smpp: addr } = serve(&dir, &path).await;
+    let mut log = seen;
     let mut peer = Peer::bound(addr).await;
     peer.ping().await;
 
@@ -171,31 +189,7 @@ async fn sigkill_mid_load_should_keep_every_completed_listing_exactly_once() {
             db.display()
         ),
     );
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&path)
-        .current_dir(dir.path())
-        .env("CHOGATE_USSD__MENUS_DIR", concat!(env!("CARGO_MANIFEST_DIR"), "/menus"))
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let addr = loop {
-        let line = tokio::time::timeout(common::PATIENCE, rx.recv()).await.unwrap().expect("daemon exited");
-        if line.contains("SMPP server listening")
-            && let Some(a) = line.split("addr=").nth(1)
-        {
-            break a.split_whitespace().next().unwrap().parse::<std::net::SocketAddr>().unwrap();
-        }
-    };
+    let Served { mut child, smpp: addr, .. } = serve(&dir, &path).await;
     // Register the household through the menus, then list produce from four binds at once.
     let household = "84912345678";
     let mut u = Ussdc::bind(addr, Family::DeliverSm).await;
