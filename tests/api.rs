@@ -7,7 +7,6 @@ mod common;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -19,7 +18,6 @@ use http_body_util::{BodyExt, Full};
 use hyper::header::HeaderMap;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use sqlx::{AssertSqlSafe, Connection};
 use tokio::net::TcpStream;
 
 /// Xã Chi Lăng and Xã Bắc Sơn (2025 list).
@@ -28,59 +26,7 @@ const BAC_SON: u32 = 6325;
 
 // ---- databases -------------------------------------------------------------------------
 
-struct TestDb {
-    url: String,
-    _dir: Option<tempfile::TempDir>,
-}
-
-fn sqlite_db() -> TestDb {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("chogate.db").display());
-    TestDb { url, _dir: Some(dir) }
-}
-
-async fn postgres_db() -> TestDb {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let base = std::env::var("CHOGATE_TEST_POSTGRES_URL").unwrap_or_else(|_| {
-        panic!(
-            "CHOGATE_TEST_POSTGRES_URL is not set: the PostgreSQL half of the API tests needs a server. Run \
-             scripts/test.sh, which starts a throwaway PostgreSQL cluster and sets it."
-        )
-    });
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
-    let name = format!("chogate_api_{}_{}_{nanos}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-    let mut admin =
-        sqlx::PgConnection::connect(&base).await.expect("cannot connect to CHOGATE_TEST_POSTGRES_URL");
-    sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await.unwrap();
-    admin.close().await.unwrap();
-    let (before_query, query) = match base.split_once('?') {
-        Some((b, q)) => (b, format!("?{q}")),
-        None => (base.as_str(), String::new()),
-    };
-    let (server, _) = before_query.rsplit_once('/').unwrap();
-    TestDb { url: format!("{server}/{name}{query}"), _dir: None }
-}
-
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::sqlite_db()).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::postgres_db().await).await
-                }
-            )*
-        }
-    };
-}
+use common::db::{TestDb, sqlite_db};
 
 both_backends!(
     openapi_should_document_exactly_the_real_routes,

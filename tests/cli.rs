@@ -9,88 +9,14 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use chogate::market::{Actor, Channel, IdemKey, Lang};
 use common::{Family, TestDaemon, Ussdc, base_config};
 use serde_json::Value;
-use sqlx::{AssertSqlSafe, Connection};
 
 // ---- harness ---------------------------------------------------------------------------
 
-/// A fresh database and a folder for the configuration and the CSV files.
-struct TestDb {
-    url: String,
-    dir: tempfile::TempDir,
-}
-
-impl TestDb {
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// Another fresh database of the same backend.
-    async fn fresh(&self) -> TestDb {
-        if self.url.starts_with("sqlite:") { sqlite_db() } else { postgres_db().await }
-    }
-}
-
-fn sqlite_db() -> TestDb {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("chogate.db").display());
-    TestDb { url, dir }
-}
-
-/// The URL of the test cluster; its absence is a failure, never a skip.
-fn postgres_base_url() -> String {
-    std::env::var("CHOGATE_TEST_POSTGRES_URL").unwrap_or_else(|_| {
-        panic!(
-            "CHOGATE_TEST_POSTGRES_URL is not set: the PostgreSQL half of the CLI tests needs a \
-             server. Run scripts/test.sh, which starts a throwaway PostgreSQL cluster and sets it \
-             (e.g. postgres://postgres@127.0.0.1:PORT/postgres)."
-        )
-    })
-}
-
-async fn postgres_db() -> TestDb {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let base = postgres_base_url();
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
-    let name = format!("chogate_cli_{}_{}_{nanos}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-    let mut admin =
-        sqlx::PgConnection::connect(&base).await.expect("cannot connect to CHOGATE_TEST_POSTGRES_URL");
-    sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await.unwrap();
-    admin.close().await.unwrap();
-    let (before_query, query) = match base.split_once('?') {
-        Some((b, q)) => (b, format!("?{q}")),
-        None => (base.as_str(), String::new()),
-    };
-    let (server, _) = before_query.rsplit_once('/').expect("CHOGATE_TEST_POSTGRES_URL has no database path");
-    TestDb { url: format!("{server}/{name}{query}"), dir: tempfile::tempdir().unwrap() }
-}
-
-/// Runs each listed test function on both backends: `sqlite::name` and `postgres::name`.
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::sqlite_db()).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::postgres_db().await).await
-                }
-            )*
-        }
-    };
-}
+use common::db::TestDb;
 
 both_backends!(
     migrate_should_apply_every_migration_once_and_list_the_versions,

@@ -4,9 +4,11 @@
 //! sets after starting a throwaway cluster.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::HashSet;
 use std::io::BufRead;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chogate::args;
@@ -16,7 +18,6 @@ use chogate::market::{
     OrderStatus,
 };
 use chogate::store::{Arg, StoreError};
-use sqlx::{AssertSqlSafe, Connection};
 use tokio_util::sync::CancellationToken;
 
 /// A safety net for waits on things that should happen: a hang fails the test instead of
@@ -30,74 +31,7 @@ const BAC_SON: u32 = 6325;
 
 // ---- harness ---------------------------------------------------------------------------
 
-/// A fresh database; the SQLite file lives as long as this.
-struct TestDb {
-    url: String,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl TestDb {
-    fn config(&self) -> DatabaseConfig {
-        DatabaseConfig { url: self.url.clone(), ..DatabaseConfig::default() }
-    }
-}
-
-fn sqlite_db() -> TestDb {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("chogate.db").display());
-    TestDb { url, _dir: Some(dir) }
-}
-
-/// The URL of the test cluster; its absence is a failure, never a skip.
-fn postgres_base_url() -> String {
-    std::env::var("CHOGATE_TEST_POSTGRES_URL").unwrap_or_else(|_| {
-        panic!(
-            "CHOGATE_TEST_POSTGRES_URL is not set: the PostgreSQL half of the store tests needs a \
-             server. Run scripts/test.sh, which starts a throwaway PostgreSQL cluster and sets it \
-             (e.g. postgres://postgres@127.0.0.1:PORT/postgres)."
-        )
-    })
-}
-
-async fn postgres_db() -> TestDb {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let base = postgres_base_url();
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
-    let name =
-        format!("chogate_test_{}_{}_{nanos}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-    let mut admin =
-        sqlx::PgConnection::connect(&base).await.expect("cannot connect to CHOGATE_TEST_POSTGRES_URL");
-    sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await.unwrap();
-    admin.close().await.unwrap();
-    let (before_query, query) = match base.split_once('?') {
-        Some((b, q)) => (b, format!("?{q}")),
-        None => (base.as_str(), String::new()),
-    };
-    let (server, _) = before_query.rsplit_once('/').expect("CHOGATE_TEST_POSTGRES_URL has no database path");
-    TestDb { url: format!("{server}/{name}{query}"), _dir: None }
-}
-
-/// Runs each listed test function on both backends: `sqlite::name` and `postgres::name`.
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::sqlite_db()).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::postgres_db().await).await
-                }
-            )*
-        }
-    };
-}
+use common::db::TestDb;
 
 both_backends!(
     seeds_should_be_present_once,

@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+pub mod db;
+
 use chogate::config::Config;
 use chogate::daemon::Daemon;
 use chogate::smpp::frame::{Frame, FrameReader};
