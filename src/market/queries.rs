@@ -43,7 +43,7 @@ fn to_u32(column: &'static str, v: i64) -> Result<u32, StoreError> {
     u32::try_from(v).map_err(|_| corrupt(column, v))
 }
 
-fn household(r: &Row) -> Result<Household, StoreError> {
+pub(super) fn household(r: &Row) -> Result<Household, StoreError> {
     let language = r.text("language")?;
     Ok(Household {
         id: r.int("id")?,

@@ -714,21 +714,8 @@ macro_rules! admin_household_select {
 }
 
 fn admin_household(r: &Row) -> Result<AdminHousehold, StoreError> {
-    let language = r.text("language")?;
     Ok(AdminHousehold {
-        household: Household {
-            id: r.int("id")?,
-            msisdn: r.text("msisdn")?,
-            name: r.text("name")?,
-            village_id: r.int("village_id")?,
-            village_name: r.text("village_name")?,
-            commune_code: to_u32("commune_code", r.int("commune_code")?)?,
-            commune_name: r.text("commune_name")?,
-            language: Lang::parse(&language).ok_or_else(|| corrupt("households.language", &language))?,
-            has_epay: r.flag("has_epay")?,
-            is_leader: r.flag("is_leader")?,
-            has_pin: r.flag("has_pin")?,
-        },
+        household: super::queries::household(r)?,
         pending: r.flag("pending")?,
         created_at_ms: r.int("created_at_ms")?,
     })

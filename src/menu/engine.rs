@@ -140,11 +140,6 @@ fn fill_with<'a>(template: &'a str, lookup: impl Fn(&str) -> Option<&'a str>) ->
     out
 }
 
-/// The placeholder names in a template.
-pub fn placeholders(template: &str) -> impl Iterator<Item = &str> {
-    template.split('{').skip(1).filter_map(|s| s.split_once('}').map(|(name, _)| name))
-}
-
 /// Splits list entries into pages: each page holds `header`, up to eight entries and the
 /// navigation lines, and fits one message (a single entry too long for any page gets a
 /// page of its own and is cut when rendered).
@@ -318,11 +313,6 @@ impl Menus {
     /// Enters the root screen.
     pub async fn start<B: Backend>(&self, c: &mut Cursor, b: &B) {
         self.enter_at(c, c.root, b).await;
-    }
-
-    /// Whether the dialogue has ended (its last screen was shown).
-    pub fn ended(&self, c: &Cursor) -> bool {
-        self.render(c).end
     }
 
     /// Takes one input from the subscriber.
@@ -681,7 +671,6 @@ mod tests {
         assert_eq!(fill("Bán {qty} kg {product.name}{missing}?", &vars), "Bán 10 kg Na?");
         assert_eq!(fill("no braces", &vars), "no braces");
         assert_eq!(fill("open { brace", &vars), "open { brace");
-        assert_eq!(placeholders("{a} and {b.c}").collect::<Vec<_>>(), vec!["a", "b.c"]);
     }
 
     #[test]

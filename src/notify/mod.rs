@@ -184,11 +184,6 @@ impl Notifier {
         let _ = rx.wait_for(|&v| v >= n).await;
     }
 
-    /// Outcomes and receipts recorded so far.
-    pub fn recorded(&self) -> u64 {
-        *self.recorded.borrow()
-    }
-
     /// A bound session of `smsc` that may send (round robin over its binds).
     fn session_for(&self, smsc: &str) -> Option<SessionHandle> {
         let handles: Vec<SessionHandle> = self

@@ -76,11 +76,6 @@ impl Accounts {
         }
     }
 
-    /// The account with this system_id.
-    pub fn get(&self, system_id: &str) -> Option<&ServerAccount> {
-        self.accounts.get(system_id).map(|a| &a.config)
-    }
-
     fn failure_delay(&self, ip: IpAddr) -> Duration {
         let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::frame::{Frame, FrameError, FrameReader};
-use super::pdu::{Bind, BindKind, BindResp, Body, Header, Pdu, Tlvs, cmd, command_name, empty_response};
+use super::pdu::{Bind, BindKind, BindResp, Body, Pdu, Tlvs, command_name, empty_response};
 use super::status;
 use crate::config::SmppTuning;
 
@@ -161,13 +161,6 @@ pub enum SessionEnd {
     Unframeable,
     /// Socket error.
     Io(String),
-}
-
-impl SessionEnd {
-    /// Whether the session had been bound before it ended in an orderly way.
-    pub fn was_orderly(&self) -> bool {
-        matches!(self, SessionEnd::PeerUnbound | SessionEnd::Shutdown)
-    }
 }
 
 /// Why a request through a [`SessionHandle`] failed.
@@ -1041,11 +1034,3 @@ async fn write_loop(mut w: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>, done: 
     };
     let _ = tokio::time::timeout(Duration::from_secs(2), flush).await;
 }
-
-/// Reads a header's command id name, for logs of frames that did not decode.
-pub fn describe(h: &Header) -> String {
-    format!("{} seq={} status={}", command_name(h.command_id), h.sequence, status::name(h.command_status))
-}
-
-#[allow(dead_code)]
-const _: u32 = cmd::RESP;

@@ -211,11 +211,6 @@ impl Ussd {
         }
     }
 
-    /// Dialogues open now.
-    pub fn open_dialogues(&self) -> usize {
-        self.dialogues.len()
-    }
-
     /// Waits until no dialogue is open (all ended, were cut or timed out).
     pub async fn wait_no_dialogues(&self) {
         loop {
