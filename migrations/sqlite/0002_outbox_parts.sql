@@ -12,11 +12,10 @@ CREATE TABLE outbox_parts (
 );
 CREATE INDEX outbox_parts_message ON outbox_parts (message_id);
 
--- Receipts that arrived before their submit_sm_resp was recorded: one row per id form the
--- receipt may stand for; applied (and removed) when the part is recorded as sent.
+-- Receipts that arrived before their submit_sm_resp was recorded (the id in the form the
+-- response gives it); applied, and removed, when the part is recorded as sent.
 CREATE TABLE receipts_pending (
     id INTEGER PRIMARY KEY,
-    receipt TEXT NOT NULL,
     smsc TEXT NOT NULL,
     message_id TEXT NOT NULL,
     delivered INTEGER NOT NULL,

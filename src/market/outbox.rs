@@ -4,7 +4,7 @@
 //! Everything is batched: one statement updates many rows (`WITH v(...) AS (VALUES ...)
 //! UPDATE ... FROM v`), because on SQLite each statement costs a thread hand-off.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use sqlx::AssertSqlSafe;
 
@@ -88,8 +88,8 @@ pub enum OutboxOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceiptUpdate {
     /// The id in the form the SMSC's `submit_sm_resp` gave it (canonical; see
-    /// `notify::receipt::response_form`); one form, so a match is never ambiguous.
-    pub candidates: Vec<String>,
+    /// `notify::receipt::response_form`): a match is exact, never a guess.
+    pub message_id: String,
     /// Delivered, or failed for good.
     pub delivered: bool,
     /// The SMSC's state word.
@@ -358,41 +358,36 @@ async fn apply_pending(c: &mut Conn<'_>, parts: &[(i64, i64, String, String)]) -
         parts.iter().map(|(id, i, smsc, mid)| ((smsc.as_str(), mid.as_str()), (*id, *i))).collect();
     let mids: Vec<&str> = parts.iter().map(|p| p.3.as_str()).collect();
     let mut hits = Vec::new();
-    let mut used = HashSet::new();
+    let mut applied = Vec::new();
     for chunk in mids.chunks(CHUNK) {
         let sql = format!(
-            "SELECT receipt, smsc, message_id, delivered, state, at_ms FROM receipts_pending WHERE message_id IN ({})",
+            "SELECT id, smsc, message_id, delivered, state, at_ms FROM receipts_pending WHERE message_id IN ({})",
             placeholders(1, chunk.len())
         );
         let args = chunk.iter().map(|m| Arg::Text((*m).to_owned())).collect();
         for r in c.fetch_all(AssertSqlSafe(sql), args).await? {
             let (smsc, mid) = (r.text("smsc")?, r.text("message_id")?);
             if let Some(&(outbox_id, part)) = by_id.get(&(smsc.as_str(), mid.as_str())) {
-                let receipt = r.text("receipt")?;
-                if used.insert((smsc.clone(), receipt.clone())) {
-                    hits.push(Hit {
-                        outbox_id,
-                        part,
-                        delivered: r.int("delivered")? != 0,
-                        state: r.text("state")?,
-                        at_ms: r.int("at_ms")?,
-                    });
-                }
+                applied.push(vec![Arg::Int(r.int("id")?)]);
+                hits.push(Hit {
+                    outbox_id,
+                    part,
+                    delivered: r.int("delivered")? != 0,
+                    state: r.text("state")?,
+                    at_ms: r.int("at_ms")?,
+                });
             }
         }
     }
     if hits.is_empty() {
         return Ok(());
     }
-    let done: Vec<Vec<Arg>> =
-        used.into_iter().map(|(smsc, receipt)| vec![Arg::Text(smsc), Arg::Text(receipt)]).collect();
     apply_hits(c, hits).await?;
     update_values(
         c,
-        &[("smsc", ColType::Text), ("receipt", ColType::Text)],
-        done,
-        "DELETE FROM receipts_pending WHERE EXISTS (SELECT 1 FROM v WHERE v.smsc = receipts_pending.smsc \
-         AND v.receipt = receipts_pending.receipt)",
+        &[("id", ColType::Int)],
+        applied,
+        "DELETE FROM receipts_pending WHERE id IN (SELECT id FROM v)",
     )
     .await?;
     Ok(())
@@ -460,7 +455,7 @@ async fn apply_hits(c: &mut Conn<'_>, hits: Vec<Hit>) -> Result<(), StoreError> 
 }
 
 async fn receipts(c: &mut Conn<'_>, list: Vec<(String, ReceiptUpdate)>) -> Result<usize, StoreError> {
-    let mut all: Vec<&str> = list.iter().flat_map(|(_, r)| r.candidates.iter().map(String::as_str)).collect();
+    let mut all: Vec<&str> = list.iter().map(|(_, r)| r.message_id.as_str()).collect();
     all.sort_unstable();
     all.dedup();
     let mut found: HashMap<(String, String), (i64, i64)> = HashMap::new();
@@ -477,32 +472,24 @@ async fn receipts(c: &mut Conn<'_>, list: Vec<(String, ReceiptUpdate)>) -> Resul
     let mut hits = Vec::new();
     let mut pending = Vec::new();
     for (smsc, r) in list {
-        let hit = r.candidates.iter().find_map(|cand| found.get(&(smsc.clone(), cand.clone())));
-        match hit {
+        match found.get(&(smsc.clone(), r.message_id.clone())) {
             Some(&(outbox_id, part)) => {
                 hits.push(Hit { outbox_id, part, delivered: r.delivered, state: r.state, at_ms: r.at_ms });
             }
-            None => {
-                let receipt = r.candidates.join(",");
-                for cand in &r.candidates {
-                    pending.push(vec![
-                        Arg::Text(receipt.clone()),
-                        Arg::Text(smsc.clone()),
-                        Arg::Text(cand.clone()),
-                        Arg::Int(i64::from(r.delivered)),
-                        Arg::Text(r.state.clone()),
-                        Arg::Int(r.at_ms),
-                    ]);
-                }
-            }
+            None => pending.push(vec![
+                Arg::Text(smsc),
+                Arg::Text(r.message_id),
+                Arg::Int(i64::from(r.delivered)),
+                Arg::Text(r.state),
+                Arg::Int(r.at_ms),
+            ]),
         }
     }
-    let unmatched_rows = pending.len();
+    let unmatched = pending.len();
     if !hits.is_empty() {
         apply_hits(c, hits).await?;
     }
     const PENDING_COLUMNS: &[(&str, ColType)] = &[
-        ("receipt", ColType::Text),
         ("smsc", ColType::Text),
         ("message_id", ColType::Text),
         ("delivered", ColType::Int),
@@ -510,7 +497,7 @@ async fn receipts(c: &mut Conn<'_>, list: Vec<(String, ReceiptUpdate)>) -> Resul
         ("at_ms", ColType::Int),
     ];
     c.insert_rows("receipts_pending", PENDING_COLUMNS, pending, false).await?;
-    Ok(unmatched_rows)
+    Ok(unmatched)
 }
 
 /// One message's status.

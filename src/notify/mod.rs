@@ -85,6 +85,11 @@ pub struct Notifier {
     recorded: Arc<watch::Sender<u64>>,
 }
 
+/// Whether a bind to an SMSC can take submissions now.
+fn transmits(h: &SessionHandle) -> bool {
+    matches!(h.state(), SessionState::Bound(k) if k.esme_transmits())
+}
+
 /// The sender address: a short code (digits: TON 3 network-specific) or an alphanumeric
 /// sender id (TON 5).
 fn source_address(addr: &str) -> Address {
@@ -186,24 +191,18 @@ impl Notifier {
 
     /// A bound session of `smsc` that may send (round robin over its binds).
     fn session_for(&self, smsc: &str) -> Option<SessionHandle> {
-        let handles: Vec<SessionHandle> = self
-            .registry
-            .get(smsc)
-            .into_iter()
-            .filter(|h| matches!(h.state(), SessionState::Bound(k) if k.esme_transmits()))
-            .collect();
-        if handles.is_empty() {
-            return None;
-        }
-        let i = self.smscs.get(smsc).map(|s| s.next.fetch_add(1, Ordering::Relaxed)).unwrap_or(0);
-        handles.get(i % handles.len()).cloned()
+        self.registry.with(smsc, |handles| {
+            let n = handles.iter().filter(|h| transmits(h)).count();
+            if n == 0 {
+                return None;
+            }
+            let i = self.smscs.get(smsc).map(|s| s.next.fetch_add(1, Ordering::Relaxed)).unwrap_or(0);
+            handles.iter().filter(|h| transmits(h)).nth(i % n).cloned()
+        })
     }
 
     fn is_up(&self, smsc: &str) -> bool {
-        self.registry
-            .get(smsc)
-            .iter()
-            .any(|h| matches!(h.state(), SessionState::Bound(k) if k.esme_transmits()))
+        self.registry.with(smsc, |handles| handles.iter().any(transmits))
     }
 
     /// Claims due messages and submits them until shutdown.
@@ -338,7 +337,7 @@ impl Notifier {
                 return;
             };
             let update = ReceiptUpdate {
-                candidates: vec![form],
+                message_id: form,
                 delivered: r.outcome == Outcome::Delivered,
                 state: r.state,
                 at_ms: now_ms(),

@@ -292,6 +292,12 @@ impl Registry {
         }
     }
 
+    /// Runs `f` over the bound sessions under a label, without copying them.
+    pub fn with<R>(&self, label: &str, f: impl FnOnce(&[SessionHandle]) -> R) -> R {
+        let map = self.binds.read().unwrap_or_else(PoisonError::into_inner);
+        f(map.get(label).map(Vec::as_slice).unwrap_or_default())
+    }
+
     /// The bound sessions under a label.
     pub fn get(&self, label: &str) -> Vec<SessionHandle> {
         let map = self.binds.read().unwrap_or_else(PoisonError::into_inner);

@@ -28,26 +28,26 @@ pub fn national(msisdn: &str) -> String {
     }
 }
 
-/// One dialogue step's view of the market.
-pub struct MarketBackend {
-    market: Market,
-    household: Option<Household>,
-    msisdn: String,
+/// One dialogue step's view of the market, borrowing what the dialogue holds.
+pub struct MarketBackend<'a> {
+    market: &'a Market,
+    household: Option<&'a Household>,
+    msisdn: &'a str,
     lang: Lang,
 }
 
-impl MarketBackend {
+impl<'a> MarketBackend<'a> {
     /// For the subscriber `msisdn` (known as `household`, or not registered yet).
-    pub fn new(market: Market, household: Option<Household>, msisdn: String, lang: Lang) -> Self {
+    pub fn new(market: &'a Market, household: Option<&'a Household>, msisdn: &'a str, lang: Lang) -> Self {
         MarketBackend { market, household, msisdn, lang }
     }
 
     fn actor(&self) -> Actor {
-        Actor { msisdn: self.msisdn.clone(), channel: Channel::Ussd }
+        Actor { msisdn: self.msisdn.to_owned(), channel: Channel::Ussd }
     }
 
     fn household(&self) -> Result<&Household, ActError> {
-        self.household.as_ref().ok_or_else(|| ActError::fail("not_allowed"))
+        self.household.ok_or_else(|| ActError::fail("not_allowed"))
     }
 
     fn market_lang(&self) -> MarketLang {
@@ -57,7 +57,7 @@ impl MarketBackend {
         }
     }
 
-    fn product_name<'a>(&self, vi: &'a str, en: &'a str) -> &'a str {
+    fn product_name<'s>(&self, vi: &'s str, en: &'s str) -> &'s str {
         match self.lang {
             Lang::Vi => vi,
             Lang::En => en,
@@ -98,7 +98,7 @@ fn to_act_error(e: MarketError) -> ActError {
     }
 }
 
-impl MarketBackend {
+impl MarketBackend<'_> {
     fn order_vars(&self, vars: &mut Vars, o: &Order) {
         vars.insert("order.code".into(), o.code.clone());
         vars.insert("order.amount".into(), money(o.amount, self.lang));
@@ -161,7 +161,7 @@ impl MarketBackend {
     }
 }
 
-impl Backend for MarketBackend {
+impl Backend for MarketBackend<'_> {
     async fn items(&self, source: &str, _vars: &Vars) -> Result<Vec<Item>, ActError> {
         match source {
             "products" => {
@@ -275,7 +275,7 @@ impl Backend for MarketBackend {
                 let village = vars.get("village").cloned().unwrap_or_default();
                 let name = vars.get("hh_name").cloned().unwrap_or_default();
                 self.market
-                    .self_register(&actor, idem, &self.msisdn, code, &village, &name, self.market_lang())
+                    .self_register(&actor, idem, self.msisdn, code, &village, &name, self.market_lang())
                     .await
                     .map_err(to_act_error)?;
                 Ok(())
@@ -307,7 +307,7 @@ impl Backend for MarketBackend {
         match cond {
             // Read again: the PIN may have been set earlier in this very dialogue.
             "has_pin" => {
-                let fresh = self.market.household_by_msisdn(&self.msisdn).await.map_err(to_act_error)?;
+                let fresh = self.market.household_by_msisdn(self.msisdn).await.map_err(to_act_error)?;
                 Ok(fresh.is_some_and(|h| h.has_pin))
             }
             other => {

@@ -306,7 +306,7 @@ impl Ussd {
             Some(h) if h.is_leader => self.menus.leader,
             Some(_) => self.menus.main,
         };
-        let backend = MarketBackend::new(self.market.clone(), household.clone(), msisdn.clone(), lang);
+        let backend = MarketBackend::new(&self.market, household.as_ref(), &msisdn, lang);
         let mut cursor = self.menus.cursor(self.dialogue_id(), root, target);
         let resume =
             self.suspended.remove(&msisdn).map(|(_, s)| s).filter(|s| s.at.elapsed() <= self.resume_window);
@@ -370,12 +370,8 @@ impl Ussd {
         }
         dlg.awaiting_input = false;
         dlg.last_activity = Instant::now();
-        let backend = MarketBackend::new(
-            self.market.clone(),
-            dlg.household.clone(),
-            dlg.msisdn.clone(),
-            dlg.cursor.target.lang,
-        );
+        let backend =
+            MarketBackend::new(&self.market, dlg.household.as_ref(), &dlg.msisdn, dlg.cursor.target.lang);
         if let Some(saved) = dlg.resume_offer.take() {
             match input.trim() {
                 "1" => dlg.cursor = saved,
@@ -431,39 +427,36 @@ impl Ussd {
         if let Some(umr) = dlg.umr {
             tlvs.set(tag::USER_MESSAGE_REFERENCE, umr.to_be_bytes().to_vec());
         }
-        let (short_message, payload) = if enc.bytes.len() <= 254 {
-            (Bytes::from(enc.bytes), None)
-        } else {
-            (Bytes::new(), Some(Bytes::from(enc.bytes)))
-        };
-        if let Some(p) = &payload {
-            tlvs.set(tag::MESSAGE_PAYLOAD, p.clone());
-        }
         let family = match dlg.session.role() {
             Role::Client => ReplyPdu::SubmitSm,
             Role::Server => dlg.settings.reply_pdu,
         };
         let data_coding = enc.encoding.data_coding();
+        let text = Bytes::from(enc.bytes);
+        // data_sm carries text only in message_payload; the sm PDUs in short_message when it
+        // fits its 254 octets.
+        let short_message = if family != ReplyPdu::DataSm && text.len() <= 254 {
+            text
+        } else {
+            tlvs.set(tag::MESSAGE_PAYLOAD, text);
+            Bytes::new()
+        };
+        let (source, dest) = (dlg.service.clone(), dlg.subscriber.clone());
         match family {
-            ReplyPdu::DataSm => {
-                if !short_message.is_empty() {
-                    tlvs.set(tag::MESSAGE_PAYLOAD, short_message);
-                }
-                Body::DataSm(Box::new(DataSm {
-                    service_type: "USSD".into(),
-                    source: dlg.service.clone(),
-                    dest: dlg.subscriber.clone(),
-                    esm_class: 0,
-                    registered_delivery: 0,
-                    data_coding,
-                    tlvs,
-                }))
-            }
+            ReplyPdu::DataSm => Body::DataSm(Box::new(DataSm {
+                service_type: "USSD".into(),
+                source,
+                dest,
+                esm_class: 0,
+                registered_delivery: 0,
+                data_coding,
+                tlvs,
+            })),
             ReplyPdu::DeliverSm | ReplyPdu::SubmitSm => {
                 let sm = Box::new(Sm {
                     service_type: "USSD".into(),
-                    source: dlg.service.clone(),
-                    dest: dlg.subscriber.clone(),
+                    source,
+                    dest,
                     esm_class: 0,
                     data_coding,
                     short_message,

@@ -59,7 +59,12 @@ def main(argv):
         if pdu.status != 0:
             error("submit_sm_resp status 0x%x" % pdu.status)
 
+    screens = [0]
+
     def on_screen(pdu, **kwargs):
+        screens[0] += 1
+        if screens[0] % 200 == 0:
+            print("SCREENS %d completed %d" % (screens[0], len(done)), flush=True)
         msisdn = pdu.destination_addr.decode() if isinstance(pdu.destination_addr, bytes) else pdu.destination_addr
         if msisdn not in state:
             error("screen for an unknown number")
@@ -92,13 +97,10 @@ def main(argv):
         msisdn = "%d" % (base + i)
         state[msisdn] = [i % 256, 0]
         send(msisdn, "*384#", 1, i % 256)
+    print("DIALLED %d" % n, flush=True)
     deadline = started + TIMEOUT
-    reported = 0
     while len(done) < n and time.monotonic() < deadline:
         client.read_once(auto_send_enquire_link=False)
-        if len(done) >= reported + 100:
-            reported = len(done) - len(done) % 100
-            print("PROGRESS %d" % reported, flush=True)
     elapsed = time.monotonic() - started
     completed = len(done)
     try:
