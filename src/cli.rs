@@ -356,11 +356,13 @@ fn loadtest(cli: &Cli, args: &LoadtestArgs) -> anyhow::Result<()> {
     };
     opts.validate()?;
     quiet_logs("warn");
-    let report = runtime()?.block_on(async {
+    let rt = runtime()?;
+    let mut installed = rt.block_on(async { Signals::install() })?;
+    let report = rt.block_on(async {
         let stop = CancellationToken::new();
         let on_signal = stop.clone();
         let signals = tokio::spawn(async move {
-            wait_for_signal().await;
+            installed.recv().await;
             on_signal.cancel();
         });
         let report = loadtest::run(opts, stop, &mut std::io::stderr()).await;
@@ -375,15 +377,18 @@ fn loadtest(cli: &Cli, args: &LoadtestArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    // Handlers first: from the moment the daemon says it listens, SIGTERM means a graceful
+    // stop, never the default kill.
+    let mut signals = Signals::install()?;
     let shutdown = CancellationToken::new();
     let daemon = Daemon::start(config, shutdown.clone()).await?;
     info!(smpp = %daemon.smpp_addr, http = %daemon.http_addr, "chogate ready");
-    let signals = shutdown.clone();
+    let stop = shutdown.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signals.recv().await;
         info!("signal received: unbinding peers and draining");
-        signals.cancel();
-        wait_for_signal().await;
+        stop.cancel();
+        signals.recv().await;
         warn!("second signal: exiting now");
         std::process::exit(130);
     });
@@ -391,25 +396,43 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// SIGTERM and SIGINT (Ctrl-C elsewhere), listened to from creation on.
 #[cfg(unix)]
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("SIGINT handler")?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
         }
     }
 }
 
 #[cfg(not(unix))]
-async fn wait_for_signal() {
-    let _ = tokio::signal::ctrl_c().await;
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        Ok(Signals)
+    }
+
+    async fn recv(&mut self) {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// `migrate`, `households import|export`, `seed-demo`, `stats`: the database of
