@@ -154,7 +154,25 @@ impl Market {
             counters: counters.clone(),
             products: products.clone(),
         };
-        tokio::spawn(writer.run(shutdown, stopped.clone()));
+        match store.backend() {
+            // SQLite statements run in the calling thread: the writer gets a thread of its
+            // own (with a runtime of its own for the channels and the shutdown token), so
+            // that its commits never hold up the tasks that serve the SMPP binds.
+            Backend::Sqlite => {
+                let stopped = stopped.clone();
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| StoreError::Thread(e.to_string()))?;
+                std::thread::Builder::new()
+                    .name("chogate-writer".to_owned())
+                    .spawn(move || runtime.block_on(writer.run(shutdown, stopped)))
+                    .map_err(|e| StoreError::Thread(e.to_string()))?;
+            }
+            Backend::Postgres => {
+                tokio::spawn(writer.run(shutdown, stopped.clone()));
+            }
+        }
         info!(backend = ?store.backend(), products = products.len(), "market open");
         Ok(Market { inner: Arc::new(Inner { store, jobs, products, counters, stopped }) })
     }

@@ -19,8 +19,7 @@ use std::borrow::Cow;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnection, PgRow};
-use sqlx::sqlite::{SqliteConnection, SqliteRow};
-use sqlx::{AssertSqlSafe, Postgres, Row as _, SqlSafeStr, Sqlite};
+use sqlx::{Postgres, Row as _, SqlSafeStr};
 
 use crate::config::DatabaseConfig;
 
@@ -33,6 +32,20 @@ pub enum StoreError {
     /// The database refused a statement or the connection failed.
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+    /// SQLite refused a statement or could not open the file.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A column is missing from a row, or holds a value of another type.
+    #[error("column {column}: {reason}")]
+    Column {
+        /// The column.
+        column: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The writer's thread could not be started.
+    #[error("cannot start the writer thread: {0}")]
+    Thread(String),
     /// A migration could not be applied (or an applied one was changed).
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -50,8 +63,9 @@ pub enum StoreError {
         /// What it held.
         value: String,
     },
-    /// The writer task has stopped (shutdown): nothing more can be written.
-    #[error("the database writer has stopped")]
+    /// The store was closed or its writer has stopped (shutdown): nothing more can be
+    /// read or written.
+    #[error("the database is closed")]
     Closed,
     /// The action was rolled back (a deadlock with another node's writer, a lock timeout) or
     /// the transaction that carried it failed as a whole (then, if the commit itself failed,
@@ -114,7 +128,12 @@ impl Store {
     pub async fn migrate(&self) -> Result<(), StoreError> {
         let migrator = migrator(self.backend());
         match self {
-            Store::Sqlite(s) => migrator.run(s.pool()).await?,
+            Store::Sqlite(s) => {
+                let mut conn = s.migration_conn().await?;
+                let result = migrator.run(&mut conn).await;
+                sqlx::Connection::close(conn).await?;
+                result?;
+            }
             Store::Postgres(s) => migrator.run(s.pool()).await?,
         }
         Ok(())
@@ -133,7 +152,7 @@ impl Store {
     /// A connection from the read pool.
     pub async fn read(&self) -> Result<ReadConn, StoreError> {
         Ok(match self {
-            Store::Sqlite(s) => ReadConn::Sqlite(s.pool().acquire().await?),
+            Store::Sqlite(s) => ReadConn::Sqlite(s.read()?),
             Store::Postgres(s) => ReadConn::Postgres(s.pool().acquire().await?),
         })
     }
@@ -141,7 +160,7 @@ impl Store {
     /// A new dedicated connection for the writer task.
     pub async fn writer(&self) -> Result<WriterConn, StoreError> {
         Ok(match self {
-            Store::Sqlite(s) => WriterConn::Sqlite(s.connect_writer().await?),
+            Store::Sqlite(s) => WriterConn::Sqlite(s.open()?),
             Store::Postgres(s) => WriterConn::Postgres(s.connect_writer().await?),
         })
     }
@@ -149,7 +168,7 @@ impl Store {
     /// Closes the read pool (waits for borrowed connections to come back).
     pub async fn close(&self) {
         match self {
-            Store::Sqlite(s) => s.pool().close().await,
+            Store::Sqlite(s) => s.close(),
             Store::Postgres(s) => s.pool().close().await,
         }
     }
@@ -191,7 +210,7 @@ fn migrator(backend: Backend) -> Migrator {
 /// A connection borrowed from the read pool.
 pub enum ReadConn {
     /// SQLite.
-    Sqlite(PoolConnection<Sqlite>),
+    Sqlite(sqlite::Reader),
     /// PostgreSQL.
     Postgres(PoolConnection<Postgres>),
 }
@@ -200,7 +219,10 @@ impl ReadConn {
     /// The connection, to run statements on.
     pub fn conn(&mut self) -> Conn<'_> {
         match self {
-            ReadConn::Sqlite(c) => Conn::Sqlite(c),
+            ReadConn::Sqlite(c) => match c.conn() {
+                Some(c) => Conn::Sqlite(c),
+                None => Conn::Gone,
+            },
             ReadConn::Postgres(c) => Conn::Postgres(c),
         }
     }
@@ -209,7 +231,7 @@ impl ReadConn {
 /// The writer task's own connection.
 pub enum WriterConn {
     /// SQLite.
-    Sqlite(SqliteConnection),
+    Sqlite(rusqlite::Connection),
     /// PostgreSQL.
     Postgres(PgConnection),
 }
@@ -226,10 +248,14 @@ impl WriterConn {
     /// Closes the connection cleanly (errors are of no use at this point and are dropped).
     pub async fn close(self) {
         use sqlx::Connection as _;
-        let _ = match self {
-            WriterConn::Sqlite(c) => c.close().await,
-            WriterConn::Postgres(c) => c.close().await,
-        };
+        match self {
+            WriterConn::Sqlite(c) => {
+                let _ = c.close();
+            }
+            WriterConn::Postgres(c) => {
+                let _ = c.close().await;
+            }
+        }
     }
 }
 
@@ -310,15 +336,15 @@ pub enum ColType {
     Json,
 }
 
-/// Most rows in one SQLite multi-row `INSERT`.
-const SQLITE_ROWS_PER_INSERT: usize = 256;
-
 /// A connection of either backend, borrowed for a few statements.
 pub enum Conn<'c> {
-    /// SQLite.
-    Sqlite(&'c mut SqliteConnection),
+    /// SQLite (statements run in the calling thread).
+    Sqlite(&'c mut rusqlite::Connection),
     /// PostgreSQL.
     Postgres(&'c mut PgConnection),
+    /// A reader whose connection was already handed back (never happens; every statement
+    /// on it fails).
+    Gone,
 }
 
 macro_rules! bind_all {
@@ -341,7 +367,7 @@ impl Conn<'_> {
     /// Which backend this connection belongs to.
     pub fn backend(&self) -> Backend {
         match self {
-            Conn::Sqlite(_) => Backend::Sqlite,
+            Conn::Sqlite(_) | Conn::Gone => Backend::Sqlite,
             Conn::Postgres(_) => Backend::Postgres,
         }
     }
@@ -349,24 +375,22 @@ impl Conn<'_> {
     /// Runs a statement; returns the number of rows it changed.
     pub async fn execute(&mut self, sql: impl SqlSafeStr, args: Vec<Arg>) -> Result<u64, StoreError> {
         Ok(match self {
-            Conn::Sqlite(c) => {
-                bind_all!(sqlx::query::<Sqlite>(sql), args).execute(&mut **c).await?.rows_affected()
-            }
+            Conn::Sqlite(c) => sqlite::execute(c, sql.into_sql_str().as_str(), &args)?,
             Conn::Postgres(c) => {
                 bind_all!(sqlx::query::<Postgres>(sql), args).execute(&mut **c).await?.rows_affected()
             }
+            Conn::Gone => return Err(StoreError::Closed),
         })
     }
 
     /// Runs a query; returns every row.
     pub async fn fetch_all(&mut self, sql: impl SqlSafeStr, args: Vec<Arg>) -> Result<Vec<Row>, StoreError> {
         Ok(match self {
-            Conn::Sqlite(c) => bind_all!(sqlx::query::<Sqlite>(sql), args)
-                .fetch_all(&mut **c)
-                .await?
+            Conn::Sqlite(c) => sqlite::fetch(c, sql.into_sql_str().as_str(), &args, usize::MAX)?
                 .into_iter()
                 .map(Row::Sqlite)
                 .collect(),
+            Conn::Gone => return Err(StoreError::Closed),
             Conn::Postgres(c) => bind_all!(sqlx::query::<Postgres>(sql), args)
                 .fetch_all(&mut **c)
                 .await?
@@ -384,8 +408,9 @@ impl Conn<'_> {
     ) -> Result<Option<Row>, StoreError> {
         Ok(match self {
             Conn::Sqlite(c) => {
-                bind_all!(sqlx::query::<Sqlite>(sql), args).fetch_optional(&mut **c).await?.map(Row::Sqlite)
+                sqlite::fetch(c, sql.into_sql_str().as_str(), &args, 1)?.into_iter().next().map(Row::Sqlite)
             }
+            Conn::Gone => return Err(StoreError::Closed),
             Conn::Postgres(c) => bind_all!(sqlx::query::<Postgres>(sql), args)
                 .fetch_optional(&mut **c)
                 .await?
@@ -397,8 +422,12 @@ impl Conn<'_> {
     pub async fn fetch_one(&mut self, sql: impl SqlSafeStr, args: Vec<Arg>) -> Result<Row, StoreError> {
         Ok(match self {
             Conn::Sqlite(c) => {
-                Row::Sqlite(bind_all!(sqlx::query::<Sqlite>(sql), args).fetch_one(&mut **c).await?)
+                match sqlite::fetch(c, sql.into_sql_str().as_str(), &args, 1)?.into_iter().next() {
+                    Some(row) => Row::Sqlite(row),
+                    None => return Err(StoreError::Db(sqlx::Error::RowNotFound)),
+                }
             }
+            Conn::Gone => return Err(StoreError::Closed),
             Conn::Postgres(c) => {
                 Row::Postgres(bind_all!(sqlx::query::<Postgres>(sql), args).fetch_one(&mut **c).await?)
             }
@@ -408,12 +437,11 @@ impl Conn<'_> {
     /// Runs SQL without parameters (transaction control, savepoints).
     pub async fn raw(&mut self, sql: &'static str) -> Result<(), StoreError> {
         match self {
-            Conn::Sqlite(c) => {
-                sqlx::raw_sql(sql).execute(&mut **c).await?;
-            }
+            Conn::Sqlite(c) => sqlite::batch(c, sql)?,
             Conn::Postgres(c) => {
                 sqlx::raw_sql(sql).execute(&mut **c).await?;
             }
+            Conn::Gone => return Err(StoreError::Closed),
         }
         Ok(())
     }
@@ -428,8 +456,8 @@ impl Conn<'_> {
         }
     }
 
-    /// Inserts many rows with as few statements as possible: multi-row `VALUES` on SQLite
-    /// (each statement costs a thread hand-off there), one `INSERT ... SELECT FROM UNNEST`
+    /// Inserts many rows with as few statements as possible: one prepared statement run
+    /// per row on SQLite (no round trip), one `INSERT ... SELECT FROM UNNEST`
     /// of array binds on PostgreSQL. Every row must have one value per column, of the
     /// column's type. With `ignore_conflicts`, rows that would break a unique constraint
     /// are skipped (`ON CONFLICT DO NOTHING`). Returns the number of rows inserted.
@@ -453,31 +481,17 @@ impl Conn<'_> {
         let names = columns.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
         match self.backend() {
             Backend::Sqlite => {
+                // One prepared single-row statement, run per row: without a thread
+                // hand-off per statement this is as fast as a multi-row VALUES, and its
+                // text (hence its prepared statement) is the same for any number of rows.
+                let Conn::Sqlite(c) = self else {
+                    return Err(StoreError::Closed);
+                };
+                let marks = (1..=columns.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+                let sql = format!("INSERT INTO {table} ({names}) VALUES ({marks}){suffix}");
                 let mut inserted = 0;
-                let mut rows = rows.into_iter().peekable();
-                while rows.peek().is_some() {
-                    let chunk: Vec<Vec<Arg>> = rows.by_ref().take(SQLITE_ROWS_PER_INSERT).collect();
-                    let mut sql = format!("INSERT INTO {table} ({names}) VALUES ");
-                    let mut n = 0;
-                    for (i, _) in chunk.iter().enumerate() {
-                        if i > 0 {
-                            sql.push_str(", ");
-                        }
-                        sql.push('(');
-                        for j in 0..columns.len() {
-                            if j > 0 {
-                                sql.push_str(", ");
-                            }
-                            n += 1;
-                            sql.push_str(&format!("${n}"));
-                        }
-                        sql.push(')');
-                    }
-                    sql.push_str(suffix);
-                    // Audited: the text holds only the static table and column names and
-                    // numbered placeholders; every value is bound.
-                    inserted +=
-                        self.execute(AssertSqlSafe(sql), chunk.into_iter().flatten().collect()).await?;
+                for row in rows {
+                    inserted += sqlite::execute(c, &sql, &row)?;
                 }
                 Ok(inserted)
             }
@@ -494,7 +508,7 @@ impl Conn<'_> {
 /// A result row of either backend.
 pub enum Row {
     /// SQLite.
-    Sqlite(SqliteRow),
+    Sqlite(sqlite::LiteRow),
     /// PostgreSQL.
     Postgres(PgRow),
 }
@@ -503,7 +517,7 @@ impl Row {
     /// An integer column.
     pub fn int(&self, col: &str) -> Result<i64, StoreError> {
         Ok(match self {
-            Row::Sqlite(r) => r.try_get(col)?,
+            Row::Sqlite(r) => r.opt_int(col)?.ok_or_else(|| null(col))?,
             Row::Postgres(r) => r.try_get(col)?,
         })
     }
@@ -511,7 +525,7 @@ impl Row {
     /// An integer column that may be NULL.
     pub fn opt_int(&self, col: &str) -> Result<Option<i64>, StoreError> {
         Ok(match self {
-            Row::Sqlite(r) => r.try_get(col)?,
+            Row::Sqlite(r) => r.opt_int(col)?,
             Row::Postgres(r) => r.try_get(col)?,
         })
     }
@@ -519,7 +533,7 @@ impl Row {
     /// A text column.
     pub fn text(&self, col: &str) -> Result<String, StoreError> {
         Ok(match self {
-            Row::Sqlite(r) => r.try_get(col)?,
+            Row::Sqlite(r) => r.opt_text(col)?.ok_or_else(|| null(col))?,
             Row::Postgres(r) => r.try_get(col)?,
         })
     }
@@ -527,7 +541,7 @@ impl Row {
     /// A text column that may be NULL.
     pub fn opt_text(&self, col: &str) -> Result<Option<String>, StoreError> {
         Ok(match self {
-            Row::Sqlite(r) => r.try_get(col)?,
+            Row::Sqlite(r) => r.opt_text(col)?,
             Row::Postgres(r) => r.try_get(col)?,
         })
     }
@@ -535,10 +549,14 @@ impl Row {
     /// A boolean column or expression (`BOOLEAN` on PostgreSQL, 0/1 on SQLite).
     pub fn flag(&self, col: &str) -> Result<bool, StoreError> {
         Ok(match self {
-            Row::Sqlite(r) => r.try_get(col)?,
+            Row::Sqlite(r) => r.flag(col)?,
             Row::Postgres(r) => r.try_get(col)?,
         })
     }
+}
+
+fn null(col: &str) -> StoreError {
+    StoreError::Column { column: col.to_owned(), reason: "unexpected NULL".to_owned() }
 }
 
 #[cfg(test)]

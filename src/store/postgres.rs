@@ -13,7 +13,7 @@ use crate::config::DatabaseConfig;
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
-    options: PgConnectOptions,
+    options: Box<PgConnectOptions>,
 }
 
 impl PgStore {
@@ -24,7 +24,7 @@ impl PgStore {
             .application_name("chogate")
             .options([("lock_timeout", lock_timeout.as_str())]);
         let pool = PgPoolOptions::new().max_connections(cfg.read_pool).connect_with(options.clone()).await?;
-        Ok(PgStore { pool, options })
+        Ok(PgStore { pool, options: Box::new(options) })
     }
 
     /// The read pool.

@@ -1,5 +1,13 @@
 //! The SQLite backend: one file in WAL mode, foreign keys on, one writer connection and a
-//! read pool.
+//! small set of reader connections.
+//!
+//! Statements run on rusqlite connections in the calling thread, with the prepared
+//! statement kept per connection (keyed by its text): no hand-off to another thread per
+//! statement. The writer's connection belongs to the writer, which runs on its own thread
+//! (see `market::Market::open`); readers borrow a connection from [`SqliteStore::read`] for
+//! a few statements (an indexed lookup is a few microseconds, well within what an async
+//! task may spend between two awaits). sqlx is kept for the migrations only, so that the
+//! `_sqlx_migrations` table stays as it was.
 //!
 //! Durability: with `synchronous = FULL` (the default) each commit is flushed to the WAL on
 //! disk before it returns, so every acknowledged action survives a crash of chogate and a
@@ -7,22 +15,43 @@
 //! `normal` a crash of chogate (SIGKILL included) still loses nothing that was committed,
 //! but a power loss may lose the last commits.
 
+use std::borrow::Cow;
+use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
+use rusqlite::types::Value;
+use rusqlite::{Connection, OpenFlags};
 use sqlx::ConnectOptions;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteSynchronous as Sync,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous as Sync};
 
-use super::StoreError;
+use super::{Arg, StoreError};
 use crate::config::{DatabaseConfig, SqliteSynchronous};
 
-/// A SQLite database: the read pool and the options for the writer connection.
+/// Prepared statements kept per connection. The code has fewer distinct statements than
+/// this, so after warm-up every statement is prepared once per connection.
+const STATEMENT_CACHE: usize = 256;
+
+/// A SQLite database: where the file is, how to open connections, and idle readers.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    path: PathBuf,
+    synchronous: &'static str,
+    busy_timeout: Duration,
+    /// For the migrations (sqlx's migrator and its `_sqlx_migrations` table).
     options: SqliteConnectOptions,
+    /// Reader connections not in use; at most `keep` are kept.
+    idle: Mutex<Vec<Connection>>,
+    keep: usize,
+    /// Set by [`SqliteStore::close`]: no more reader connections.
+    closed: AtomicBool,
 }
 
 impl SqliteStore {
@@ -43,21 +72,266 @@ impl SqliteStore {
             })
             .foreign_keys(true)
             .busy_timeout(cfg.busy_timeout());
-        let pool = SqlitePoolOptions::new()
-            .max_connections(cfg.read_pool)
-            .min_connections(1)
-            .connect_with(options.clone())
-            .await?;
-        Ok(SqliteStore { pool, options })
+        // Creates the file and switches it to WAL (a property of the file).
+        let first = options.connect().await?;
+        sqlx::Connection::close(first).await?;
+        let store = SqliteStore {
+            inner: Arc::new(Inner {
+                path: options.get_filename().to_path_buf(),
+                synchronous: match cfg.sqlite_synchronous {
+                    SqliteSynchronous::Full => "FULL",
+                    SqliteSynchronous::Normal => "NORMAL",
+                },
+                busy_timeout: cfg.busy_timeout(),
+                options,
+                idle: Mutex::new(Vec::new()),
+                keep: cfg.read_pool.max(1) as usize,
+                closed: AtomicBool::new(false),
+            }),
+        };
+        // Fail now, not at the first read, when the file cannot be opened.
+        let conn = store.open()?;
+        store.put_back(conn);
+        Ok(store)
     }
 
-    /// The read pool.
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
+    /// A sqlx connection, for the migrations.
+    pub async fn migration_conn(&self) -> Result<SqliteConnection, StoreError> {
+        Ok(self.inner.options.connect().await?)
     }
 
-    /// A new connection for the writer task.
-    pub async fn connect_writer(&self) -> Result<SqliteConnection, StoreError> {
-        Ok(self.options.connect().await?)
+    /// A new connection with the settings every connection gets.
+    pub fn open(&self) -> Result<Connection, StoreError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI;
+        let conn = Connection::open_with_flags(&self.inner.path, flags)?;
+        conn.busy_timeout(self.inner.busy_timeout)?;
+        conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))?;
+        conn.execute_batch(&format!(
+            "PRAGMA synchronous = {}; PRAGMA foreign_keys = ON;",
+            self.inner.synchronous
+        ))?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        Ok(conn)
+    }
+
+    /// A reader connection: an idle one, or a new one.
+    pub fn read(&self) -> Result<Reader, StoreError> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        let idle = self.inner.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => self.open()?,
+        };
+        Ok(Reader { conn: Some(conn), store: self.clone() })
+    }
+
+    fn put_back(&self, conn: Connection) {
+        let mut idle = self.inner.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < self.inner.keep && conn.is_autocommit() {
+            idle.push(conn);
+        }
+    }
+
+    /// Refuses new readers and drops the idle ones.
+    pub fn close(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+        self.inner.idle.lock().unwrap_or_else(PoisonError::into_inner).clear();
+    }
+}
+
+/// A reader connection, back to the idle set when dropped.
+pub struct Reader {
+    conn: Option<Connection>,
+    store: SqliteStore,
+}
+
+impl Reader {
+    /// The connection.
+    pub fn conn(&mut self) -> Option<&mut Connection> {
+        self.conn.as_mut()
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.store.put_back(conn);
+        }
+    }
+}
+
+/// `$1`-style placeholders (what the SQL above the store is written with) as `?1`: the
+/// parameter numbered N is then bound at index N, whatever order the placeholders appear in.
+fn positional(sql: &str) -> Cow<'_, str> {
+    if !sql.contains('$') {
+        return Cow::Borrowed(sql);
+    }
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+            out.push('?');
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+fn bind(stmt: &mut rusqlite::Statement<'_>, args: &[Arg]) -> Result<(), rusqlite::Error> {
+    let expected = stmt.parameter_count();
+    if args.len() != expected {
+        return Err(rusqlite::Error::InvalidParameterCount(args.len(), expected));
+    }
+    for (i, arg) in args.iter().enumerate() {
+        let at = i + 1;
+        match arg {
+            Arg::Int(v) => stmt.raw_bind_parameter(at, v)?,
+            Arg::OptInt(v) => stmt.raw_bind_parameter(at, v)?,
+            Arg::Text(v) => stmt.raw_bind_parameter(at, v)?,
+            Arg::OptText(v) => stmt.raw_bind_parameter(at, v)?,
+            Arg::Bool(v) => stmt.raw_bind_parameter(at, v)?,
+        }
+    }
+    Ok(())
+}
+
+/// Runs a statement (every row it returns is read and dropped); returns the rows changed.
+pub fn execute(conn: &mut Connection, sql: &str, args: &[Arg]) -> Result<u64, StoreError> {
+    let sql = positional(sql);
+    let mut stmt = conn.prepare_cached(&sql)?;
+    bind(&mut stmt, args)?;
+    let mut rows = stmt.raw_query();
+    while rows.next()?.is_some() {}
+    drop(rows);
+    drop(stmt);
+    Ok(conn.changes())
+}
+
+/// Runs a query; returns up to `limit` rows.
+pub fn fetch(
+    conn: &mut Connection,
+    sql: &str,
+    args: &[Arg],
+    limit: usize,
+) -> Result<Vec<LiteRow>, StoreError> {
+    let sql = positional(sql);
+    let mut stmt = conn.prepare_cached(&sql)?;
+    bind(&mut stmt, args)?;
+    let names: Arc<[String]> = stmt.column_names().into_iter().map(str::to_owned).collect();
+    let width = names.len();
+    let mut out = Vec::new();
+    let mut rows = stmt.raw_query();
+    while out.len() < limit {
+        let Some(row) = rows.next()? else { break };
+        let mut values = Vec::with_capacity(width);
+        for i in 0..width {
+            values.push(row.get::<_, Value>(i)?);
+        }
+        out.push(LiteRow { names: names.clone(), values });
+    }
+    Ok(out)
+}
+
+/// Runs SQL without parameters, possibly several statements.
+pub fn batch(conn: &mut Connection, sql: &str) -> Result<(), StoreError> {
+    if sql.contains(';') {
+        conn.execute_batch(sql)?;
+    } else {
+        let mut stmt = conn.prepare_cached(sql)?;
+        let mut rows = stmt.raw_query();
+        while rows.next()?.is_some() {}
+    }
+    Ok(())
+}
+
+/// A row read from SQLite: the column names (shared by the rows of one query) and values.
+#[derive(Debug, Clone)]
+pub struct LiteRow {
+    names: Arc<[String]>,
+    values: Vec<Value>,
+}
+
+impl LiteRow {
+    fn get(&self, col: &str) -> Result<&Value, StoreError> {
+        self.names
+            .iter()
+            .position(|n| n == col)
+            .and_then(|i| self.values.get(i))
+            .ok_or_else(|| StoreError::Column { column: col.to_owned(), reason: "no such column".to_owned() })
+    }
+
+    fn mismatch(col: &str, want: &str, got: &Value) -> StoreError {
+        StoreError::Column {
+            column: col.to_owned(),
+            reason: format!("expected {want}, found {:?}", got.data_type()),
+        }
+    }
+
+    /// An integer column that may be NULL.
+    pub fn opt_int(&self, col: &str) -> Result<Option<i64>, StoreError> {
+        match self.get(col)? {
+            Value::Integer(v) => Ok(Some(*v)),
+            Value::Null => Ok(None),
+            other => Err(Self::mismatch(col, "an integer", other)),
+        }
+    }
+
+    /// A text column that may be NULL.
+    pub fn opt_text(&self, col: &str) -> Result<Option<String>, StoreError> {
+        match self.get(col)? {
+            Value::Text(v) => Ok(Some(v.clone())),
+            Value::Null => Ok(None),
+            other => Err(Self::mismatch(col, "text", other)),
+        }
+    }
+
+    /// A boolean column or expression (0/1).
+    pub fn flag(&self, col: &str) -> Result<bool, StoreError> {
+        match self.get(col)? {
+            Value::Integer(v) => Ok(*v != 0),
+            other => Err(Self::mismatch(col, "a boolean (0/1)", other)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dollar_placeholders_should_become_numbered_question_marks() {
+        assert_eq!(positional("UPDATE t SET a = $2 WHERE id = $1"), "UPDATE t SET a = ?2 WHERE id = ?1");
+        assert_eq!(positional("SELECT 1"), "SELECT 1");
+        assert_eq!(positional("SELECT '$x', $10"), "SELECT '$x', ?10");
+    }
+
+    #[test]
+    fn numbered_parameters_should_bind_by_number_not_by_position() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        execute(&mut conn, "CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT)", &[]).unwrap();
+        execute(&mut conn, "INSERT INTO t (id, a) VALUES ($1, 'x')", &[Arg::Int(7)]).unwrap();
+        let changed =
+            execute(&mut conn, "UPDATE t SET a = $2 WHERE id = $1", &[Arg::Int(7), Arg::Text("y".into())])
+                .unwrap();
+        assert_eq!(changed, 1);
+        let rows = fetch(&mut conn, "SELECT id, a, a IS NULL AS missing FROM t", &[], usize::MAX).unwrap();
+        assert_eq!(rows[0].opt_int("id").unwrap(), Some(7));
+        assert_eq!(rows[0].opt_text("a").unwrap().as_deref(), Some("y"));
+        assert!(!rows[0].flag("missing").unwrap());
+        assert!(rows[0].opt_int("a").is_err());
+        assert!(rows[0].opt_int("nope").is_err());
+    }
+
+    #[test]
+    fn a_wrong_number_of_arguments_should_be_refused() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        assert!(execute(&mut conn, "SELECT $1", &[]).is_err());
+        assert!(execute(&mut conn, "SELECT $1", &[Arg::Int(1), Arg::Int(2)]).is_err());
     }
 }
