@@ -215,9 +215,15 @@ impl Market {
 
     /// Claims up to `limit` queued messages that are due, for `lease_ms`: nobody else takes
     /// them meanwhile, and they are due again afterwards unless an outcome is recorded.
-    /// Queued messages past their validity are marked expired on the way.
-    pub async fn outbox_claim(&self, limit: usize, lease_ms: i64) -> Result<Vec<OutboxMessage>, MarketError> {
-        match self.outbox_op(outbox::OutboxOp::Claim { limit, lease_ms }).await? {
+    /// Due messages past their validity are marked expired instead of claimed; with `sweep`,
+    /// every queued message past its validity is (a scan of the queue: now and then).
+    pub async fn outbox_claim(
+        &self,
+        limit: usize,
+        lease_ms: i64,
+        sweep: bool,
+    ) -> Result<Vec<OutboxMessage>, MarketError> {
+        match self.outbox_op(outbox::OutboxOp::Claim { limit, lease_ms, sweep }).await? {
             outbox::OutboxReply::Claimed(m) => Ok(m),
             other => Err(MarketError::NotAllowed(format!("unexpected writer answer {other:?}"))),
         }

@@ -13,7 +13,7 @@ use crate::args;
 use crate::store::{Arg, Backend, ColType, Conn, StoreError};
 
 /// Rows per statement (SQLite allows 32766 bound values).
-const CHUNK: usize = 500;
+const CHUNK: usize = 512;
 
 /// A message claimed for sending.
 #[derive(Debug, Clone, PartialEq)]
@@ -128,7 +128,13 @@ pub struct MessageStatus {
 /// Work for the writer.
 #[derive(Debug)]
 pub(crate) enum OutboxOp {
-    Claim { limit: usize, lease_ms: i64 },
+    /// `sweep`: also mark expired every queued message past its validity, due or not (a
+    /// scan of the queue: the notifier asks for it now and then, not at every claim).
+    Claim {
+        limit: usize,
+        lease_ms: i64,
+        sweep: bool,
+    },
     Record(Vec<OutboxOutcome>),
     Receipts(Vec<(String, ReceiptUpdate)>),
 }
@@ -143,7 +149,9 @@ pub(crate) enum OutboxReply {
 
 pub(crate) async fn apply(c: &mut Conn<'_>, op: OutboxOp, now: i64) -> Result<OutboxReply, StoreError> {
     match op {
-        OutboxOp::Claim { limit, lease_ms } => claim(c, limit, lease_ms, now).await.map(OutboxReply::Claimed),
+        OutboxOp::Claim { limit, lease_ms, sweep } => {
+            claim(c, limit, lease_ms, sweep, now).await.map(OutboxReply::Claimed)
+        }
         OutboxOp::Record(outcomes) => record(c, outcomes, now).await.map(|()| OutboxReply::Recorded),
         OutboxOp::Receipts(list) => {
             receipts(c, list).await.map(|unmatched| OutboxReply::Receipts { unmatched })
@@ -172,7 +180,8 @@ async fn update_values(
     let mut changed = 0;
     let mut rows = rows.into_iter().peekable();
     while rows.peek().is_some() {
-        let chunk: Vec<Vec<Arg>> = rows.by_ref().take(CHUNK).collect();
+        let mut chunk: Vec<Vec<Arg>> = rows.by_ref().take(CHUNK).collect();
+        pad(&mut chunk);
         let mut sql = format!("WITH v({}) AS (VALUES ", names.join(", "));
         let mut n = 0;
         for (i, _) in chunk.iter().enumerate() {
@@ -194,6 +203,19 @@ async fn update_values(
     Ok(changed)
 }
 
+/// Pads a chunk of rows (or IN-list values) to a power of two by repeating its last one.
+///
+/// A statement's text depends on how many rows it carries, and each text is prepared once
+/// per connection and kept: padding bounds the texts of one statement to ten (1, 2, 4, …,
+/// 512), all prepared after warm-up, instead of one per batch size. The repeats change
+/// nothing: an IN list is a set, and `UPDATE … FROM v` / `… IN (SELECT id FROM v)` touch
+/// each target row once.
+fn pad<T: Clone>(chunk: &mut Vec<T>) {
+    if let Some(last) = chunk.last().cloned() {
+        chunk.resize(chunk.len().next_power_of_two(), last);
+    }
+}
+
 /// `$start, $start+1, …` for an IN list.
 fn placeholders(start: usize, n: usize) -> String {
     (start..start + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
@@ -203,13 +225,16 @@ async fn claim(
     c: &mut Conn<'_>,
     limit: usize,
     lease_ms: i64,
+    sweep: bool,
     now: i64,
 ) -> Result<Vec<OutboxMessage>, StoreError> {
-    c.execute(
-        "UPDATE outbox SET status = 'expired', done_at_ms = $1 WHERE status = 'queued' AND expires_at_ms <= $1",
-        args![now],
-    )
-    .await?;
+    if sweep {
+        c.execute(
+            "UPDATE outbox SET status = 'expired', done_at_ms = $1 WHERE status = 'queued' AND expires_at_ms <= $1",
+            args![now],
+        )
+        .await?;
+    }
     let lock = match c.backend() {
         Backend::Postgres => " FOR UPDATE SKIP LOCKED",
         Backend::Sqlite => "",
@@ -220,7 +245,13 @@ async fn claim(
     );
     let rows = c.fetch_all(AssertSqlSafe(sql), args![now, limit as i64]).await?;
     let mut out = Vec::with_capacity(rows.len());
+    let mut expired = Vec::new();
     for r in rows {
+        if r.int("expires_at_ms")? <= now {
+            // Past its validity: never sent.
+            expired.push(vec![Arg::Int(r.int("id")?), Arg::Int(now)]);
+            continue;
+        }
         let lang_text = r.text("lang")?;
         let lang = Lang::parse(&lang_text)
             .ok_or_else(|| StoreError::Corrupt { column: "outbox.lang", value: lang_text.clone() })?;
@@ -235,6 +266,13 @@ async fn claim(
             expires_at_ms: r.int("expires_at_ms")?,
         });
     }
+    update_values(
+        c,
+        &[("id", ColType::Int), ("at", ColType::Int)],
+        expired,
+        "UPDATE outbox SET status = 'expired', done_at_ms = v.at FROM v WHERE outbox.id = v.id",
+    )
+    .await?;
     // The lease: ours until then; due again afterwards if we never record an outcome.
     let rows: Vec<Vec<Arg>> = out.iter().map(|m| vec![Arg::Int(m.id), Arg::Int(now + lease_ms)]).collect();
     update_values(
@@ -360,6 +398,8 @@ async fn apply_pending(c: &mut Conn<'_>, parts: &[(i64, i64, String, String)]) -
     let mut hits = Vec::new();
     let mut applied = Vec::new();
     for chunk in mids.chunks(CHUNK) {
+        let mut chunk = chunk.to_vec();
+        pad(&mut chunk);
         let sql = format!(
             "SELECT id, smsc, message_id, delivered, state, at_ms FROM receipts_pending WHERE message_id IN ({})",
             placeholders(1, chunk.len())
@@ -424,6 +464,8 @@ async fn apply_hits(c: &mut Conn<'_>, hits: Vec<Hit>) -> Result<(), StoreError> 
     .await?;
     let mut finished = Vec::new();
     for chunk in ids.chunks(CHUNK) {
+        let mut chunk = chunk.to_vec();
+        pad(&mut chunk);
         let sql = format!(
             "SELECT outbox_id, COUNT(*) AS n, \
              SUM(CASE WHEN status = 'delivered' THEN 1 ELSE 0 END) AS d, \
@@ -460,6 +502,8 @@ async fn receipts(c: &mut Conn<'_>, list: Vec<(String, ReceiptUpdate)>) -> Resul
     all.dedup();
     let mut found: HashMap<(String, String), (i64, i64)> = HashMap::new();
     for chunk in all.chunks(CHUNK) {
+        let mut chunk = chunk.to_vec();
+        pad(&mut chunk);
         let sql = format!(
             "SELECT outbox_id, part, smsc, message_id FROM outbox_parts WHERE message_id IN ({})",
             placeholders(1, chunk.len())
@@ -524,4 +568,25 @@ pub(crate) async fn message(c: &mut Conn<'_>, id: i64) -> Result<Option<MessageS
         smsc: r.opt_text("smsc")?,
         parts: r.int("parts")?,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_should_be_padded_to_a_power_of_two_with_their_last_row() {
+        let mut v = vec![1, 2, 3];
+        pad(&mut v);
+        assert_eq!(v, [1, 2, 3, 3]);
+        let mut v = vec![7];
+        pad(&mut v);
+        assert_eq!(v, [7]);
+        let mut v: Vec<i32> = (0..300).collect();
+        pad(&mut v);
+        assert_eq!((v.len(), v[511]), (512, 299));
+        let mut v: Vec<i32> = Vec::new();
+        pad(&mut v);
+        assert!(v.is_empty());
+    }
 }

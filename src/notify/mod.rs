@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
@@ -43,6 +44,9 @@ use receipt::Outcome;
 const CLAIM_BATCH: usize = 2000;
 /// How long a claimed message is ours before it becomes due again (crash safety).
 const LEASE_MS: i64 = 120_000;
+/// How often a claim also sweeps the whole queue for messages past their validity (due ones
+/// are expired at every claim; the sweep catches those waiting for a retry).
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// Idle poll interval of the outbox.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -207,10 +211,15 @@ impl Notifier {
 
     /// Claims due messages and submits them until shutdown.
     async fn drain_outbox(self: Arc<Self>, shutdown: CancellationToken, tracker: TaskTracker) {
+        let mut swept: Option<Instant> = None;
         loop {
+            let sweep = swept.is_none_or(|at| at.elapsed() >= SWEEP_EVERY);
+            if sweep {
+                swept = Some(Instant::now());
+            }
             let batch = tokio::select! {
                 () = shutdown.cancelled() => break,
-                b = self.market.outbox_claim(CLAIM_BATCH, LEASE_MS) => b,
+                b = self.market.outbox_claim(CLAIM_BATCH, LEASE_MS, sweep) => b,
             };
             let batch = match batch {
                 Ok(b) => b,

@@ -182,11 +182,13 @@ pub fn migrations(backend: Backend) -> &'static [(i64, &'static str, &'static st
             (1, "init", include_str!("../../migrations/sqlite/0001_init.sql")),
             (2, "outbox_parts", include_str!("../../migrations/sqlite/0002_outbox_parts.sql")),
             (3, "api", include_str!("../../migrations/sqlite/0003_api.sql")),
+            (4, "outbox_indexes", include_str!("../../migrations/sqlite/0004_outbox_indexes.sql")),
         ],
         Backend::Postgres => &[
             (1, "init", include_str!("../../migrations/postgres/0001_init.sql")),
             (2, "outbox_parts", include_str!("../../migrations/postgres/0002_outbox_parts.sql")),
             (3, "api", include_str!("../../migrations/postgres/0003_api.sql")),
+            (4, "outbox_indexes", include_str!("../../migrations/postgres/0004_outbox_indexes.sql")),
         ],
     }
 }
