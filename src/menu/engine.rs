@@ -19,6 +19,9 @@ pub const MAX_OPTIONS_PER_PAGE: usize = 8;
 /// Dialogue variables.
 pub type Vars = HashMap<String, String>;
 
+/// A message shown on top of a screen after invalid input: its name and its variables.
+pub type Hint = (&'static str, Vec<(String, String)>);
+
 /// One entry of a list screen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Item {
@@ -98,9 +101,9 @@ pub struct Cursor {
     /// Inputs taken so far.
     pub step: u32,
     /// A message shown on top of the screen (after invalid input).
-    pub hint: Option<(&'static str, Vec<(String, String)>)>,
+    pub hint: Option<Box<Hint>>,
     /// The dialogue ends with this text instead of the screen's own.
-    pub ending: Option<Text>,
+    pub ending: Option<Box<Text>>,
     /// Language and encoding.
     pub target: Target,
 }
@@ -340,7 +343,7 @@ impl Menus {
         };
         match &screen.kind {
             Kind::Choice { .. } | Kind::List { .. } => {
-                let (header, labels, nav) = self.list_parts(c, previous_hint.as_ref());
+                let (header, labels, nav) = self.list_parts(c, previous_hint.as_deref());
                 let pages = paginate(&header, &labels, &nav, c.target);
                 let page = pages.get(c.page).cloned().unwrap_or(0..0);
                 match input {
@@ -356,7 +359,7 @@ impl Menus {
                                 page.start + n - 1
                             }
                             _ => {
-                                c.hint = Some(("invalid", Vec::new()));
+                                c.hint = Some(Box::new(("invalid", Vec::new())));
                                 return;
                             }
                         };
@@ -392,10 +395,10 @@ impl Menus {
                 }
                 let value = parse_number(input).filter(|v| (*min..=*max).contains(v));
                 let Some(value) = value else {
-                    c.hint = Some((
+                    c.hint = Some(Box::new((
                         "number_range",
                         vec![("min".into(), min.to_string()), ("max".into(), max.to_string())],
-                    ));
+                    )));
                     return;
                 };
                 c.vars.insert(var.clone(), value.to_string());
@@ -415,14 +418,14 @@ impl Menus {
                 let value = match check_format(*format, input, *max_len) {
                     Ok(v) => v,
                     Err(message) => {
-                        c.hint = Some((message, vec![("max_len".into(), max_len.to_string())]));
+                        c.hint = Some(Box::new((message, vec![("max_len".into(), max_len.to_string())])));
                         return;
                     }
                 };
                 if let Some(other) = same_as
                     && c.vars.get(other) != Some(&value)
                 {
-                    c.hint = Some(("pin_mismatch", Vec::new()));
+                    c.hint = Some(Box::new(("pin_mismatch", Vec::new())));
                     return;
                 }
                 c.vars.insert(var.clone(), value);
@@ -456,7 +459,7 @@ impl Menus {
                             }
                         }
                     }
-                    _ => c.hint = Some(("invalid", Vec::new())),
+                    _ => c.hint = Some(Box::new(("invalid", Vec::new()))),
                 }
             }
             Kind::Final => {
@@ -485,12 +488,12 @@ impl Menus {
 
     fn apply_error(&self, c: &mut Cursor, e: ActError) {
         match e {
-            ActError::Reask { message, vars } => c.hint = Some((message, vars)),
+            ActError::Reask { message, vars } => c.hint = Some(Box::new((message, vars))),
             ActError::Fail { message, vars } => {
                 for (k, v) in vars {
                     c.vars.insert(k, v);
                 }
-                c.ending = Some(self.message(message).clone());
+                c.ending = Some(Box::new(self.message(message).clone()));
                 c.page = 0;
             }
         }
@@ -542,7 +545,7 @@ impl Menus {
         if let Kind::List { source, empty, .. } = &screen.kind {
             match b.items(source, &c.vars).await {
                 Ok(items) if items.is_empty() => {
-                    c.ending = Some(empty.clone());
+                    c.ending = Some(Box::new(empty.clone()));
                     c.items = Arc::new(Vec::new());
                 }
                 Ok(items) => c.items = Arc::new(items),
@@ -551,18 +554,14 @@ impl Menus {
         }
     }
 
-    fn hint_text(&self, c: &Cursor, hint: Option<&(&'static str, Vec<(String, String)>)>) -> Option<String> {
+    fn hint_text(&self, c: &Cursor, hint: Option<&Hint>) -> Option<String> {
         let (name, vars) = hint?;
         let template = self.message(name).get(c.target.lang);
         Some(fill_with(template, |k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())))
     }
 
     /// Header, labels and navigation of a choice or list screen.
-    fn list_parts(
-        &self,
-        c: &Cursor,
-        hint: Option<&(&'static str, Vec<(String, String)>)>,
-    ) -> (String, Vec<String>, Nav) {
+    fn list_parts(&self, c: &Cursor, hint: Option<&Hint>) -> (String, Vec<String>, Nav) {
         let lang = c.target.lang;
         let screen = &self.screens[c.screen];
         let title = fill(screen.title.get(lang), &c.vars);
@@ -592,7 +591,7 @@ impl Menus {
             None => {
                 let screen = &self.screens[c.screen];
                 let title = fill(screen.title.get(lang), &c.vars);
-                let body = match self.hint_text(c, c.hint.as_ref()) {
+                let body = match self.hint_text(c, c.hint.as_deref()) {
                     Some(h) => join(&h, &title),
                     None => title,
                 };
@@ -618,7 +617,7 @@ impl Menus {
             let text = pages.into_iter().nth(page).unwrap_or_default();
             return Rendered { text, end: ends && page == last };
         }
-        let (header, labels, nav) = self.list_parts(c, c.hint.as_ref());
+        let (header, labels, nav) = self.list_parts(c, c.hint.as_deref());
         let pages = paginate(&header, &labels, &nav, c.target);
         let page = c.page.min(pages.len() - 1);
         let range = pages[page].clone();

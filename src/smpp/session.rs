@@ -407,32 +407,21 @@ impl SessionHandle {
     /// Sends a request and waits for its response (which may carry an error status, or be a
     /// generic_nack). Waits for room in the window first.
     pub async fn request(&self, body: Body) -> Result<Pdu, SessionError> {
-        let s = &self.shared;
         self.check_may_send(&body)?;
+        self.reserve().await?.request(body).await
+    }
+
+    /// Waits for room in the window and holds it: a request sent with the [`Slot`] does not
+    /// wait again. A caller that must answer its peer before sending (a USSD screen after
+    /// the subscriber's PDU) reserves first, so that work waiting for the window stays
+    /// bounded by the window.
+    pub async fn reserve(&self) -> Result<Slot<'_>, SessionError> {
+        let s = &self.shared;
         let permit = tokio::select! {
             p = s.window.clone().acquire_owned() => p.map_err(|_| SessionError::Closed)?,
             () = s.done.cancelled() => return Err(SessionError::Closed),
         };
-        // The state may have changed while waiting for the window.
-        self.check_may_send(&body)?;
-        let seq = s.next_seq();
-        crate::api::metrics::pdu(crate::api::metrics::Direction::Out, body.command_id(), status::ESME_ROK);
-        let bytes = Pdu::new(seq, body).to_bytes()?;
-        let (tx, rx) = oneshot::channel();
-        s.pending().insert(seq, tx);
-        // Whatever ends this wait (response, timeout, or the caller dropping the future), the
-        // entry goes with it.
-        let _forget = Forget { shared: s, seq };
-        if s.outbox.send(bytes).await.is_err() {
-            return Err(SessionError::Closed);
-        }
-        let deadline = Instant::now() + s.response_timeout;
-        let result = tokio::select! {
-            r = rx => r.map_err(|_| SessionError::Closed),
-            () = sleep_until(deadline) => Err(SessionError::Timeout(s.response_timeout)),
-        };
-        drop(permit);
-        result
+        Ok(Slot { handle: self, permit })
     }
 
     fn check_may_send(&self, body: &Body) -> Result<(), SessionError> {
@@ -454,6 +443,41 @@ impl SessionHandle {
             });
         }
         Ok(())
+    }
+}
+
+/// Room for one request in a session's window ([`SessionHandle::reserve`]).
+pub struct Slot<'a> {
+    handle: &'a SessionHandle,
+    permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Slot<'_> {
+    /// Sends a request and waits for its response (or the response timeout, or the session's
+    /// end); the room in the window is given back then.
+    pub async fn request(self, body: Body) -> Result<Pdu, SessionError> {
+        let Slot { handle, permit } = self;
+        let s = &handle.shared;
+        // The state may have changed while waiting for the window.
+        handle.check_may_send(&body)?;
+        let seq = s.next_seq();
+        crate::api::metrics::pdu(crate::api::metrics::Direction::Out, body.command_id(), status::ESME_ROK);
+        let bytes = Pdu::new(seq, body).to_bytes()?;
+        let (tx, rx) = oneshot::channel();
+        s.pending().insert(seq, tx);
+        // Whatever ends this wait (response, timeout, or the caller dropping the future), the
+        // entry goes with it.
+        let _forget = Forget { shared: s, seq };
+        if s.outbox.send(bytes).await.is_err() {
+            return Err(SessionError::Closed);
+        }
+        let deadline = Instant::now() + s.response_timeout;
+        let result = tokio::select! {
+            r = rx => r.map_err(|_| SessionError::Closed),
+            () = sleep_until(deadline) => Err(SessionError::Timeout(s.response_timeout)),
+        };
+        drop(permit);
+        result
     }
 }
 

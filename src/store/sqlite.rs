@@ -34,9 +34,6 @@ use crate::config::{DatabaseConfig, SqliteSynchronous};
 /// this, so after warm-up every statement is prepared once per connection.
 const STATEMENT_CACHE: usize = 256;
 
-/// Page cache per connection, in KiB (SQLite's default is 2 MiB).
-const CACHE_KIB: u32 = 32 * 1024;
-
 /// A SQLite database: where the file is, how to open connections, and idle readers.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -113,7 +110,7 @@ impl SqliteStore {
         conn.busy_timeout(self.inner.busy_timeout)?;
         conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))?;
         conn.execute_batch(&format!(
-            "PRAGMA synchronous = {}; PRAGMA foreign_keys = ON; PRAGMA cache_size = -{CACHE_KIB};",
+            "PRAGMA synchronous = {}; PRAGMA foreign_keys = ON;",
             self.inner.synchronous
         ))?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);

@@ -85,7 +85,7 @@ struct Key {
 struct Dialogue {
     cursor: Cursor,
     /// Offering "1. Tiếp tục / 2. Bắt đầu lại" with this cursor.
-    resume_offer: Option<Cursor>,
+    resume_offer: Option<Box<Cursor>>,
     session: SessionHandle,
     /// The subscriber's address as the peer gave it (sent back as destination).
     subscriber: Address,
@@ -100,7 +100,7 @@ struct Dialogue {
     /// The household as read when the dialogue opened (None: not registered). Steps use
     /// it rather than reading it again; what may change within a dialogue (the PIN) is
     /// read fresh where it matters.
-    household: Option<crate::market::Household>,
+    household: Option<Box<crate::market::Household>>,
     settings: PeerSettings,
     ended: bool,
 }
@@ -326,7 +326,7 @@ impl Ussd {
         };
         let d = Dialogue {
             cursor,
-            resume_offer,
+            resume_offer: resume_offer.map(Box::new),
             session,
             subscriber: inb.source,
             service: inb.dest,
@@ -335,15 +335,14 @@ impl Ussd {
             last_activity: Instant::now(),
             awaiting_input: false,
             msisdn,
-            household,
+            household: household.map(Box::new),
             settings,
             ended: false,
         };
         let d = Arc::new(Mutex::new(d));
         self.dialogues.insert(key.clone(), d.clone());
         let mut guard = d.lock().await;
-        responder.respond(status::ESME_ROK, "").await;
-        self.send_screen(&key, &mut guard).await;
+        self.send_screen(&key, &mut guard, responder).await;
     }
 
     fn shortcut_inputs(&self, dialled: &str) -> Vec<String> {
@@ -364,17 +363,16 @@ impl Ussd {
         if !dlg.awaiting_input {
             // A retransmission of the answer we already took: show the screen again.
             debug!(msisdn = %mask_msisdn(&dlg.msisdn), "input while no screen was pending; resending");
-            responder.respond(status::ESME_ROK, "").await;
-            self.send_screen(key, dlg).await;
+            self.send_screen(key, dlg, responder).await;
             return;
         }
         dlg.awaiting_input = false;
         dlg.last_activity = Instant::now();
         let backend =
-            MarketBackend::new(&self.market, dlg.household.as_ref(), &dlg.msisdn, dlg.cursor.target.lang);
+            MarketBackend::new(&self.market, dlg.household.as_deref(), &dlg.msisdn, dlg.cursor.target.lang);
         if let Some(saved) = dlg.resume_offer.take() {
             match input.trim() {
-                "1" => dlg.cursor = saved,
+                "1" => dlg.cursor = *saved,
                 "2" => self.menus.start(&mut dlg.cursor, &backend).await,
                 _ => {
                     // Ask again.
@@ -384,12 +382,16 @@ impl Ussd {
         } else {
             self.menus.input(&mut dlg.cursor, input, &backend).await;
         }
-        responder.respond(status::ESME_ROK, "").await;
-        self.send_screen(key, dlg).await;
+        self.send_screen(key, dlg, responder).await;
     }
 
-    /// Renders the dialogue's screen and sends it; ends the dialogue after a final screen.
-    async fn send_screen(&self, key: &Key, dlg: &mut Dialogue) {
+    /// Answers the subscriber's PDU, renders the dialogue's screen and sends it; ends the
+    /// dialogue after a final screen. The room for the screen in the window is taken before
+    /// the PDU is answered: until then the PDU holds its place in the peer's window, so
+    /// dialogues waiting to send stay bounded by the two windows.
+    async fn send_screen(&self, key: &Key, dlg: &mut Dialogue, responder: Responder) {
+        let slot = dlg.session.reserve().await;
+        responder.respond(status::ESME_ROK, "").await;
         let (text, end) = match &dlg.resume_offer {
             Some(_) => (self.menus.message("resume").get(dlg.cursor.target.lang).to_owned(), false),
             None => {
@@ -398,7 +400,10 @@ impl Ussd {
             }
         };
         let body = self.reply_body(dlg, &text, end);
-        let result = dlg.session.request(body).await;
+        let result = match slot {
+            Ok(slot) => slot.request(body).await,
+            Err(e) => Err(e),
+        };
         let delivered = matches!(&result, Ok(resp) if resp.status == status::ESME_ROK);
         crate::api::metrics::step(delivered, end);
         if !delivered {
@@ -483,7 +488,7 @@ impl Ussd {
         self.forget(key);
         self.market.record_dialogue(&dlg.msisdn, false, why).await;
         crate::api::metrics::dialogue(why);
-        let cursor = dlg.resume_offer.take().unwrap_or_else(|| dlg.cursor.clone());
+        let cursor = dlg.resume_offer.take().map_or_else(|| dlg.cursor.clone(), |c| *c);
         // A dialogue still on its root with nothing typed has nothing worth resuming.
         if cursor.step == 0 {
             return;
