@@ -157,9 +157,13 @@ pub struct LoadtestArgs {
     /// take scripts round-robin).
     #[arg(long, default_value = "1,1,10,25000,1")]
     pub script: Vec<String>,
-    /// Pause between a screen and the answer, in milliseconds.
+    /// Mean pause between a screen and the answer, in milliseconds: each pause is drawn
+    /// from half to one and a half times it, so that subscribers do not move in step.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub think_ms: u64,
+    /// Spread the subscribers' first dials over this many milliseconds (0: all at once).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub ramp_ms: u64,
     /// Subscriber i has MSISDN base+i.
     #[arg(long, default_value_t = 84_900_000_000)]
     pub msisdn_base: u64,
@@ -233,8 +237,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => {
             let config = load(&cli)?;
             crate::logging::init(&config.log);
-            let rt =
-                tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
+            let rt = runtime()?;
             rt.block_on(serve(config))
         }
     }
@@ -348,6 +351,7 @@ fn loadtest(cli: &Cli, args: &LoadtestArgs) -> anyhow::Result<()> {
         duration: Duration::from_secs(args.duration),
         scripts: args.script.iter().map(|s| s.parse::<Script>()).collect::<Result<_, _>>()?,
         think: Duration::from_millis(args.think_ms),
+        ramp: Duration::from_millis(args.ramp_ms),
         msisdn_base: args.msisdn_base,
         service_code: args.service_code.clone(),
         window: args.window,

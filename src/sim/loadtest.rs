@@ -94,6 +94,8 @@ pub struct LoadOptions {
     pub scripts: Vec<Script>,
     /// Pause between a screen and the answer.
     pub think: Duration,
+    /// First dials spread over this long.
+    pub ramp: Duration,
     /// Subscriber i has MSISDN `msisdn_base + i`.
     pub msisdn_base: u64,
     /// What subscribers dial.
@@ -324,6 +326,7 @@ async fn drive(
             service_code: service_code.clone(),
             script,
             think: opts.think,
+            ramp: opts.ramp,
             max_dialogues: opts.dialogues,
         };
         subscribers.push((sub, rx));

@@ -60,8 +60,11 @@ pub struct Subscriber {
     pub service_code: Arc<str>,
     /// What it answers.
     pub script: Arc<Script>,
-    /// Pause between a screen and the answer.
+    /// Mean pause between a screen and the answer (each pause is drawn uniformly from half
+    /// to one and a half times this; zero: answer at once).
     pub think: Duration,
+    /// The first dial comes at a random point within this long (zero: at once).
+    pub ramp: Duration,
     /// Dialogues to run at most (0: until cancelled).
     pub max_dialogues: u64,
 }
@@ -108,6 +111,16 @@ pub async fn run(
     let mut hist = Histogram::default();
     let mut session: u8 = 0;
     let mut dialled: u64 = 0;
+    let mut think = Think::new(sub.think, &sub.msisdn);
+    // People do not all dial in the same millisecond: with a ramp, each subscriber starts at
+    // a random point of it.
+    let start = sub.ramp.mul_f64(think.fraction());
+    if !start.is_zero() {
+        tokio::select! {
+            () = stop.dialling.cancelled() => return hist,
+            () = sleep(start) => {}
+        }
+    }
     while !stop.dialling.is_cancelled() && (sub.max_dialogues == 0 || dialled < sub.max_dialogues) {
         // A screen that arrived after its dialogue gave up belongs to no dialogue.
         while screens.try_recv().is_ok() {
@@ -123,6 +136,7 @@ pub async fn run(
             hist: &mut hist,
             session,
             cancel: &cancel,
+            think: &mut think,
         };
         match d.run().await {
             Outcome::Completed => {
@@ -148,6 +162,47 @@ struct Dialogue<'a> {
     hist: &'a mut Histogram,
     session: u8,
     cancel: &'a CancellationToken,
+    think: &'a mut Think,
+}
+
+/// A subscriber's pauses: uniform between half and one and a half times the mean, from a
+/// generator seeded with its number (runs are repeatable; subscribers do not move in step).
+#[derive(Debug, Clone)]
+pub struct Think {
+    mean: Duration,
+    state: u64,
+}
+
+impl Think {
+    /// The pauses of the subscriber with this MSISDN.
+    pub fn new(mean: Duration, msisdn: &str) -> Think {
+        let seed = msisdn
+            .bytes()
+            .fold(0x9E37_79B9_7F4A_7C15_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01B3));
+        Think { mean, state: seed }
+    }
+
+    /// splitmix64: a uniform u64.
+    fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A uniform fraction in [0, 1).
+    pub fn fraction(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// The next pause: zero when the mean is zero.
+    pub fn pause(&mut self) -> Duration {
+        if self.mean.is_zero() {
+            return Duration::ZERO;
+        }
+        self.mean.mul_f64(0.5 + self.fraction())
+    }
 }
 
 impl Dialogue<'_> {
@@ -168,10 +223,11 @@ impl Dialogue<'_> {
                 }
                 return Outcome::Failed;
             }
-            if !self.sub.think.is_zero() {
+            let pause = self.think.pause();
+            if !pause.is_zero() {
                 tokio::select! {
                     () = self.cancel.cancelled() => return self.cancelled().await,
-                    () = sleep(self.sub.think) => {}
+                    () = sleep(pause) => {}
                 }
             }
             screen = match self.step(op::USSR_CONFIRM, input).await {
@@ -275,6 +331,21 @@ impl Dialogue<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn think_times_should_spread_around_the_mean_and_differ_between_subscribers() {
+        let mean = Duration::from_millis(1000);
+        let mut a = Think::new(mean, "84900000001");
+        let pauses: Vec<Duration> = (0..1000).map(|_| a.pause()).collect();
+        assert!(pauses.iter().all(|p| *p >= mean / 2 && *p < mean * 3 / 2));
+        let avg = pauses.iter().sum::<Duration>() / 1000;
+        assert!(avg > Duration::from_millis(950) && avg < Duration::from_millis(1050), "{avg:?}");
+        let mut b = Think::new(mean, "84900000002");
+        assert_ne!(Think::new(mean, "84900000001").pause(), b.pause());
+        assert!((0.0..1.0).contains(&a.fraction()));
+        let mut none = Think::new(Duration::ZERO, "84900000001");
+        assert_eq!(none.pause(), Duration::ZERO);
+    }
 
     #[test]
     fn script_should_split_on_commas() {
