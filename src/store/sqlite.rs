@@ -34,6 +34,9 @@ use crate::config::{DatabaseConfig, SqliteSynchronous};
 /// this, so after warm-up every statement is prepared once per connection.
 const STATEMENT_CACHE: usize = 256;
 
+/// WAL pages between two automatic checkpoints.
+const CHECKPOINT_PAGES: u32 = 10_000;
+
 /// A SQLite database: where the file is, how to open connections, and idle readers.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -109,8 +112,11 @@ impl SqliteStore {
         let conn = Connection::open_with_flags(&self.inner.path, flags)?;
         conn.busy_timeout(self.inner.busy_timeout)?;
         conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))?;
+        // A checkpoint (copying the WAL back into the file, with an fsync) every 10 000 pages
+        // rather than SQLite's 1 000: hot pages (index roots, the tail of the events) are
+        // copied once per checkpoint, not once per 4 MB of commits. The WAL grows to ~40 MB.
         conn.execute_batch(&format!(
-            "PRAGMA synchronous = {}; PRAGMA foreign_keys = ON;",
+            "PRAGMA synchronous = {}; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = {CHECKPOINT_PAGES};",
             self.inner.synchronous
         ))?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
