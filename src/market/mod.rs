@@ -127,6 +127,13 @@ impl Market {
     /// after committing what was queued; [`Market::stopped`] waits for that.
     pub async fn open(cfg: &DatabaseConfig, shutdown: CancellationToken) -> Result<Market, MarketError> {
         let store = Store::open(cfg).await?;
+        let stopped = CancellationToken::new();
+        if let Store::Sqlite(s) = &store {
+            // Runs until the writer has stopped, then checkpoints once more.
+            s.spawn_checkpointer(stopped.clone())?;
+        }
+        // If the market fails to open from here on, the checkpointer stops too.
+        let opening = stopped.clone().drop_guard();
         let mut writer_conn = store.writer().await?;
         {
             let mut c = writer_conn.conn();
@@ -145,7 +152,6 @@ impl Market {
         };
         let (jobs, rx) = mpsc::channel(cfg.write_queue.max(1) as usize);
         let counters = Arc::new(Counters::default());
-        let stopped = CancellationToken::new();
         let writer = Writer {
             store: store.clone(),
             conn: Some(writer_conn),
@@ -173,6 +179,7 @@ impl Market {
                 tokio::spawn(writer.run(shutdown, stopped.clone()));
             }
         }
+        opening.disarm();
         info!(backend = ?store.backend(), products = products.len(), "market open");
         Ok(Market { inner: Arc::new(Inner { store, jobs, products, counters, stopped }) })
     }
