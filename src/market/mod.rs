@@ -165,15 +165,7 @@ impl Market {
             // own (with a runtime of its own for the channels and the shutdown token), so
             // that its commits never hold up the tasks that serve the SMPP binds.
             Backend::Sqlite => {
-                let stopped = stopped.clone();
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| StoreError::Thread(e.to_string()))?;
-                std::thread::Builder::new()
-                    .name("chogate-writer".to_owned())
-                    .spawn(move || runtime.block_on(writer.run(shutdown, stopped)))
-                    .map_err(|e| StoreError::Thread(e.to_string()))?;
+                crate::store::sqlite::on_own_thread("chogate-writer", writer.run(shutdown, stopped.clone()))?;
             }
             Backend::Postgres => {
                 tokio::spawn(writer.run(shutdown, stopped.clone()));

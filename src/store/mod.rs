@@ -12,7 +12,7 @@
 //! group-commit task; reads use a pool ([`Store::read`]).
 
 mod postgres;
-mod sqlite;
+pub(crate) mod sqlite;
 
 use std::borrow::Cow;
 

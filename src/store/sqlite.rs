@@ -153,27 +153,17 @@ impl SqliteStore {
     /// waiting for a commit) for milliseconds to tens of milliseconds before.
     pub fn spawn_checkpointer(&self, until: CancellationToken) -> Result<(), StoreError> {
         let conn = self.open()?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .map_err(|e| StoreError::Thread(e.to_string()))?;
-        std::thread::Builder::new()
-            .name("chogate-checkpoint".to_owned())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
-                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                    loop {
-                        tokio::select! {
-                            () = until.cancelled() => break,
-                            _ = tick.tick() => checkpoint(&conn),
-                        }
-                    }
-                    checkpoint(&conn);
-                });
-            })
-            .map_err(|e| StoreError::Thread(e.to_string()))?;
-        Ok(())
+        on_own_thread("chogate-checkpoint", async move {
+            let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = until.cancelled() => break,
+                    _ = tick.tick() => checkpoint(&conn),
+                }
+            }
+            checkpoint(&conn);
+        })
     }
 
     /// Refuses new readers and drops the idle ones.
@@ -202,6 +192,23 @@ impl Drop for Reader {
             self.store.put_back(conn);
         }
     }
+}
+
+/// Runs `task` on a new thread with a current-thread runtime of its own (timers and I/O
+/// enabled): for work that blocks in SQLite, away from the runtime serving the binds.
+pub fn on_own_thread(
+    name: &str,
+    task: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), StoreError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| StoreError::Thread(e.to_string()))?;
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || runtime.block_on(task))
+        .map_err(|e| StoreError::Thread(e.to_string()))?;
+    Ok(())
 }
 
 /// One passive checkpoint: copies what it can without waiting for the writer or readers.
