@@ -128,12 +128,6 @@ impl Market {
     pub async fn open(cfg: &DatabaseConfig, shutdown: CancellationToken) -> Result<Market, MarketError> {
         let store = Store::open(cfg).await?;
         let stopped = CancellationToken::new();
-        if let Store::Sqlite(s) = &store {
-            // Runs until the writer has stopped, then checkpoints once more.
-            s.spawn_checkpointer(stopped.clone())?;
-        }
-        // If the market fails to open from here on, the checkpointer stops too.
-        let opening = stopped.clone().drop_guard();
         let mut writer_conn = store.writer().await?;
         {
             let mut c = writer_conn.conn();
@@ -171,7 +165,6 @@ impl Market {
                 tokio::spawn(writer.run(shutdown, stopped.clone()));
             }
         }
-        opening.disarm();
         info!(backend = ?store.backend(), products = products.len(), "market open");
         Ok(Market { inner: Arc::new(Inner { store, jobs, products, counters, stopped }) })
     }

@@ -26,7 +26,6 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags};
 use sqlx::ConnectOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous as Sync};
-use tokio_util::sync::CancellationToken;
 
 use super::{Arg, StoreError};
 use crate::config::{DatabaseConfig, SqliteSynchronous};
@@ -34,9 +33,6 @@ use crate::config::{DatabaseConfig, SqliteSynchronous};
 /// Prepared statements kept per connection. The code has fewer distinct statements than
 /// this, so after warm-up every statement is prepared once per connection.
 const STATEMENT_CACHE: usize = 256;
-
-/// How often the checkpointer copies the WAL back into the database file.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
 /// A SQLite database: where the file is, how to open connections, and idle readers.
 #[derive(Debug, Clone)]
@@ -141,31 +137,6 @@ impl SqliteStore {
         }
     }
 
-    /// Starts the checkpointer: a thread of its own that copies the WAL back into the
-    /// database file every [`CHECKPOINT_EVERY`] (a passive checkpoint: the writer goes on
-    /// committing meanwhile), until `until` is cancelled, and once more then.
-    ///
-    /// The writer still checkpoints after a commit that leaves 1 000 pages in the WAL
-    /// (SQLite's default): only a checkpoint run while nothing is written can complete and
-    /// let the WAL start over, so without it the WAL would grow for as long as the load
-    /// lasts. But by then the checkpointer has copied most pages, and what is left for the
-    /// writer, in its commit path, is short: checkpoints stalled the writer (and every step
-    /// waiting for a commit) for milliseconds to tens of milliseconds before.
-    pub fn spawn_checkpointer(&self, until: CancellationToken) -> Result<(), StoreError> {
-        let conn = self.open()?;
-        on_own_thread("chogate-checkpoint", async move {
-            let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    () = until.cancelled() => break,
-                    _ = tick.tick() => checkpoint(&conn),
-                }
-            }
-            checkpoint(&conn);
-        })
-    }
-
     /// Refuses new readers and drops the idle ones.
     pub fn close(&self) {
         self.inner.closed.store(true, Ordering::Release);
@@ -209,17 +180,6 @@ pub fn on_own_thread(
         .spawn(move || runtime.block_on(task))
         .map_err(|e| StoreError::Thread(e.to_string()))?;
     Ok(())
-}
-
-/// One passive checkpoint: copies what it can without waiting for the writer or readers.
-fn checkpoint(conn: &Connection) {
-    let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
-    });
-    match result {
-        Ok((_, wal_pages, copied)) => tracing::debug!(wal_pages, copied, "checkpoint"),
-        Err(e) => tracing::warn!(error = %e, "checkpoint failed; the next one tries again"),
-    }
 }
 
 /// `$1`-style placeholders (what the SQL above the store is written with) as `?1`: the
