@@ -116,13 +116,30 @@ impl Daemon {
             info!(name = %smsc.name, host = %smsc.host, port = smsc.port, "SMSC bind started");
         }
 
+        // The HTTP API runs on a thread of its own: its SQLite reads run in the calling
+        // thread, and a report over a large database (hundreds of milliseconds) must not hold
+        // up a worker serving the SMPP binds. The tracker waits for it to finish.
         let state = api::AppState::new(&config.api, market.clone(), registry.clone());
         let http_shutdown = shutdown.clone();
-        tracker.spawn(async move {
-            if let Err(e) = api::serve(http_listener, state, http_shutdown).await {
+        let http_done = CancellationToken::new();
+        let done = http_done.clone();
+        let std_listener = http_listener.into_std().map_err(|source| DaemonError::Listen {
+            what: "HTTP",
+            addr: config.http.listen,
+            source,
+        })?;
+        crate::thread::on_own_thread("chogate-http", async move {
+            let _done = done.drop_guard();
+            let served = match TcpListener::from_std(std_listener) {
+                Ok(listener) => api::serve(listener, state, http_shutdown).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = served {
                 warn!(error = %e, "HTTP server failed");
             }
-        });
+        })
+        .map_err(|source| DaemonError::Listen { what: "HTTP", addr: config.http.listen, source })?;
+        tracker.spawn(async move { http_done.cancelled().await });
         info!(addr = %http_addr, "HTTP listening");
         Ok(Daemon {
             smpp_addr,

@@ -13,6 +13,7 @@
 //! - [`sim`]: a simulated USSD centre with virtual subscribers (`phone`, `loadtest`).
 //! - [`admin`]: `migrate`, `households import`/`export`, `seed-demo`, `stats`.
 //! - [`cli`]: the command line (`serve`, `check-config`, ...).
+//! - [`thread`]: work on threads of its own (the SQLite writer, the HTTP API).
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -29,4 +30,5 @@ pub mod sim;
 pub mod smpp;
 pub mod store;
 pub mod text;
+pub mod thread;
 pub mod ussd;

@@ -159,7 +159,8 @@ impl Market {
             // own (with a runtime of its own for the channels and the shutdown token), so
             // that its commits never hold up the tasks that serve the SMPP binds.
             Backend::Sqlite => {
-                crate::store::sqlite::on_own_thread("chogate-writer", writer.run(shutdown, stopped.clone()))?;
+                crate::thread::on_own_thread("chogate-writer", writer.run(shutdown, stopped.clone()))
+                    .map_err(|e| StoreError::Thread(e.to_string()))?;
             }
             Backend::Postgres => {
                 tokio::spawn(writer.run(shutdown, stopped.clone()));

@@ -12,7 +12,7 @@
 //! group-commit task; reads use a pool ([`Store::read`]).
 
 mod postgres;
-pub(crate) mod sqlite;
+mod sqlite;
 
 use std::borrow::Cow;
 

@@ -165,23 +165,6 @@ impl Drop for Reader {
     }
 }
 
-/// Runs `task` on a new thread with a current-thread runtime of its own (timers and I/O
-/// enabled): for work that blocks in SQLite, away from the runtime serving the binds.
-pub fn on_own_thread(
-    name: &str,
-    task: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), StoreError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| StoreError::Thread(e.to_string()))?;
-    std::thread::Builder::new()
-        .name(name.to_owned())
-        .spawn(move || runtime.block_on(task))
-        .map_err(|e| StoreError::Thread(e.to_string()))?;
-    Ok(())
-}
-
 /// `$1`-style placeholders (what the SQL above the store is written with) as `?1`: the
 /// parameter numbered N is then bound at index N, whatever order the placeholders appear in.
 fn positional(sql: &str) -> Cow<'_, str> {
