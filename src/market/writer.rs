@@ -1184,21 +1184,9 @@ async fn place_order(
                 "quantity_kg": quantity_kg, "amount": amount }),
     );
     // The household hears of it by SMS, in its language; queued in the same transaction.
-    let row = c
-        .fetch_one("SELECT msisdn, language FROM households WHERE id = $1", args![listing.household_id])
-        .await?;
-    let msisdn = row.text("msisdn")?;
-    let language = row.text("language")?;
-    let lang = Lang::parse(&language).ok_or_else(|| corrupt("households.language", &language))?;
+    let (msisdn, lang) = household_contact(c, listing.household_id).await?;
     let text = notice::new_order(&order, lang);
-    let outbox_id = c
-        .fetch_one(
-            "INSERT INTO outbox (msisdn, text, lang, kind, status, created_at_ms, expires_at_ms, next_attempt_at_ms) \
-             VALUES ($1, $2, $3, 'order_new', 'queued', $4, $5, $4) RETURNING id",
-            args![&msisdn, text, lang.as_str(), now, now + notice::NEW_ORDER_TTL_MS],
-        )
-        .await?
-        .int("id")?;
+    let outbox_id = enqueue_sms(c, &msisdn, text, lang, "order_new", now, notice::NEW_ORDER_TTL_MS).await?;
     ev.push("sms_queued", format!("outbox:{outbox_id}"), json!({ "kind": "order_new", "order_id": id }));
     ok(Done::Order(order), id)
 }
@@ -1294,16 +1282,42 @@ async fn queue_sms(
     kind: String,
     ttl_ms: i64,
 ) -> Result<Applied, MarketError> {
-    let id = c
-        .fetch_one(
-            "INSERT INTO outbox (msisdn, text, lang, kind, status, created_at_ms, expires_at_ms, next_attempt_at_ms) \
-             VALUES ($1, $2, $3, $4, 'queued', $5, $6, $5) RETURNING id",
-            args![&msisdn, text, lang.as_str(), &kind, now, now + ttl_ms],
-        )
-        .await?
-        .int("id")?;
+    let id = enqueue_sms(c, &msisdn, text, lang, &kind, now, ttl_ms).await?;
     ev.push("sms_queued", format!("outbox:{id}"), json!({ "kind": kind, "msisdn": mask_msisdn(&msisdn) }));
     ok(Done::Nothing, id)
+}
+
+/// Queues one SMS in the outbox, due now, valid for `ttl_ms` (in the transaction of the
+/// action that causes it); returns its id.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn enqueue_sms(
+    c: &mut Conn<'_>,
+    msisdn: &str,
+    text: String,
+    lang: Lang,
+    kind: &str,
+    now: i64,
+    ttl_ms: i64,
+) -> Result<i64, MarketError> {
+    Ok(c.fetch_one(
+        "INSERT INTO outbox (msisdn, text, lang, kind, status, created_at_ms, expires_at_ms, next_attempt_at_ms) \
+         VALUES ($1, $2, $3, $4, 'queued', $5, $6, $5) RETURNING id",
+        args![msisdn, text, lang.as_str(), kind, now, now + ttl_ms],
+    )
+    .await?
+    .int("id")?)
+}
+
+/// A household's number and language, to tell it something by SMS.
+pub(super) async fn household_contact(
+    c: &mut Conn<'_>,
+    household_id: i64,
+) -> Result<(String, Lang), MarketError> {
+    let row =
+        c.fetch_one("SELECT msisdn, language FROM households WHERE id = $1", args![household_id]).await?;
+    let language = row.text("language")?;
+    let lang = Lang::parse(&language).ok_or_else(|| corrupt("households.language", &language))?;
+    Ok((row.text("msisdn")?, lang))
 }
 
 #[cfg(test)]

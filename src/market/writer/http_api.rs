@@ -204,19 +204,10 @@ async fn record_payment(
         format!("order:{}", order.id),
         json!({ "from": order.status.as_str(), "amount": amount, "partner": partner, "reference": reference }),
     );
-    let row = c
-        .fetch_one("SELECT msisdn, language FROM households WHERE id = $1", args![order.household_id])
-        .await?;
-    let language = row.text("language")?;
-    let lang = Lang::parse(&language).ok_or_else(|| corrupt("households.language", &language))?;
-    let outbox_id = c
-        .fetch_one(
-            "INSERT INTO outbox (msisdn, text, lang, kind, status, created_at_ms, expires_at_ms, next_attempt_at_ms) \
-             VALUES ($1, $2, $3, 'payment_received', 'queued', $4, $5, $4) RETURNING id",
-            args![row.text("msisdn")?, payment_text(&order, partner, lang), lang.as_str(), now, now + notice::NEW_ORDER_TTL_MS],
-        )
-        .await?
-        .int("id")?;
+    let (msisdn, lang) = super::household_contact(c, order.household_id).await?;
+    let text = payment_text(&order, partner, lang);
+    let outbox_id =
+        super::enqueue_sms(c, &msisdn, text, lang, "payment_received", now, notice::NEW_ORDER_TTL_MS).await?;
     ev.push(
         "sms_queued",
         format!("outbox:{outbox_id}"),
