@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use chogate::market::{Actor, Channel, Household, IdemKey, Lang, Market, OrderStatus};
 use chogate::smpp::pdu::{BindKind, BindResp, Body, Pdu, Tlvs, empty_response};
 use chogate::smpp::status;
@@ -411,5 +413,34 @@ async fn leader_should_reset_a_households_pin_which_is_then_set_anew() {
     // A household is no leader: the leader menu is not theirs, and a reset from them is refused.
     let s = u.run(HOUSEHOLD, 67, &[]).await;
     assert!(s[0].text.starts_with("1. Đăng bán sản phẩm"), "{}", s[0].text);
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn a_subscriber_pdu_should_be_answered_only_when_its_screen_has_room_in_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = base_config_with("", "");
+    config.database.url = format!("sqlite://{}", dir.path().join("chogate.db").display());
+    config.smpp_server.accounts[0].window = 1;
+    let d = TestDaemon::start(config).await;
+    let mut u = Ussdc::bind(d.smpp, Family::DeliverSm).await;
+    // A's screen takes the one place in chogate's window; the USSD centre holds its answer.
+    let a = u.peer.request(subscriber_pdu(Family::DeliverSm, "84911111111", "*384#", 1, Some(1), None)).await;
+    let resp_a = u.peer.recv_skip_enquire().await.unwrap();
+    assert_eq!((resp_a.sequence, resp_a.status), (a, 0));
+    let screen_a = u.peer.recv_skip_enquire().await.unwrap();
+    assert!(ussd_fields(&screen_a).is_some(), "{screen_a:?}");
+    // B dials: its step is done, but its screen has no room, so its PDU keeps its place in
+    // the centre's window (not answered) instead of a step waiting inside chogate.
+    let b = u.peer.request(subscriber_pdu(Family::DeliverSm, "84922222222", "*384#", 1, Some(2), None)).await;
+    let early = tokio::time::timeout(Duration::from_millis(300), u.peer.recv_skip_enquire()).await;
+    assert!(early.is_err(), "answered before its screen had room: {early:?}");
+    // A's screen is answered: B's PDU is answered, then B's screen comes.
+    u.peer.send(&Pdu::new(screen_a.sequence, empty_response(screen_a.command_id()).unwrap())).await;
+    let resp_b = u.peer.recv_skip_enquire().await.unwrap();
+    assert_eq!((resp_b.sequence, resp_b.status), (b, 0));
+    let screen_b = u.peer.recv_skip_enquire().await.unwrap();
+    assert!(ussd_fields(&screen_b).is_some(), "{screen_b:?}");
+    u.peer.send(&Pdu::new(screen_b.sequence, empty_response(screen_b.command_id()).unwrap())).await;
     d.stop().await;
 }
