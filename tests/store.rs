@@ -49,6 +49,7 @@ both_backends!(
     a_stopped_writer_should_commit_what_it_had_and_refuse_the_rest,
     a_killed_process_should_leave_every_acknowledged_action_exactly_once,
     two_nodes_sharing_the_database_should_apply_each_key_once,
+    messages_past_their_validity_should_be_expired_and_never_claimed,
 );
 
 struct Env {
@@ -1056,4 +1057,46 @@ async fn in_memory_sqlite_should_be_refused_with_a_reason() {
         Err(e) => panic!("unexpected error {e:?}"),
         Ok(_) => panic!("opened an in-memory database"),
     }
+}
+
+async fn messages_past_their_validity_should_be_expired_and_never_claimed(db: TestDb) {
+    let env = Env::open(db).await;
+    let m = &env.market;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+    // (msisdn, expires, next attempt): due and past validity; waiting for a retry and past
+    // validity; due and valid.
+    let rows = [
+        ("84911000001", now - 1, now - 10),
+        ("84911000002", now - 1, now + 60_000),
+        ("84911000003", now + 60_000, now - 10),
+    ];
+    let mut ids = Vec::new();
+    {
+        let mut r = m.store().read().await.unwrap();
+        for (msisdn, expires, due) in rows {
+            let row = r
+                .conn()
+                .fetch_one(
+                    "INSERT INTO outbox (msisdn, text, lang, kind, status, created_at_ms, expires_at_ms, next_attempt_at_ms) \
+                     VALUES ($1, 'x', 'vi', 'test', 'queued', $2, $3, $4) RETURNING id",
+                    args![msisdn, now - 100, expires, due],
+                )
+                .await
+                .unwrap();
+            ids.push(row.int("id").unwrap());
+        }
+    }
+    let status = |id: i64| async move { m.message(id).await.unwrap().unwrap().status };
+    // A claim without the sweep: the due expired one is expired, never handed out; the one
+    // waiting for its retry is left for the sweep.
+    let claimed = m.outbox_claim(10, 60_000, false).await.unwrap();
+    assert_eq!(claimed.iter().map(|c| c.id).collect::<Vec<_>>(), [ids[2]]);
+    assert_eq!(status(ids[0]).await, "expired");
+    assert_eq!(status(ids[1]).await, "queued");
+    // The sweep expires it; nothing more is handed out (the valid one is leased).
+    assert!(m.outbox_claim(10, 60_000, true).await.unwrap().is_empty());
+    assert_eq!(status(ids[1]).await, "expired");
+    assert!(m.message(ids[1]).await.unwrap().unwrap().done_at_ms.is_some());
+    assert_eq!(status(ids[2]).await, "queued");
+    env.close().await;
 }
