@@ -42,6 +42,9 @@ pub enum DaemonError {
         /// why.
         source: std::io::Error,
     },
+    /// A thread (the HTTP API's) could not be started.
+    #[error("cannot start a thread: {0}")]
+    Thread(std::io::Error),
 }
 
 /// A running daemon.
@@ -121,15 +124,12 @@ impl Daemon {
         // up a worker serving the SMPP binds. The tracker waits for it to finish.
         let state = api::AppState::new(&config.api, market.clone(), registry.clone());
         let http_shutdown = shutdown.clone();
-        let http_done = CancellationToken::new();
-        let done = http_done.clone();
         let std_listener = http_listener.into_std().map_err(|source| DaemonError::Listen {
             what: "HTTP",
             addr: config.http.listen,
             source,
         })?;
-        crate::thread::on_own_thread("chogate-http", async move {
-            let _done = done.drop_guard();
+        let http_done = crate::thread::on_own_thread("chogate-http", async move {
             let served = match TcpListener::from_std(std_listener) {
                 Ok(listener) => api::serve(listener, state, http_shutdown).await,
                 Err(e) => Err(e),
@@ -138,7 +138,7 @@ impl Daemon {
                 warn!(error = %e, "HTTP server failed");
             }
         })
-        .map_err(|source| DaemonError::Listen { what: "HTTP", addr: config.http.listen, source })?;
+        .map_err(DaemonError::Thread)?;
         tracker.spawn(async move { http_done.cancelled().await });
         info!(addr = %http_addr, "HTTP listening");
         Ok(Daemon {

@@ -159,6 +159,7 @@ impl Market {
             // own (with a runtime of its own for the channels and the shutdown token), so
             // that its commits never hold up the tasks that serve the SMPP binds.
             Backend::Sqlite => {
+                // It cancels `stopped` itself once it has committed its last group.
                 crate::thread::on_own_thread("chogate-writer", writer.run(shutdown, stopped.clone()))
                     .map_err(|e| StoreError::Thread(e.to_string()))?;
             }

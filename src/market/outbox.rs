@@ -181,7 +181,7 @@ async fn update_values(
     let mut rows = rows.into_iter().peekable();
     while rows.peek().is_some() {
         let mut chunk: Vec<Vec<Arg>> = rows.by_ref().take(CHUNK).collect();
-        pad(&mut chunk);
+        crate::store::pad(&mut chunk);
         let mut sql = format!("WITH v({}) AS (VALUES ", names.join(", "));
         let mut n = 0;
         for (i, _) in chunk.iter().enumerate() {
@@ -201,24 +201,6 @@ async fn update_values(
         changed += c.execute(AssertSqlSafe(sql), chunk.into_iter().flatten().collect()).await?;
     }
     Ok(changed)
-}
-
-/// Pads a chunk of rows (or IN-list values) to a power of two by repeating its last one.
-///
-/// A statement's text depends on how many rows it carries, and each text is prepared once
-/// per connection and kept: padding bounds the texts of one statement to ten (1, 2, 4, …,
-/// 512), all prepared after warm-up, instead of one per batch size. The repeats change
-/// nothing: an IN list is a set, and `UPDATE … FROM v` / `… IN (SELECT id FROM v)` touch
-/// each target row once.
-fn pad<T: Clone>(chunk: &mut Vec<T>) {
-    if let Some(last) = chunk.last().cloned() {
-        chunk.resize(chunk.len().next_power_of_two(), last);
-    }
-}
-
-/// `$start, $start+1, …` for an IN list.
-fn placeholders(start: usize, n: usize) -> String {
-    (start..start + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
 async fn claim(
@@ -394,29 +376,26 @@ struct Hit {
 async fn apply_pending(c: &mut Conn<'_>, parts: &[(i64, i64, String, String)]) -> Result<(), StoreError> {
     let by_id: HashMap<(&str, &str), (i64, i64)> =
         parts.iter().map(|(id, i, smsc, mid)| ((smsc.as_str(), mid.as_str()), (*id, *i))).collect();
-    let mids: Vec<&str> = parts.iter().map(|p| p.3.as_str()).collect();
     let mut hits = Vec::new();
     let mut applied = Vec::new();
-    for chunk in mids.chunks(CHUNK) {
-        let mut chunk = chunk.to_vec();
-        pad(&mut chunk);
-        let sql = format!(
-            "SELECT id, smsc, message_id, delivered, state, at_ms FROM receipts_pending WHERE message_id IN ({})",
-            placeholders(1, chunk.len())
-        );
-        let args = chunk.iter().map(|m| Arg::Text((*m).to_owned())).collect();
-        for r in c.fetch_all(AssertSqlSafe(sql), args).await? {
-            let (smsc, mid) = (r.text("smsc")?, r.text("message_id")?);
-            if let Some(&(outbox_id, part)) = by_id.get(&(smsc.as_str(), mid.as_str())) {
-                applied.push(vec![Arg::Int(r.int("id")?)]);
-                hits.push(Hit {
-                    outbox_id,
-                    part,
-                    delivered: r.int("delivered")? != 0,
-                    state: r.text("state")?,
-                    at_ms: r.int("at_ms")?,
-                });
-            }
+    let rows = c.fetch_in(
+        |list| {
+            format!("SELECT id, smsc, message_id, delivered, state, at_ms FROM receipts_pending WHERE message_id IN ({list})")
+        },
+        parts.iter().map(|p| Arg::Text(p.3.clone())).collect(),
+    )
+    .await?;
+    for r in rows {
+        let (smsc, mid) = (r.text("smsc")?, r.text("message_id")?);
+        if let Some(&(outbox_id, part)) = by_id.get(&(smsc.as_str(), mid.as_str())) {
+            applied.push(vec![Arg::Int(r.int("id")?)]);
+            hits.push(Hit {
+                outbox_id,
+                part,
+                delivered: r.int("delivered")? != 0,
+                state: r.text("state")?,
+                at_ms: r.int("at_ms")?,
+            });
         }
     }
     if hits.is_empty() {
@@ -463,28 +442,29 @@ async fn apply_hits(c: &mut Conn<'_>, hits: Vec<Hit>) -> Result<(), StoreError> 
     )
     .await?;
     let mut finished = Vec::new();
-    for chunk in ids.chunks(CHUNK) {
-        let mut chunk = chunk.to_vec();
-        pad(&mut chunk);
-        let sql = format!(
-            "SELECT outbox_id, COUNT(*) AS n, \
-             SUM(CASE WHEN status = 'delivered' THEN 1 ELSE 0 END) AS d, \
-             SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END) AS f \
-             FROM outbox_parts WHERE outbox_id IN ({}) GROUP BY outbox_id",
-            placeholders(1, chunk.len())
-        );
-        let args = chunk.iter().map(|id| Arg::Int(*id)).collect();
-        for r in c.fetch_all(AssertSqlSafe(sql), args).await? {
-            let (n, d, f) = (r.int("n")?, r.int("d")?, r.int("f")?);
-            let status = if f > 0 {
-                "failed"
-            } else if d == n {
-                "delivered"
-            } else {
-                continue;
-            };
-            finished.push(vec![Arg::Int(r.int("outbox_id")?), Arg::Text(status.into()), Arg::Int(at)]);
-        }
+    let counts = c
+        .fetch_in(
+            |list| {
+                format!(
+                    "SELECT outbox_id, COUNT(*) AS n, \
+                 SUM(CASE WHEN status = 'delivered' THEN 1 ELSE 0 END) AS d, \
+                 SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END) AS f \
+                 FROM outbox_parts WHERE outbox_id IN ({list}) GROUP BY outbox_id"
+                )
+            },
+            ids.iter().map(|id| Arg::Int(*id)).collect(),
+        )
+        .await?;
+    for r in counts {
+        let (n, d, f) = (r.int("n")?, r.int("d")?, r.int("f")?);
+        let status = if f > 0 {
+            "failed"
+        } else if d == n {
+            "delivered"
+        } else {
+            continue;
+        };
+        finished.push(vec![Arg::Int(r.int("outbox_id")?), Arg::Text(status.into()), Arg::Int(at)]);
     }
     update_values(
         c,
@@ -501,17 +481,18 @@ async fn receipts(c: &mut Conn<'_>, list: Vec<(String, ReceiptUpdate)>) -> Resul
     all.sort_unstable();
     all.dedup();
     let mut found: HashMap<(String, String), (i64, i64)> = HashMap::new();
-    for chunk in all.chunks(CHUNK) {
-        let mut chunk = chunk.to_vec();
-        pad(&mut chunk);
-        let sql = format!(
-            "SELECT outbox_id, part, smsc, message_id FROM outbox_parts WHERE message_id IN ({})",
-            placeholders(1, chunk.len())
-        );
-        let args = chunk.iter().map(|m| Arg::Text((*m).to_owned())).collect();
-        for r in c.fetch_all(AssertSqlSafe(sql), args).await? {
-            found.insert((r.text("smsc")?, r.text("message_id")?), (r.int("outbox_id")?, r.int("part")?));
-        }
+    let rows = c
+        .fetch_in(
+            |list| {
+                format!(
+                    "SELECT outbox_id, part, smsc, message_id FROM outbox_parts WHERE message_id IN ({list})"
+                )
+            },
+            all.iter().map(|m| Arg::Text((*m).to_owned())).collect(),
+        )
+        .await?;
+    for r in rows {
+        found.insert((r.text("smsc")?, r.text("message_id")?), (r.int("outbox_id")?, r.int("part")?));
     }
     let mut hits = Vec::new();
     let mut pending = Vec::new();
@@ -568,25 +549,4 @@ pub(crate) async fn message(c: &mut Conn<'_>, id: i64) -> Result<Option<MessageS
         smsc: r.opt_text("smsc")?,
         parts: r.int("parts")?,
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chunks_should_be_padded_to_a_power_of_two_with_their_last_row() {
-        let mut v = vec![1, 2, 3];
-        pad(&mut v);
-        assert_eq!(v, [1, 2, 3, 3]);
-        let mut v = vec![7];
-        pad(&mut v);
-        assert_eq!(v, [7]);
-        let mut v: Vec<i32> = (0..300).collect();
-        pad(&mut v);
-        assert_eq!((v.len(), v[511]), (512, 299));
-        let mut v: Vec<i32> = Vec::new();
-        pad(&mut v);
-        assert!(v.is_empty());
-    }
 }

@@ -77,7 +77,7 @@ fn listing(r: &Row) -> Result<Listing, StoreError> {
     })
 }
 
-fn order(r: &Row) -> Result<Order, StoreError> {
+pub(super) fn order(r: &Row) -> Result<Order, StoreError> {
     let id = r.int("id")?;
     let status = r.text("status")?;
     Ok(Order {

@@ -11,8 +11,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::types::{
-    Actor, Household, IdemKey, Lang, Listing, ListingStatus, MarketError, Order, OrderStatus, listing_code,
-    normalize_msisdn, order_code,
+    Actor, Household, IdemKey, Lang, Listing, ListingStatus, MarketError, Order, listing_code,
+    normalize_msisdn,
 };
 use super::writer::{Action, Done};
 use super::{MAX_AMOUNT, Market, QUANTITY_KG, check_range, clean_name, unexpected};
@@ -651,20 +651,7 @@ pub(crate) async fn partner_order(c: &mut Conn<'_>, id: i64) -> Result<Option<Pa
     else {
         return Ok(None);
     };
-    let status = r.text("status")?;
-    let order = Order {
-        id,
-        code: order_code(id),
-        listing_id: r.int("listing_id")?,
-        household_id: r.int("household_id")?,
-        product_name_vi: r.text("name_vi")?,
-        product_name_en: r.text("name_en")?,
-        buyer_name: r.text("buyer_name")?,
-        quantity_kg: r.int("quantity_kg")?,
-        amount: r.int("amount")?,
-        status: OrderStatus::parse(&status).ok_or_else(|| corrupt("orders.status", &status))?,
-        created_at_ms: r.int("created_at_ms")?,
-    };
+    let order = super::queries::order(&r)?;
     let payment = match r.opt_int("paid_amount")? {
         Some(amount) => Some(PaymentInfo {
             amount,

@@ -666,7 +666,10 @@ async fn apply(
         Action::SetEpay { household_id, has_epay } => set_epay(c, ev, household_id, has_epay).await,
         Action::ImportHouseholds(batch) => household_import::apply(c, ev, now, batch).await,
         Action::QueueSms { msisdn, text, lang, kind, ttl_ms } => {
-            queue_sms(c, ev, now, msisdn, text, lang, kind, ttl_ms).await
+            // A keyword reply, say.
+            let sms = Sms { msisdn: &msisdn, text, lang, kind: &kind, ttl_ms };
+            let id = enqueue_sms(c, ev, sms, json!({ "msisdn": mask_msisdn(&msisdn) })).await?;
+            ok(Done::Nothing, id)
         }
     }
 }
@@ -1186,8 +1189,8 @@ async fn place_order(
     // The household hears of it by SMS, in its language; queued in the same transaction.
     let (msisdn, lang) = household_contact(c, listing.household_id).await?;
     let text = notice::new_order(&order, lang);
-    let outbox_id = enqueue_sms(c, &msisdn, text, lang, "order_new", now, notice::NEW_ORDER_TTL_MS).await?;
-    ev.push("sms_queued", format!("outbox:{outbox_id}"), json!({ "kind": "order_new", "order_id": id }));
+    let sms = Sms { msisdn: &msisdn, text, lang, kind: "order_new", ttl_ms: notice::NEW_ORDER_TTL_MS };
+    enqueue_sms(c, ev, sms, json!({ "order_id": id })).await?;
     ok(Done::Order(order), id)
 }
 
@@ -1270,49 +1273,45 @@ async fn register_leader(
     reread_household(c, id).await
 }
 
-/// Queues an SMS (a keyword reply, say) with its event.
-#[allow(clippy::too_many_arguments)]
-async fn queue_sms(
-    c: &mut Conn<'_>,
-    ev: &mut Events<'_>,
-    now: i64,
-    msisdn: String,
-    text: String,
-    lang: Lang,
-    kind: String,
-    ttl_ms: i64,
-) -> Result<Applied, MarketError> {
-    let id = enqueue_sms(c, &msisdn, text, lang, &kind, now, ttl_ms).await?;
-    ev.push("sms_queued", format!("outbox:{id}"), json!({ "kind": kind, "msisdn": mask_msisdn(&msisdn) }));
-    ok(Done::Nothing, id)
+/// One SMS to queue.
+struct Sms<'a> {
+    pub msisdn: &'a str,
+    pub text: String,
+    pub lang: Lang,
+    /// What it tells (`order_new`, `payment_received`, ...).
+    pub kind: &'a str,
+    /// Valid this long from now.
+    pub ttl_ms: i64,
 }
 
-/// Queues one SMS in the outbox, due now, valid for `ttl_ms` (in the transaction of the
-/// action that causes it); returns its id.
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn enqueue_sms(
+/// Queues one SMS in the outbox, due now, in the transaction of the action that causes it,
+/// with its `sms_queued` event (`kind` and what `about` holds); returns its id.
+async fn enqueue_sms(
     c: &mut Conn<'_>,
-    msisdn: &str,
-    text: String,
-    lang: Lang,
-    kind: &str,
-    now: i64,
-    ttl_ms: i64,
+    ev: &mut Events<'_>,
+    sms: Sms<'_>,
+    about: serde_json::Value,
 ) -> Result<i64, MarketError> {
-    Ok(c.fetch_one(
-        "INSERT INTO outbox (msisdn, text, lang, kind, status, created_at_ms, expires_at_ms, next_attempt_at_ms) \
-         VALUES ($1, $2, $3, $4, 'queued', $5, $6, $5) RETURNING id",
-        args![msisdn, text, lang.as_str(), kind, now, now + ttl_ms],
-    )
-    .await?
-    .int("id")?)
+    let now = ev.now;
+    let id = c
+        .fetch_one(
+            "INSERT INTO outbox (msisdn, text, lang, kind, status, created_at_ms, expires_at_ms, next_attempt_at_ms) \
+             VALUES ($1, $2, $3, $4, 'queued', $5, $6, $5) RETURNING id",
+            args![sms.msisdn, sms.text, sms.lang.as_str(), sms.kind, now, now + sms.ttl_ms],
+        )
+        .await?
+        .int("id")?;
+    let mut data = serde_json::Map::new();
+    data.insert("kind".to_owned(), sms.kind.into());
+    if let serde_json::Value::Object(more) = about {
+        data.extend(more);
+    }
+    ev.push("sms_queued", format!("outbox:{id}"), serde_json::Value::Object(data));
+    Ok(id)
 }
 
 /// A household's number and language, to tell it something by SMS.
-pub(super) async fn household_contact(
-    c: &mut Conn<'_>,
-    household_id: i64,
-) -> Result<(String, Lang), MarketError> {
+async fn household_contact(c: &mut Conn<'_>, household_id: i64) -> Result<(String, Lang), MarketError> {
     let row =
         c.fetch_one("SELECT msisdn, language FROM households WHERE id = $1", args![household_id]).await?;
     let language = row.text("language")?;

@@ -56,7 +56,7 @@ struct Inner {
 
 impl SqliteStore {
     /// Opens (creating the file if missing) the database at `cfg.url` (`sqlite://path`).
-    pub async fn connect(cfg: &DatabaseConfig) -> Result<SqliteStore, StoreError> {
+    pub fn connect(cfg: &DatabaseConfig) -> Result<SqliteStore, StoreError> {
         if cfg.url.contains(":memory:") || cfg.url.contains("mode=memory") {
             return Err(StoreError::Url(
                 "an in-memory SQLite database cannot be shared by the writer and the readers: use a file"
@@ -72,9 +72,6 @@ impl SqliteStore {
             })
             .foreign_keys(true)
             .busy_timeout(cfg.busy_timeout());
-        // Creates the file and switches it to WAL (a property of the file).
-        let first = options.connect().await?;
-        sqlx::Connection::close(first).await?;
         let store = SqliteStore {
             inner: Arc::new(Inner {
                 path: options.get_filename().to_path_buf(),
@@ -89,7 +86,8 @@ impl SqliteStore {
                 closed: AtomicBool::new(false),
             }),
         };
-        // Fail now, not at the first read, when the file cannot be opened.
+        // Creates the file and switches it to WAL (a property of the file); fails now, not
+        // at the first read, when the file cannot be opened.
         let conn = store.open()?;
         store.put_back(conn);
         Ok(store)

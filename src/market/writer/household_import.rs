@@ -9,7 +9,6 @@
 use std::collections::{HashMap, HashSet};
 
 use serde_json::json;
-use sqlx::AssertSqlSafe;
 
 use super::super::household_import::{
     HouseholdLine, ImportBatch, ImportProgress, ImportTotals, LineRejection, REJECTED_FIELD,
@@ -19,9 +18,6 @@ use crate::args;
 use crate::market::queries;
 use crate::market::types::MarketError;
 use crate::store::{Arg, Conn};
-
-/// MSISDNs looked up per statement.
-const LOOKUP_CHUNK: usize = 256;
 
 /// A village as the lines so far leave it.
 struct Village {
@@ -155,17 +151,13 @@ pub(super) async fn apply(
 
 /// The lines' MSISDNs that are registered already.
 async fn registered(c: &mut Conn<'_>, lines: &[HouseholdLine]) -> Result<HashSet<String>, MarketError> {
-    let mut taken = HashSet::new();
-    for chunk in lines.chunks(LOOKUP_CHUNK) {
-        let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-        let sql = format!("SELECT msisdn FROM households WHERE msisdn IN ({})", placeholders.join(", "));
-        let args: Vec<Arg> = chunk.iter().map(|l| Arg::from(&l.msisdn)).collect();
-        // Audited: the text holds only numbered placeholders; every MSISDN is bound.
-        for row in c.fetch_all(AssertSqlSafe(sql), args).await? {
-            taken.insert(row.text("msisdn")?);
-        }
-    }
-    Ok(taken)
+    let rows = c
+        .fetch_in(
+            |list| format!("SELECT msisdn FROM households WHERE msisdn IN ({list})"),
+            lines.iter().map(|l| Arg::from(&l.msisdn)).collect(),
+        )
+        .await?;
+    rows.iter().map(|row| Ok(row.text("msisdn")?)).collect()
 }
 
 /// Checks one line against the database and the lines before it (leaders first); on

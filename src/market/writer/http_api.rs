@@ -206,13 +206,14 @@ async fn record_payment(
     );
     let (msisdn, lang) = super::household_contact(c, order.household_id).await?;
     let text = payment_text(&order, partner, lang);
-    let outbox_id =
-        super::enqueue_sms(c, &msisdn, text, lang, "payment_received", now, notice::NEW_ORDER_TTL_MS).await?;
-    ev.push(
-        "sms_queued",
-        format!("outbox:{outbox_id}"),
-        json!({ "kind": "payment_received", "order_id": order.id }),
-    );
+    let sms = super::Sms {
+        msisdn: &msisdn,
+        text,
+        lang,
+        kind: "payment_received",
+        ttl_ms: notice::NEW_ORDER_TTL_MS,
+    };
+    super::enqueue_sms(c, ev, sms, json!({ "order_id": order.id })).await?;
     partner_order(c, order.id).await
 }
 
