@@ -184,12 +184,14 @@ pub fn migrations(backend: Backend) -> &'static [(i64, &'static str, &'static st
             (2, "outbox_parts", include_str!("../../migrations/sqlite/0002_outbox_parts.sql")),
             (3, "api", include_str!("../../migrations/sqlite/0003_api.sql")),
             (4, "outbox_indexes", include_str!("../../migrations/sqlite/0004_outbox_indexes.sql")),
+            (5, "lean_writes", include_str!("../../migrations/sqlite/0005_lean_writes.sql")),
         ],
         Backend::Postgres => &[
             (1, "init", include_str!("../../migrations/postgres/0001_init.sql")),
             (2, "outbox_parts", include_str!("../../migrations/postgres/0002_outbox_parts.sql")),
             (3, "api", include_str!("../../migrations/postgres/0003_api.sql")),
             (4, "outbox_indexes", include_str!("../../migrations/postgres/0004_outbox_indexes.sql")),
+            (5, "lean_writes", include_str!("../../migrations/postgres/0005_lean_writes.sql")),
         ],
     }
 }
@@ -622,6 +624,55 @@ mod tests {
                 migrations(backend).iter().map(|(v, d, _)| format!("{v:04}_{d}.sql")).collect();
             assert_eq!(files, embedded, "{dir}");
         }
+    }
+
+    #[tokio::test]
+    async fn idempotency_keys_should_survive_the_lean_writes_migration() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = crate::config::DatabaseConfig {
+            url: format!("sqlite://{}", dir.path().join("m.db").display()),
+            ..Default::default()
+        };
+        let store = Store::connect(&cfg).await.unwrap();
+        let Store::Sqlite(s) = &store else { unreachable!("a SQLite URL") };
+        // A database as the releases before migration 5 left it, with a key used.
+        let mut conn = s.migration_conn().await.unwrap();
+        let mut up_to_4 = migrator(Backend::Sqlite);
+        up_to_4.migrations =
+            std::borrow::Cow::Owned(up_to_4.migrations.iter().filter(|m| m.version <= 4).cloned().collect());
+        up_to_4.run(&mut conn).await.unwrap();
+        sqlx::query(
+            "INSERT INTO idempotency_keys (idem_key, kind, result_id, outcome, at_ms) \
+             VALUES ('d1:5', 'create_listing', 42, 'ok', 7)",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        sqlx::Connection::close(conn).await.unwrap();
+
+        store.migrate().await.unwrap();
+        let mut r = store.read().await.unwrap();
+        let mut c = r.conn();
+        let key = c
+            .fetch_one("SELECT kind, result_id, outcome, at_ms FROM idempotency_keys", args![])
+            .await
+            .unwrap();
+        assert_eq!(
+            (key.text("kind").unwrap(), key.opt_int("result_id").unwrap(), key.int("at_ms").unwrap()),
+            ("create_listing".to_owned(), Some(42), 7)
+        );
+        let table = c
+            .fetch_one("SELECT sql FROM sqlite_master WHERE name = 'idempotency_keys'", args![])
+            .await
+            .unwrap()
+            .text("sql")
+            .unwrap();
+        assert!(table.ends_with("WITHOUT ROWID"), "{table}");
+        let gone = c
+            .fetch_all("SELECT name FROM sqlite_master WHERE name = 'events_subject'", args![])
+            .await
+            .unwrap();
+        assert!(gone.is_empty());
     }
 
     #[test]
