@@ -224,16 +224,24 @@ impl Responder {
     }
 
     /// Answers with a status and a body of one's own making.
-    pub async fn respond_with(mut self, status: u32, body: Body) {
+    pub async fn respond_with(self, status: u32, body: Body) {
+        let outbox = self.outbox.clone();
+        let mut out = BytesMut::new();
+        self.encode(status, body, &mut out);
+        if !out.is_empty() {
+            // The session may be gone; then there is nobody to answer.
+            let _ = outbox.send(out.freeze()).await;
+        }
+    }
+
+    /// Writes the answer into `out` (nothing if it cannot be encoded); the request counts
+    /// as answered, and its place in the inbound window is given back.
+    fn encode(mut self, status: u32, body: Body, out: &mut BytesMut) {
         self.answered = true;
         let pdu = Pdu { status, sequence: self.sequence, body };
         crate::api::metrics::pdu(crate::api::metrics::Direction::Out, pdu.command_id(), status);
-        match pdu.to_bytes() {
-            Ok(bytes) => {
-                // The session may be gone; then there is nobody to answer.
-                let _ = self.outbox.send(bytes).await;
-            }
-            Err(e) => warn!(error = %e, "cannot encode response"),
+        if let Err(e) = pdu.encode_into(out) {
+            warn!(error = %e, "cannot encode response");
         }
     }
 }
@@ -456,19 +464,47 @@ impl Slot<'_> {
     /// Sends a request and waits for its response (or the response timeout, or the session's
     /// end); the room in the window is given back then.
     pub async fn request(self, body: Body) -> Result<Pdu, SessionError> {
+        self.send_and_wait(BytesMut::new(), body).await
+    }
+
+    /// Answers an inbound request with `ESME_ROK` and sends a request in the same write (a
+    /// USSD screen after the subscriber's PDU): one wake-up of the socket writer and one
+    /// segment instead of two. The answer goes out even when the request cannot be sent.
+    pub async fn answer_then_request(self, answer: Responder, body: Body) -> Result<Pdu, SessionError> {
+        let mut out = BytesMut::with_capacity(512);
+        let command_id = answer.command_id;
+        answer.encode(status::ESME_ROK, empty_response(command_id).unwrap_or(Body::GenericNack), &mut out);
+        self.send_and_wait(out, body).await
+    }
+
+    async fn send_and_wait(self, mut out: BytesMut, body: Body) -> Result<Pdu, SessionError> {
         let Slot { handle, permit } = self;
         let s = &handle.shared;
+        let answer_len = out.len();
         // The state may have changed while waiting for the window.
-        handle.check_may_send(&body)?;
-        let seq = s.next_seq();
-        crate::api::metrics::pdu(crate::api::metrics::Direction::Out, body.command_id(), status::ESME_ROK);
-        let bytes = Pdu::new(seq, body).to_bytes()?;
+        let command_id = body.command_id();
+        let encoded = handle.check_may_send(&body).and_then(|()| {
+            let seq = s.next_seq();
+            Pdu::new(seq, body).encode_into(&mut out)?;
+            crate::api::metrics::pdu(crate::api::metrics::Direction::Out, command_id, status::ESME_ROK);
+            Ok(seq)
+        });
+        let seq = match encoded {
+            Ok(seq) => seq,
+            Err(e) => {
+                out.truncate(answer_len);
+                if !out.is_empty() {
+                    let _ = s.outbox.send(out.freeze()).await;
+                }
+                return Err(e);
+            }
+        };
         let (tx, rx) = oneshot::channel();
         s.pending().insert(seq, tx);
         // Whatever ends this wait (response, timeout, or the caller dropping the future), the
         // entry goes with it.
         let _forget = Forget { shared: s, seq };
-        if s.outbox.send(bytes).await.is_err() {
+        if s.outbox.send(out.freeze()).await.is_err() {
             return Err(SessionError::Closed);
         }
         let deadline = Instant::now() + s.response_timeout;

@@ -391,7 +391,6 @@ impl Ussd {
     /// dialogues waiting to send stay bounded by the two windows.
     async fn send_screen(&self, key: &Key, dlg: &mut Dialogue, responder: Responder) {
         let slot = dlg.session.reserve().await;
-        responder.respond(status::ESME_ROK, "").await;
         let (text, end) = match &dlg.resume_offer {
             Some(_) => (self.menus.message("resume").get(dlg.cursor.target.lang).to_owned(), false),
             None => {
@@ -400,9 +399,13 @@ impl Ussd {
             }
         };
         let body = self.reply_body(dlg, &text, end);
+        // The answer and the screen leave in one write.
         let result = match slot {
-            Ok(slot) => slot.request(body).await,
-            Err(e) => Err(e),
+            Ok(slot) => slot.answer_then_request(responder, body).await,
+            Err(e) => {
+                responder.respond(status::ESME_ROK, "").await;
+                Err(e)
+            }
         };
         let delivered = matches!(&result, Ok(resp) if resp.status == status::ESME_ROK);
         crate::api::metrics::step(delivered, end);
