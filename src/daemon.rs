@@ -95,23 +95,21 @@ impl Daemon {
             source,
         })?;
 
-        let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
         let (other_tx, other_rx) = mpsc::channel(INBOUND_QUEUE);
-        tracker.spawn(ussd::run(ussd.clone(), inbound_rx, other_tx, shutdown.clone(), tracker.clone()));
+        let inbound = ussd::start(ussd.clone(), other_tx, shutdown.clone(), tracker.clone());
         let notifier = Notifier::start(&config, market.clone(), registry.clone(), shutdown.clone(), &tracker);
         tracker.spawn(dispatch(notifier.clone(), other_rx, shutdown.clone(), tracker.clone()));
 
         let ctx = ServerContext {
             accounts: Arc::new(Accounts::new(&config.smpp_server.accounts, &config.smpp)),
             tuning: config.smpp.clone(),
-            inbound: inbound_tx.clone(),
+            inbound: inbound.clone(),
             registry: registry.clone(),
         };
         tracker.spawn(server::serve(smpp_listener, ctx, shutdown.clone(), tracker.clone()));
         info!(addr = %smpp_addr, accounts = config.smpp_server.accounts.len(), "SMPP server listening");
 
-        let client_ctx =
-            ClientContext { tuning: config.smpp.clone(), inbound: inbound_tx, registry: registry.clone() };
+        let client_ctx = ClientContext { tuning: config.smpp.clone(), inbound, registry: registry.clone() };
         for smsc in &config.smsc {
             for &kind in client::bind_kinds(smsc.bind) {
                 tracker.spawn(client::run_bind(smsc.clone(), kind, client_ctx.clone(), shutdown.clone()));

@@ -209,7 +209,7 @@ async fn mt_sink_should_answer_submits_and_send_receipts() {
             label: Arc::from("sink"),
         },
         tuning: Tuning::new(&SmppTuning::default(), 10),
-        inbound: tx,
+        inbound: tx.into(),
         registry: Arc::new(Registry::default()),
         shutdown: shutdown.clone(),
     };

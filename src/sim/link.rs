@@ -65,7 +65,7 @@ pub async fn bind_ussdc(
             label: Arc::from("chogate"),
         },
         tuning: Tuning::new(tuning, window),
-        inbound: tx,
+        inbound: tx.into(),
         registry: Arc::new(Registry::default()),
         shutdown: shutdown.clone(),
     };
@@ -172,7 +172,7 @@ pub async fn accept_loop(
         let params = SessionParams {
             role: RoleParams::Server(auth.clone()),
             tuning: Tuning::new(&tuning, 1),
-            inbound: inbound.clone(),
+            inbound: inbound.clone().into(),
             registry: registry.clone(),
             shutdown: shutdown.clone(),
         };

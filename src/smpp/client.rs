@@ -5,13 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
 use super::pdu::{Bind, BindKind};
-use super::session::{self, InboundRequest, Registry, RoleParams, SessionEnd, SessionParams, Tuning};
+use super::session::{self, Inbound, Registry, RoleParams, SessionEnd, SessionParams, Tuning};
 use crate::config::{BindMode, SmppTuning, SmscConfig};
 
 /// A bind that lasted this long counts as healthy: the next reconnect starts from the
@@ -48,7 +47,7 @@ pub struct ClientContext {
     /// Engine settings.
     pub tuning: SmppTuning,
     /// Where the SMSC's requests (deliver_sm, data_sm) go.
-    pub inbound: mpsc::Sender<InboundRequest>,
+    pub inbound: Inbound,
     /// Bound sessions, registered under the SMSC's name.
     pub registry: Arc<Registry>,
 }

@@ -9,4 +9,4 @@ pub mod session;
 pub mod status;
 
 pub use pdu::{Address, Bind, BindKind, BindResp, Body, DataSm, MessageIdResp, Pdu, PduError, Sm, Tlv, Tlvs};
-pub use session::{InboundRequest, Responder, SessionError, SessionHandle, SessionState};
+pub use session::{Inbound, InboundRequest, Responder, SessionError, SessionHandle, SessionState};

@@ -11,14 +11,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use super::pdu::Bind;
 use super::session::{
-    self, Authenticator, BindDecision, Grant, InboundRequest, Registry, RoleParams, SessionParams, Tuning,
+    self, Authenticator, BindDecision, Grant, Inbound, Registry, RoleParams, SessionParams, Tuning,
 };
 use super::status;
 use crate::config::{ServerAccount, SmppTuning};
@@ -142,7 +141,7 @@ pub struct ServerContext {
     /// Engine settings.
     pub tuning: SmppTuning,
     /// Where peers' requests go.
-    pub inbound: mpsc::Sender<InboundRequest>,
+    pub inbound: Inbound,
     /// Bound sessions.
     pub registry: Arc<Registry>,
 }

@@ -135,7 +135,7 @@ pub struct SessionParams {
     /// Timers and limits.
     pub tuning: Tuning,
     /// Where requests from the peer go.
-    pub inbound: mpsc::Sender<InboundRequest>,
+    pub inbound: Inbound,
     /// Bound sessions register here, by label.
     pub registry: Arc<Registry>,
     /// Cancelled on daemon shutdown: the session unbinds gracefully.
@@ -186,6 +186,23 @@ pub enum SessionError {
     /// The PDU could not be encoded.
     #[error("cannot encode: {0}")]
     Encode(#[from] super::pdu::PduError),
+}
+
+/// Where a session hands the peer's requests.
+#[derive(Clone)]
+pub enum Inbound {
+    /// A bounded queue the application reads; a full queue answers `ESME_RTHROTTLED`.
+    Queue(mpsc::Sender<InboundRequest>),
+    /// Called by the session's reader for each request. It must not wait: it starts the work
+    /// (a task) and returns. What is under way stays bounded by the inbound window, whose
+    /// place each request holds until it is answered.
+    Handler(Arc<dyn Fn(InboundRequest) + Send + Sync>),
+}
+
+impl From<mpsc::Sender<InboundRequest>> for Inbound {
+    fn from(tx: mpsc::Sender<InboundRequest>) -> Self {
+        Inbound::Queue(tx)
+    }
 }
 
 /// A request from the peer, handed to the application.
@@ -953,7 +970,11 @@ impl Reader {
             answered: false,
         };
         let req = InboundRequest { pdu, session: self.handle.clone(), responder };
-        match self.params.inbound.try_send(req) {
+        let tx = match &self.params.inbound {
+            Inbound::Handler(handle) => return handle(req),
+            Inbound::Queue(tx) => tx,
+        };
+        match tx.try_send(req) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(req)) => {
                 req.responder.respond(status::ESME_RTHROTTLED, "").await

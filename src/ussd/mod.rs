@@ -31,7 +31,7 @@ use crate::market::{Lang as MarketLang, Market};
 use crate::menu::engine::Cursor;
 use crate::menu::{Lang, Menus, Target};
 use crate::smpp::pdu::{Address, Body, DataSm, Pdu, Sm, tag};
-use crate::smpp::session::{InboundRequest, Responder, Role, SessionHandle};
+use crate::smpp::session::{Inbound, InboundRequest, Responder, Role, SessionHandle};
 use crate::smpp::status;
 use crate::text;
 
@@ -139,7 +139,7 @@ pub fn is_ussd(pdu: &Pdu) -> bool {
 }
 
 /// The fields of an inbound USSD PDU, whatever its family.
-struct Inbound {
+struct Fields {
     source: Address,
     dest: Address,
     op: Option<u8>,
@@ -148,7 +148,7 @@ struct Inbound {
     umr: Option<u16>,
 }
 
-fn inbound_fields(pdu: &Pdu) -> Option<Inbound> {
+fn inbound_fields(pdu: &Pdu) -> Option<Fields> {
     let (source, dest, dc, payload, tlvs) = match &pdu.body {
         Body::SubmitSm(sm) | Body::DeliverSm(sm) => {
             (sm.source.clone(), sm.dest.clone(), sm.data_coding, sm.payload().clone(), &sm.tlvs)
@@ -160,7 +160,7 @@ fn inbound_fields(pdu: &Pdu) -> Option<Inbound> {
         _ => return None,
     };
     let its_session = tlvs.get(tag::ITS_SESSION_INFO).and_then(|v| Some([*v.first()?, *v.get(1)?]));
-    Some(Inbound {
+    Some(Fields {
         source,
         dest,
         op: tlvs.get_u8(tag::USSD_SERVICE_OP),
@@ -282,7 +282,7 @@ impl Ussd {
         key: Key,
         session: SessionHandle,
         settings: PeerSettings,
-        inb: Inbound,
+        inb: Fields,
         msisdn: String,
         responder: Responder,
     ) {
@@ -517,30 +517,41 @@ impl Ussd {
     }
 }
 
-/// Feeds USSD requests to the service (one task per request, so dialogues proceed in
-/// parallel) and sweeps idle dialogues every second, until shutdown.
-pub async fn run(
+/// Starts the USSD service for the binds' requests: the handler the sessions call starts a
+/// task for each USSD request (dialogues proceed in parallel; what is under way is bounded
+/// by each bind's windows) and passes anything else to `other` (`ESME_RTHROTTLED` when it is
+/// full). A task sweeps idle dialogues every second. After shutdown new requests are
+/// answered `ESME_RX_T_APPN`.
+pub fn start(
     ussd: Arc<Ussd>,
-    mut rx: mpsc::Receiver<InboundRequest>,
     other: mpsc::Sender<InboundRequest>,
     shutdown: CancellationToken,
     tracker: tokio_util::task::TaskTracker,
-) {
-    let mut sweep = tokio::time::interval(Duration::from_secs(1));
-    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => break,
-            _ = sweep.tick() => ussd.sweep().await,
-            req = rx.recv() => {
-                let Some(req) = req else { break };
-                if is_ussd(&req.pdu) {
-                    let ussd = ussd.clone();
-                    tracker.spawn(async move { ussd.handle(req).await });
-                } else if let Err(mpsc::error::TrySendError::Full(req) | mpsc::error::TrySendError::Closed(req)) = other.try_send(req) {
-                    req.responder.respond(status::ESME_RTHROTTLED, "").await;
-                }
+) -> Inbound {
+    let sweeper = ussd.clone();
+    let stop = shutdown.clone();
+    tracker.spawn(async move {
+        let mut sweep = tokio::time::interval(Duration::from_secs(1));
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                _ = sweep.tick() => sweeper.sweep().await,
             }
         }
-    }
+    });
+    Inbound::Handler(Arc::new(move |req: InboundRequest| {
+        if shutdown.is_cancelled() {
+            // Dropped unanswered: the responder answers ESME_RX_T_APPN.
+            return;
+        }
+        if is_ussd(&req.pdu) {
+            let ussd = ussd.clone();
+            tracker.spawn(async move { ussd.handle(req).await });
+        } else if let Err(mpsc::error::TrySendError::Full(req) | mpsc::error::TrySendError::Closed(req)) =
+            other.try_send(req)
+        {
+            tracker.spawn(req.responder.respond(status::ESME_RTHROTTLED, ""));
+        }
+    }))
 }
