@@ -534,11 +534,7 @@ impl Conn<'_> {
                 };
                 let sql =
                     format!("INSERT INTO {table} ({names}) VALUES ({}){suffix}", numbered(columns.len()));
-                let mut inserted = 0;
-                for row in rows {
-                    inserted += sqlite::execute(c, &sql, &row)?;
-                }
-                Ok(inserted)
+                sqlite::execute_each(c, &sql, &rows)
             }
             Backend::Postgres => {
                 let Conn::Postgres(c) = self else {

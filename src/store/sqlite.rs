@@ -15,7 +15,6 @@
 //! `normal` a crash of chogate (SIGKILL included) still loses nothing that was committed,
 //! but a power loss may lose the last commits.
 
-use std::borrow::Cow;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -163,31 +162,26 @@ impl Drop for Reader {
     }
 }
 
-/// `$1`-style placeholders (what the SQL above the store is written with) as `?1`: the
-/// parameter numbered N is then bound at index N, whatever order the placeholders appear in.
-fn positional(sql: &str) -> Cow<'_, str> {
-    if !sql.contains('$') {
-        return Cow::Borrowed(sql);
-    }
-    let mut out = String::with_capacity(sql.len());
-    let mut chars = sql.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
-            out.push('?');
-        } else {
-            out.push(c);
-        }
-    }
-    Cow::Owned(out)
-}
-
+/// Binds `$N`-style placeholders (what the SQL above the store is written with) by number:
+/// SQLite takes `$1` as a parameter named "$1", and the parameter named `$N` gets argument N
+/// whatever order the placeholders appear in (and however often). The statement's text is
+/// used as written, so its prepared form is found in the cache without rewriting it.
 fn bind(stmt: &mut rusqlite::Statement<'_>, args: &[Arg]) -> Result<(), rusqlite::Error> {
-    let expected = stmt.parameter_count();
-    if args.len() != expected {
-        return Err(rusqlite::Error::InvalidParameterCount(args.len(), expected));
-    }
-    for (i, arg) in args.iter().enumerate() {
-        let at = i + 1;
+    let mut highest = 0;
+    for at in 1..=stmt.parameter_count() {
+        let number = stmt
+            .parameter_name(at)
+            .and_then(|name| name.strip_prefix('$'))
+            .and_then(|digits| digits.parse::<usize>().ok())
+            .filter(|&n| n >= 1);
+        let Some(n) = number else {
+            let name = stmt.parameter_name(at).unwrap_or("?").to_owned();
+            return Err(rusqlite::Error::InvalidParameterName(name));
+        };
+        highest = highest.max(n);
+        let Some(arg) = args.get(n - 1) else {
+            return Err(rusqlite::Error::InvalidParameterCount(args.len(), n));
+        };
         match arg {
             Arg::Int(v) => stmt.raw_bind_parameter(at, v)?,
             Arg::OptInt(v) => stmt.raw_bind_parameter(at, v)?,
@@ -196,19 +190,32 @@ fn bind(stmt: &mut rusqlite::Statement<'_>, args: &[Arg]) -> Result<(), rusqlite
             Arg::Bool(v) => stmt.raw_bind_parameter(at, v)?,
         }
     }
+    if highest != args.len() {
+        return Err(rusqlite::Error::InvalidParameterCount(args.len(), highest));
+    }
     Ok(())
 }
 
 /// Runs a statement (every row it returns is read and dropped); returns the rows changed.
 pub fn execute(conn: &mut Connection, sql: &str, args: &[Arg]) -> Result<u64, StoreError> {
-    let sql = positional(sql);
-    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut stmt = conn.prepare_cached(sql)?;
     bind(&mut stmt, args)?;
     let mut rows = stmt.raw_query();
     while rows.next()?.is_some() {}
     drop(rows);
     drop(stmt);
     Ok(conn.changes())
+}
+
+/// Runs one statement once per row of arguments (prepared once); returns the rows changed.
+pub fn execute_each(conn: &mut Connection, sql: &str, rows: &[Vec<Arg>]) -> Result<u64, StoreError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut changed = 0;
+    for args in rows {
+        bind(&mut stmt, args)?;
+        changed += stmt.raw_execute()? as u64;
+    }
+    Ok(changed)
 }
 
 /// Runs a query; returns up to `limit` rows.
@@ -218,8 +225,7 @@ pub fn fetch(
     args: &[Arg],
     limit: usize,
 ) -> Result<Vec<LiteRow>, StoreError> {
-    let sql = positional(sql);
-    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut stmt = conn.prepare_cached(sql)?;
     bind(&mut stmt, args)?;
     let names: Arc<[String]> = stmt.column_names().into_iter().map(str::to_owned).collect();
     let width = names.len();
@@ -303,13 +309,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dollar_placeholders_should_become_numbered_question_marks() {
-        assert_eq!(positional("UPDATE t SET a = $2 WHERE id = $1"), "UPDATE t SET a = ?2 WHERE id = ?1");
-        assert_eq!(positional("SELECT 1"), "SELECT 1");
-        assert_eq!(positional("SELECT '$x', $10"), "SELECT '$x', ?10");
-    }
-
-    #[test]
     fn numbered_parameters_should_bind_by_number_not_by_position() {
         let mut conn = Connection::open_in_memory().unwrap();
         execute(&mut conn, "CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT)", &[]).unwrap();
@@ -331,5 +330,24 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         assert!(execute(&mut conn, "SELECT $1", &[]).is_err());
         assert!(execute(&mut conn, "SELECT $1", &[Arg::Int(1), Arg::Int(2)]).is_err());
+        assert!(execute(&mut conn, "SELECT $2", &[Arg::Int(1), Arg::Int(2)]).is_ok());
+        assert!(execute(&mut conn, "SELECT $2", &[Arg::Int(1), Arg::Int(2), Arg::Int(3)]).is_err());
+        assert!(execute(&mut conn, "SELECT ?1", &[Arg::Int(1)]).is_err());
+        assert!(execute(&mut conn, "SELECT :a", &[Arg::Int(1)]).is_err());
+    }
+
+    #[test]
+    fn a_repeated_placeholder_should_take_one_argument() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let rows = fetch(
+            &mut conn,
+            "SELECT $2 AS b, '$1' AS literal, $1 + $1 AS twice",
+            &[Arg::Int(4), Arg::Text("x".into())],
+            usize::MAX,
+        )
+        .unwrap();
+        assert_eq!(rows[0].opt_text("b").unwrap().as_deref(), Some("x"));
+        assert_eq!(rows[0].opt_text("literal").unwrap().as_deref(), Some("$1"));
+        assert_eq!(rows[0].opt_int("twice").unwrap(), Some(8));
     }
 }
