@@ -19,14 +19,16 @@
 use std::fmt;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use chogate::config::{DatabaseConfig, SqliteSynchronous};
 use chogate::market::{Actor, Channel, IdemKey, Lang, Market};
 use divan::Bencher;
 use divan::counter::ItemsCount;
-use sqlx::{AssertSqlSafe, Connection};
 use tokio_util::sync::CancellationToken;
+
+/// Fresh databases on both backends, as the tests make them.
+#[path = "../tests/common/db.rs"]
+mod db;
 
 /// One line per case: the writer's group sizes, printed after divan's table.
 static GROUPS: Mutex<Vec<String>> = Mutex::new(Vec::new());
@@ -86,40 +88,21 @@ struct Fixture {
     shutdown: CancellationToken,
     household_id: i64,
     product_id: i64,
-    _dir: Option<tempfile::TempDir>,
-}
-
-async fn postgres_url() -> String {
-    let base = std::env::var("CHOGATE_TEST_POSTGRES_URL").unwrap();
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
-    let name = format!("chogate_bench_{}_{nanos}", std::process::id());
-    let mut admin =
-        sqlx::PgConnection::connect(&base).await.expect("cannot connect to CHOGATE_TEST_POSTGRES_URL");
-    sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await.unwrap();
-    admin.close().await.unwrap();
-    let (before_query, query) = match base.split_once('?') {
-        Some((b, q)) => (b, format!("?{q}")),
-        None => (base.as_str(), String::new()),
-    };
-    let (server, _) = before_query.rsplit_once('/').expect("CHOGATE_TEST_POSTGRES_URL has no database path");
-    format!("{server}/{name}{query}")
+    _db: db::TestDb,
 }
 
 impl Fixture {
     async fn open(backend: Backend) -> Fixture {
-        let (url, dir) = match backend {
-            Backend::Sqlite | Backend::SqliteNormal => {
-                let dir = tempfile::tempdir().unwrap();
-                (format!("sqlite://{}", dir.path().join("bench.db").display()), Some(dir))
-            }
-            Backend::Postgres => (postgres_url().await, None),
+        let db = match backend {
+            Backend::Sqlite | Backend::SqliteNormal => db::sqlite_db(),
+            Backend::Postgres => db::postgres_db().await,
         };
         let sqlite_synchronous = if backend == Backend::SqliteNormal {
             SqliteSynchronous::Normal
         } else {
             SqliteSynchronous::Full
         };
-        let cfg = DatabaseConfig { url, sqlite_synchronous, ..DatabaseConfig::default() };
+        let cfg = DatabaseConfig { sqlite_synchronous, ..db.config() };
         let shutdown = CancellationToken::new();
         let market = Market::open(&cfg, shutdown.clone()).await.unwrap();
         let cli = Actor::new("bench", Channel::Cli);
@@ -136,7 +119,7 @@ impl Fixture {
             .await
             .unwrap();
         let product_id = market.products().await.unwrap()[0].id;
-        Fixture { market, shutdown, household_id: leader.id, product_id, _dir: dir }
+        Fixture { market, shutdown, household_id: leader.id, product_id, _db: db }
     }
 
     /// K callers, one action each, all waiting for their commits.

@@ -336,18 +336,24 @@ impl Finished {
 // Server role: smpplib binds to chogate.
 // ---------------------------------------------------------------------------------------
 
-/// Runs one scenario of smpplib_peer.py against the daemon and asserts that it passed.
-async fn smpplib(daemon: &TestDaemon, system_id: &str, password: &str, scenario: &str) -> Finished {
+/// Runs a script of tests/interop against the daemon's SMPP server (its address, then
+/// `args`) with smpplib on its path, until it exits.
+async fn run_smpplib_script(daemon: &TestDaemon, script: &'static str, args: &[&str]) -> Finished {
     let python_path = python_path().await;
     let mut cmd = Command::new("python3");
     cmd.arg("-s")
-        .arg(interop_dir().join("smpplib_peer.py"))
+        .arg(interop_dir().join(script))
         .arg(daemon.smpp.ip().to_string())
         .arg(daemon.smpp.port().to_string())
-        .args([system_id, password, scenario])
+        .args(args)
         .env("PYTHONPATH", python_path)
         .env("PYTHONDONTWRITEBYTECODE", "1");
-    let done = Foreign::spawn("smpplib_peer.py", cmd).finish().await;
+    Foreign::spawn(script, cmd).finish().await
+}
+
+/// Runs one scenario of smpplib_peer.py against the daemon and asserts that it passed.
+async fn smpplib(daemon: &TestDaemon, system_id: &str, password: &str, scenario: &str) -> Finished {
+    let done = run_smpplib_script(daemon, "smpplib_peer.py", &[system_id, password, scenario]).await;
     assert!(done.status.success(), "smpplib scenario {scenario} failed ({})\n{}", done.status, done.report);
     assert_eq!(done.lines.last().map(String::as_str), Some(&*format!("PASS {scenario}")), "{}", done.report);
     done
@@ -361,16 +367,8 @@ async fn smpplib(daemon: &TestDaemon, system_id: &str, password: &str, scenario:
 #[tokio::test]
 async fn smpplib_1000_concurrent_subscribers_should_register_with_correct_ops_and_sessions() {
     let daemon = TestDaemon::start(base_config("")).await;
-    let python_path = python_path().await;
-    let mut cmd = Command::new("python3");
-    cmd.arg("-s")
-        .arg(interop_dir().join("smpplib_load.py"))
-        .arg(daemon.smpp.ip().to_string())
-        .arg(daemon.smpp.port().to_string())
-        .args([ACCOUNT, PASSWORD, "1000", "84930000000"])
-        .env("PYTHONPATH", python_path)
-        .env("PYTHONDONTWRITEBYTECODE", "1");
-    let done = Foreign::spawn("smpplib_load.py", cmd).finish().await;
+    let done =
+        run_smpplib_script(&daemon, "smpplib_load.py", &[ACCOUNT, PASSWORD, "1000", "84930000000"]).await;
     assert!(done.status.success(), "smpplib load failed ({})\n{}", done.status, done.report);
     let result = done.line("RESULT ");
     assert!(

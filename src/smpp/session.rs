@@ -233,27 +233,35 @@ impl Responder {
 
     /// Answers with a status and message id (empty for deliver_sm_resp).
     pub async fn respond(self, status: u32, message_id: &str) {
-        let mut body = empty_response(self.command_id).unwrap_or(Body::GenericNack);
-        if let Body::SubmitSmResp(r) | Body::DeliverSmResp(r) | Body::DataSmResp(r) = &mut body {
-            r.message_id = message_id.to_owned();
-        }
+        let body = self.answer_body(message_id);
         self.respond_with(status, body).await;
     }
 
+    /// The response body to this request with `message_id` (a generic_nack for a request
+    /// that has no response of its own).
+    fn answer_body(&self, message_id: &str) -> Body {
+        let mut body = empty_response(self.command_id).unwrap_or(Body::GenericNack);
+        if let Body::SubmitSmResp(r) | Body::DeliverSmResp(r) | Body::DataSmResp(r) = &mut body
+            && !message_id.is_empty()
+        {
+            r.message_id = message_id.to_owned();
+        }
+        body
+    }
+
     /// Answers with a status and a body of one's own making.
-    pub async fn respond_with(self, status: u32, body: Body) {
-        let outbox = self.outbox.clone();
+    pub async fn respond_with(mut self, status: u32, body: Body) {
         let mut out = BytesMut::new();
         self.encode(status, body, &mut out);
         if !out.is_empty() {
             // The session may be gone; then there is nobody to answer.
-            let _ = outbox.send(out.freeze()).await;
+            let _ = self.outbox.send(out.freeze()).await;
         }
     }
 
     /// Writes the answer into `out` (nothing if it cannot be encoded); the request counts
-    /// as answered, and its place in the inbound window is given back.
-    fn encode(mut self, status: u32, body: Body, out: &mut BytesMut) {
+    /// as answered (its place in the inbound window is given back when this is dropped).
+    fn encode(&mut self, status: u32, body: Body, out: &mut BytesMut) {
         self.answered = true;
         let pdu = Pdu { status, sequence: self.sequence, body };
         crate::api::metrics::pdu(crate::api::metrics::Direction::Out, pdu.command_id(), status);
@@ -266,7 +274,7 @@ impl Responder {
 impl Drop for Responder {
     fn drop(&mut self) {
         if !self.answered {
-            let body = empty_response(self.command_id).unwrap_or(Body::GenericNack);
+            let body = self.answer_body("");
             let pdu = Pdu { status: status::ESME_RX_T_APPN, sequence: self.sequence, body };
             if let Ok(bytes) = pdu.to_bytes()
                 && self.outbox.try_send(bytes).is_err()
@@ -487,10 +495,11 @@ impl Slot<'_> {
     /// Answers an inbound request with `ESME_ROK` and sends a request in the same write (a
     /// USSD screen after the subscriber's PDU): one wake-up of the socket writer and one
     /// segment instead of two. The answer goes out even when the request cannot be sent.
-    pub async fn answer_then_request(self, answer: Responder, body: Body) -> Result<Pdu, SessionError> {
+    pub async fn answer_then_request(self, mut answer: Responder, body: Body) -> Result<Pdu, SessionError> {
         let mut out = BytesMut::with_capacity(512);
-        let command_id = answer.command_id;
-        answer.encode(status::ESME_ROK, empty_response(command_id).unwrap_or(Body::GenericNack), &mut out);
+        let body_of_answer = answer.answer_body("");
+        answer.encode(status::ESME_ROK, body_of_answer, &mut out);
+        drop(answer);
         self.send_and_wait(out, body).await
     }
 

@@ -534,7 +534,7 @@ impl Conn<'_> {
                 };
                 let sql =
                     format!("INSERT INTO {table} ({names}) VALUES ({}){suffix}", numbered(columns.len()));
-                sqlite::execute_each(c, &sql, &rows)
+                sqlite::execute_each(c, &sql, rows.iter().map(Vec::as_slice))
             }
             Backend::Postgres => {
                 let Conn::Postgres(c) = self else {

@@ -210,24 +210,24 @@ fn bind(stmt: &mut rusqlite::Statement<'_>, args: &[Arg]) -> Result<(), rusqlite
 
 /// Runs a statement (every row it returns is read and dropped); returns the rows changed.
 pub fn execute(conn: &mut Connection, sql: &str, args: &[Arg]) -> Result<u64, StoreError> {
-    let sql = positional(sql);
-    let mut stmt = conn.prepare_cached(&sql)?;
-    bind(&mut stmt, args)?;
-    let mut rows = stmt.raw_query();
-    while rows.next()?.is_some() {}
-    drop(rows);
-    drop(stmt);
-    Ok(conn.changes())
+    execute_each(conn, sql, [args])
 }
 
-/// Runs one statement once per row of arguments (prepared once); returns the rows changed.
-pub fn execute_each(conn: &mut Connection, sql: &str, rows: &[Vec<Arg>]) -> Result<u64, StoreError> {
+/// Runs one statement once per set of arguments (prepared once); returns the rows changed.
+pub fn execute_each<'a>(
+    conn: &mut Connection,
+    sql: &str,
+    each: impl IntoIterator<Item = &'a [Arg]>,
+) -> Result<u64, StoreError> {
     let sql = positional(sql);
     let mut stmt = conn.prepare_cached(&sql)?;
     let mut changed = 0;
-    for args in rows {
+    for args in each {
         bind(&mut stmt, args)?;
-        changed += stmt.raw_execute()? as u64;
+        let mut rows = stmt.raw_query();
+        while rows.next()?.is_some() {}
+        drop(rows);
+        changed += conn.changes();
     }
     Ok(changed)
 }
