@@ -153,7 +153,10 @@ impl Store {
     pub async fn read(&self) -> Result<ReadConn, StoreError> {
         Ok(match self {
             Store::Sqlite(s) => ReadConn::Sqlite(s.read()?),
-            Store::Postgres(s) => ReadConn::Postgres(s.pool().acquire().await?),
+            // Boxed: sqlx's acquire future is ~8.5 KB, and without the box every future that
+            // reads the database (each USSD step's) would carry that space and copy it
+            // whenever it is moved, SQLite or not.
+            Store::Postgres(s) => ReadConn::Postgres(Box::pin(s.pool().acquire()).await?),
         })
     }
 
