@@ -709,13 +709,12 @@ async fn create_listing(
         return Err(MarketError::NotFound("household"));
     }
     let id = c
-        .fetch_one(
+        .insert(
             "INSERT INTO listings (household_id, product_id, quantity_kg, price_per_kg, status, created_at_ms, \
-             updated_at_ms) VALUES ($1, $2, $3, $4, 'active', $5, $5) RETURNING id",
+             updated_at_ms) VALUES ($1, $2, $3, $4, 'active', $5, $5)",
             args![household_id, product_id, quantity_kg, price_per_kg, now],
         )
-        .await?
-        .int("id")?;
+        .await?;
     ev.push(
         "listing_created",
         format!("listing:{id}"),
@@ -990,13 +989,12 @@ async fn find_or_create_village(
         return Ok((row.int("id")?, false));
     }
     let id = c
-        .fetch_one(
+        .insert(
             "INSERT INTO villages (commune_code, name, name_key, pending, created_at_ms) \
-             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5)",
             args![code, name, &key, pending, now],
         )
-        .await?
-        .int("id")?;
+        .await?;
     Ok((id, true))
 }
 
@@ -1014,13 +1012,12 @@ async fn insert_household(
     pending: bool,
     now: i64,
 ) -> Result<i64, MarketError> {
-    Ok(c.fetch_one(
+    Ok(c.insert(
         "INSERT INTO households (msisdn, name, village_id, language, pending, created_at_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+         VALUES ($1, $2, $3, $4, $5, $6)",
         args![msisdn, name, village_id, lang.as_str(), pending, now],
     )
-    .await?
-    .int("id")?)
+    .await?)
 }
 
 async fn reread_household(c: &mut Conn<'_>, id: i64) -> Result<Applied, MarketError> {
@@ -1148,13 +1145,12 @@ async fn place_order(
         });
     }
     let id = c
-        .fetch_one(
+        .insert(
             "INSERT INTO orders (listing_id, household_id, buyer_name, quantity_kg, amount, status, created_at_ms, \
-             updated_at_ms) VALUES ($1, $2, $3, $4, $5, 'new', $6, $6) RETURNING id",
+             updated_at_ms) VALUES ($1, $2, $3, $4, $5, 'new', $6, $6)",
             args![listing.id, listing.household_id, &buyer_name, quantity_kg, amount, now],
         )
-        .await?
-        .int("id")?;
+        .await?;
     // Guarded: another node (PostgreSQL) may have taken some of it meanwhile.
     let taken = c
         .execute(
@@ -1254,12 +1250,11 @@ async fn register_leader(
         None => (insert_household(c, &msisdn, &name, village_id, lang, false, now).await?, false),
     };
     let team_id = c
-        .fetch_one(
-            "INSERT INTO teams (village_id, leader_household_id, created_at_ms) VALUES ($1, $2, $3) RETURNING id",
+        .insert(
+            "INSERT INTO teams (village_id, leader_household_id, created_at_ms) VALUES ($1, $2, $3)",
             args![village_id, id, now],
         )
-        .await?
-        .int("id")?;
+        .await?;
     c.execute("INSERT INTO team_members (team_id, household_id) VALUES ($1, $2)", args![team_id, id]).await?;
     // A leader confirms their village and themselves.
     c.execute("UPDATE villages SET pending = $2 WHERE id = $1", args![village_id, false]).await?;
@@ -1294,13 +1289,12 @@ async fn enqueue_sms(
 ) -> Result<i64, MarketError> {
     let now = ev.now;
     let id = c
-        .fetch_one(
+        .insert(
             "INSERT INTO outbox (msisdn, text, lang, kind, status, created_at_ms, expires_at_ms, next_attempt_at_ms) \
-             VALUES ($1, $2, $3, $4, 'queued', $5, $6, $5) RETURNING id",
+             VALUES ($1, $2, $3, $4, 'queued', $5, $6, $5)",
             args![sms.msisdn, sms.text, sms.lang.as_str(), sms.kind, now, now + sms.ttl_ms],
         )
-        .await?
-        .int("id")?;
+        .await?;
     let mut data = serde_json::Map::new();
     data.insert("kind".to_owned(), sms.kind.into());
     if let serde_json::Value::Object(more) = about {

@@ -71,7 +71,10 @@ impl SqliteStore {
                 SqliteSynchronous::Normal => Sync::Normal,
             })
             .foreign_keys(true)
-            .busy_timeout(cfg.busy_timeout());
+            .busy_timeout(cfg.busy_timeout())
+            // Used for the migrations only, which `chogate migrate` and the start-up log
+            // report themselves: sqlx would log a long one's whole text as a slow statement.
+            .disable_statement_logging();
         let store = SqliteStore {
             inner: Arc::new(Inner {
                 path: options.get_filename().to_path_buf(),

@@ -68,13 +68,12 @@ pub(super) async fn apply(
                 // A leader's village is confirmed; a pending household's waits for one.
                 let pending = !line.leader;
                 let id = c
-                    .fetch_one(
+                    .insert(
                         "INSERT INTO villages (commune_code, name, name_key, pending, created_at_ms) \
-                         VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                         VALUES ($1, $2, $3, $4, $5)",
                         args![i64::from(line.commune_code), &line.village, &vkey.1, pending, now],
                     )
-                    .await?
-                    .int("id")?;
+                    .await?;
                 ev.push(
                     "village_created",
                     format!("village:{id}"),
@@ -87,9 +86,9 @@ pub(super) async fn apply(
             }
         };
         let id = c
-            .fetch_optional(
+            .insert_or_skip(
                 "INSERT INTO households (msisdn, name, village_id, language, has_epay, pending, created_at_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (msisdn) DO NOTHING RETURNING id",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (msisdn) DO NOTHING",
                 args![
                     &line.msisdn,
                     &line.name,
@@ -100,9 +99,7 @@ pub(super) async fn apply(
                     now
                 ],
             )
-            .await?
-            .map(|r| r.int("id"))
-            .transpose()?;
+            .await?;
         let Some(id) = id else {
             // Registered meanwhile by another node (PostgreSQL).
             rejected.send_replace(vec![LineRejection {
@@ -117,13 +114,11 @@ pub(super) async fn apply(
         totals.with_epay += u64::from(line.has_epay);
         if line.leader {
             let team_id = c
-                .fetch_one(
-                    "INSERT INTO teams (village_id, leader_household_id, created_at_ms) VALUES ($1, $2, $3) \
-                     RETURNING id",
+                .insert(
+                    "INSERT INTO teams (village_id, leader_household_id, created_at_ms) VALUES ($1, $2, $3)",
                     args![village_id, id, now],
                 )
-                .await?
-                .int("id")?;
+                .await?;
             c.execute("INSERT INTO team_members (team_id, household_id) VALUES ($1, $2)", args![team_id, id])
                 .await?;
             c.execute("UPDATE villages SET pending = $2 WHERE id = $1 AND pending", args![village_id, false])

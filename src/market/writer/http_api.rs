@@ -32,19 +32,18 @@ pub(super) async fn apply(
     op: ApiOp,
 ) -> Result<Applied, MarketError> {
     let claimed = c
-        .fetch_optional(
+        .insert_or_skip(
             "INSERT INTO api_requests (partner, idem_key, request_hash, status, response, created_at_ms) \
-             VALUES ($1, $2, $3, 0, '', $4) ON CONFLICT (partner, idem_key) DO NOTHING RETURNING id",
+             VALUES ($1, $2, $3, 0, '', $4) ON CONFLICT (partner, idem_key) DO NOTHING",
             args![&call.partner, &call.key, &call.request_hash, now],
         )
         .await?;
-    let Some(row) = claimed else {
+    let Some(request_id) = claimed else {
         return Err(MarketError::Invalid {
             field: IDEMPOTENCY_KEY_FIELD,
             reason: "already used for another request".to_owned(),
         });
     };
-    let request_id = row.int("id")?;
     let result = match op {
         ApiOp::PlaceOrder { listing_id, buyer_name, quantity_kg, amount } => {
             api_place_order(c, ev, now, &call.partner, listing_id, buyer_name, quantity_kg, amount).await?
@@ -440,13 +439,12 @@ async fn create_token(
         return Err(MarketError::NotAllowed("a token with this public id exists".to_owned()));
     }
     let id = c
-        .fetch_one(
+        .insert(
             "INSERT INTO api_tokens (public_id, name, scopes, token_hash, created_at_ms) \
-             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5)",
             args![&public_id, &name, scopes.join(" "), &token_hash, now],
         )
-        .await?
-        .int("id")?;
+        .await?;
     // The event names the token, never its secret or hash.
     ev.push(
         "api_token_created",
