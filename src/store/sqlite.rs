@@ -169,28 +169,35 @@ impl Drop for Reader {
 /// `$1`-style placeholders (what the SQL above the store is written with) as `?1`: the
 /// parameter numbered N is then bound at index N, whatever order the placeholders appear in.
 fn positional(sql: &str) -> Cow<'_, str> {
-    if !sql.contains('$') {
-        return Cow::Borrowed(sql);
-    }
-    let mut out = String::with_capacity(sql.len());
-    let mut chars = sql.chars().peekable();
+    // Byte by byte: every character looked at is ASCII, and an ASCII byte is never part of
+    // a multi-byte character, so each '$' found is a character of its own.
+    let bytes = sql.as_bytes();
+    let mut out: Option<String> = None;
+    let mut copied = 0;
     // Inside a string literal or a quoted name ('...' or "...", a doubled quote being one
     // quote of the text), a '$' is text.
     let mut quote = None;
-    while let Some(c) = chars.next() {
+    for (i, &b) in bytes.iter().enumerate() {
         match quote {
-            Some(q) if c == q => quote = None,
+            Some(q) if b == q => quote = None,
             Some(_) => {}
-            None if c == '\'' || c == '"' => quote = Some(c),
-            None if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) => {
-                out.push('?');
-                continue;
+            None if b == b'\'' || b == b'"' => quote = Some(b),
+            None if b == b'$' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit) => {
+                let o = out.get_or_insert_with(|| String::with_capacity(sql.len()));
+                o.push_str(&sql[copied..i]);
+                o.push('?');
+                copied = i + 1;
             }
             None => {}
         }
-        out.push(c);
     }
-    Cow::Owned(out)
+    match out {
+        None => Cow::Borrowed(sql),
+        Some(mut o) => {
+            o.push_str(&sql[copied..]);
+            Cow::Owned(o)
+        }
+    }
 }
 
 fn bind(stmt: &mut rusqlite::Statement<'_>, args: &[Arg]) -> Result<(), rusqlite::Error> {
@@ -332,6 +339,7 @@ mod tests {
         assert_eq!(positional("SELECT 1"), "SELECT 1");
         assert_eq!(positional("SELECT '$x', $10"), "SELECT '$x', ?10");
         assert_eq!(positional("SELECT '$1 it''s', \"$2\", $3"), "SELECT '$1 it''s', \"$2\", ?3");
+        assert_eq!(positional("SELECT 'Lạng Sơn', $1 || 'ở'"), "SELECT 'Lạng Sơn', ?1 || 'ở'");
     }
 
     #[test]
