@@ -547,7 +547,9 @@ pub fn start(
         }
         if is_ussd(&req.pdu) {
             let ussd = ussd.clone();
-            tracker.spawn(async move { ussd.handle(req).await });
+            // Boxed: the step's future is ~3.5 KB, which tokio would otherwise copy when
+            // spawning it and again when storing its output; the task then holds a pointer.
+            tracker.spawn(Box::pin(async move { ussd.handle(req).await }));
         } else if let Err(mpsc::error::TrySendError::Full(req) | mpsc::error::TrySendError::Closed(req)) =
             other.try_send(req)
         {
