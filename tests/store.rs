@@ -1074,16 +1074,16 @@ async fn messages_past_their_validity_should_be_expired_and_never_claimed(db: Te
     {
         let mut r = m.store().read().await.unwrap();
         for (msisdn, expires, due) in rows {
-            let row = r
+            let id = r
                 .conn()
-                .fetch_one(
+                .insert(
                     "INSERT INTO outbox (msisdn, text, lang, kind, status, created_at_ms, expires_at_ms, next_attempt_at_ms) \
-                     VALUES ($1, 'x', 'vi', 'test', 'queued', $2, $3, $4) RETURNING id",
+                     VALUES ($1, 'x', 'vi', 'test', 'queued', $2, $3, $4)",
                     args![msisdn, now - 100, expires, due],
                 )
                 .await
                 .unwrap();
-            ids.push(row.int("id").unwrap());
+            ids.push(id);
         }
     }
     let status = |id: i64| async move { m.message(id).await.unwrap().unwrap().status };

@@ -1270,13 +1270,13 @@ async fn register_leader(
 
 /// One SMS to queue.
 struct Sms<'a> {
-    pub msisdn: &'a str,
-    pub text: String,
-    pub lang: Lang,
+    msisdn: &'a str,
+    text: String,
+    lang: Lang,
     /// What it tells (`order_new`, `payment_received`, ...).
-    pub kind: &'a str,
+    kind: &'a str,
     /// Valid this long from now.
-    pub ttl_ms: i64,
+    ttl_ms: i64,
 }
 
 /// Queues one SMS in the outbox, due now, in the transaction of the action that causes it,

@@ -1090,7 +1090,6 @@ async fn wait_all(window: Arc<Semaphore>, n: u32, inbound: Arc<Semaphore>, m: u3
     std::mem::forget((a, b));
 }
 
-/// Writes what the session sends, coalescing PDUs that queue up into one write.
 /// Appends what is queued in `rx` to `buf`, until `buf` holds `limit` bytes or more.
 fn take_queued(rx: &mut mpsc::Receiver<Bytes>, buf: &mut BytesMut, limit: usize) {
     while buf.len() < limit {
@@ -1101,6 +1100,7 @@ fn take_queued(rx: &mut mpsc::Receiver<Bytes>, buf: &mut BytesMut, limit: usize)
     }
 }
 
+/// Writes what the session sends, coalescing PDUs that queue up into one write.
 async fn write_loop(mut w: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>, done: CancellationToken) {
     const BATCH: usize = 64 * 1024;
     let mut buf = BytesMut::with_capacity(BATCH);
@@ -1132,9 +1132,7 @@ async fn write_loop(mut w: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>, done: 
         }
     }
     // Flush what was queued before the end (the last unbind_resp, say), then close.
-    while let Ok(more) = rx.try_recv() {
-        buf.extend_from_slice(&more);
-    }
+    take_queued(&mut rx, &mut buf, usize::MAX);
     let flush = async {
         if !buf.is_empty() {
             w.write_all(&buf).await?;
