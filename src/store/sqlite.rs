@@ -15,7 +15,6 @@
 //! `normal` a crash of chogate (SIGKILL included) still loses nothing that was committed,
 //! but a power loss may lose the last commits.
 
-use std::borrow::Cow;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -166,47 +165,28 @@ impl Drop for Reader {
     }
 }
 
-/// `$1`-style placeholders (what the SQL above the store is written with) as `?1`: the
-/// parameter numbered N is then bound at index N, whatever order the placeholders appear in.
-fn positional(sql: &str) -> Cow<'_, str> {
-    // Byte by byte: every character looked at is ASCII, and an ASCII byte is never part of
-    // a multi-byte character, so each '$' found is a character of its own.
-    let bytes = sql.as_bytes();
-    let mut out: Option<String> = None;
-    let mut copied = 0;
-    // Inside a string literal or a quoted name ('...' or "...", a doubled quote being one
-    // quote of the text), a '$' is text.
-    let mut quote = None;
-    for (i, &b) in bytes.iter().enumerate() {
-        match quote {
-            Some(q) if b == q => quote = None,
-            Some(_) => {}
-            None if b == b'\'' || b == b'"' => quote = Some(b),
-            None if b == b'$' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit) => {
-                let o = out.get_or_insert_with(|| String::with_capacity(sql.len()));
-                o.push_str(&sql[copied..i]);
-                o.push('?');
-                copied = i + 1;
-            }
-            None => {}
-        }
-    }
-    match out {
-        None => Cow::Borrowed(sql),
-        Some(mut o) => {
-            o.push_str(&sql[copied..]);
-            Cow::Owned(o)
-        }
-    }
-}
-
+/// Binds the arguments of SQL written with `$1`-style placeholders (as the SQL above the
+/// store is, for both backends). SQLite reads `$1` as a parameter *named* "$1" and numbers
+/// its parameters in the order they first appear, so each parameter is bound to the
+/// argument its name gives, whatever that order. SQLite's own tokenizer has told a
+/// placeholder from a `$` inside a literal or a quoted name, and the SQL text is used as
+/// written (no rewriting on every run).
 fn bind(stmt: &mut rusqlite::Statement<'_>, args: &[Arg]) -> Result<(), rusqlite::Error> {
     let expected = stmt.parameter_count();
     if args.len() != expected {
         return Err(rusqlite::Error::InvalidParameterCount(args.len(), expected));
     }
-    for (i, arg) in args.iter().enumerate() {
-        let at = i + 1;
+    for at in 1..=expected {
+        // Distinct names each giving a number in 1..=expected: every argument is bound once.
+        let name = stmt.parameter_name(at);
+        let arg = name
+            .and_then(|n| n.strip_prefix('$'))
+            .and_then(|n| n.parse::<usize>().ok())
+            .and_then(|n| n.checked_sub(1))
+            .and_then(|i| args.get(i));
+        let Some(arg) = arg else {
+            return Err(rusqlite::Error::InvalidParameterName(name.unwrap_or("?").to_owned()));
+        };
         match arg {
             Arg::Int(v) => stmt.raw_bind_parameter(at, v)?,
             Arg::OptInt(v) => stmt.raw_bind_parameter(at, v)?,
@@ -229,8 +209,7 @@ pub fn execute_each<'a>(
     sql: &str,
     each: impl IntoIterator<Item = &'a [Arg]>,
 ) -> Result<u64, StoreError> {
-    let sql = positional(sql);
-    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut stmt = conn.prepare_cached(sql)?;
     let mut changed = 0;
     for args in each {
         bind(&mut stmt, args)?;
@@ -249,8 +228,7 @@ pub fn fetch(
     args: &[Arg],
     limit: usize,
 ) -> Result<Vec<LiteRow>, StoreError> {
-    let sql = positional(sql);
-    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut stmt = conn.prepare_cached(sql)?;
     bind(&mut stmt, args)?;
     let names: Arc<[String]> = stmt.column_names().into_iter().map(str::to_owned).collect();
     let width = names.len();
@@ -334,12 +312,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dollar_placeholders_should_become_numbered_question_marks() {
-        assert_eq!(positional("UPDATE t SET a = $2 WHERE id = $1"), "UPDATE t SET a = ?2 WHERE id = ?1");
-        assert_eq!(positional("SELECT 1"), "SELECT 1");
-        assert_eq!(positional("SELECT '$x', $10"), "SELECT '$x', ?10");
-        assert_eq!(positional("SELECT '$1 it''s', \"$2\", $3"), "SELECT '$1 it''s', \"$2\", ?3");
-        assert_eq!(positional("SELECT 'Lạng Sơn', $1 || 'ở'"), "SELECT 'Lạng Sơn', ?1 || 'ở'");
+    fn dollar_inside_literals_and_quoted_names_should_stay_text() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let rows = fetch(
+            &mut conn,
+            "SELECT '$1 it''s' AS lit, \"$2\" AS quoted, $1 || 'ở Lạng Sơn' AS arg FROM (SELECT 5 AS \"$2\")",
+            &[Arg::Text("x".into())],
+            usize::MAX,
+        )
+        .unwrap();
+        assert_eq!(rows[0].opt_text("lit").unwrap().as_deref(), Some("$1 it's"));
+        assert_eq!(rows[0].opt_int("quoted").unwrap(), Some(5));
+        assert_eq!(rows[0].opt_text("arg").unwrap().as_deref(), Some("xở Lạng Sơn"));
+    }
+
+    #[test]
+    fn placeholders_other_than_dollar_numbers_should_be_refused() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        assert!(execute(&mut conn, "SELECT ?", &[Arg::Int(1)]).is_err());
+        assert!(execute(&mut conn, "SELECT :a", &[Arg::Int(1)]).is_err());
+        assert!(execute(&mut conn, "SELECT $0", &[Arg::Int(1)]).is_err());
+        assert!(execute(&mut conn, "SELECT $2", &[Arg::Int(1)]).is_err());
     }
 
     #[test]
