@@ -76,6 +76,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// The next frame if a whole one is already buffered, without reading.
+    pub fn buffered(&mut self) -> Result<Option<Frame>, FrameError> {
+        self.try_frame()
+    }
+
     /// Cuts a frame from the buffer if a whole one is there.
     fn try_frame(&mut self) -> Result<Option<Frame>, FrameError> {
         if self.discard > 0 {

@@ -670,12 +670,18 @@ impl Reader {
         let mut drain: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(std::future::pending());
         let shutdown = self.params.shutdown.clone();
         let done = self.shared().done.clone();
+        // One of each for the whole session rather than one per frame: the cancellation
+        // waits may be polled again after they fire, and the timer is armed at the earliest
+        // deadline and moved on lazily (see the end of the loop).
+        let done_wait = done.cancelled();
+        let shutdown_wait = shutdown.cancelled();
+        let timer = sleep_until(self.next_timer(&phase, &t));
+        tokio::pin!(done_wait, shutdown_wait, timer);
         let end = loop {
-            let timer = self.next_timer(&phase, &t);
             let step = tokio::select! {
                 biased;
-                () = done.cancelled() => Step::End(SessionEnd::Io("write failed".into())),
-                () = shutdown.cancelled(), if !matches!(phase, Phase::Draining { .. } | Phase::Unbinding { .. }) => {
+                () = &mut done_wait => Step::End(SessionEnd::Io("write failed".into())),
+                () = &mut shutdown_wait, if !matches!(phase, Phase::Draining { .. } | Phase::Unbinding { .. }) => {
                     match phase {
                         Phase::Bound(_) => {
                             info!("shutting down: draining, then unbind");
@@ -688,12 +694,31 @@ impl Reader {
                 frame = self.frames.next() => match frame {
                     Ok(Some(frame)) => {
                         self.last_rx = Instant::now();
-                        self.on_frame(frame, &phase).await
+                        let mut step = self.on_frame(frame, &phase).await;
+                        // The frames that came in the same read are taken now, without a
+                        // turn of the select each: they are as received as the first.
+                        while let Step::Continue = step {
+                            step = match self.frames.buffered() {
+                                Ok(Some(frame)) => self.on_frame(frame, &phase).await,
+                                Ok(None) => break,
+                                Err(e) => self.on_frame_error(e).await,
+                            };
+                        }
+                        step
                     }
                     Ok(None) => Step::End(SessionEnd::PeerClosed),
                     Err(e) => self.on_frame_error(e).await,
                 },
-                () = sleep_until(timer) => self.on_timer(&phase, &t).await,
+                () = &mut timer => {
+                    let due = self.next_timer(&phase, &t);
+                    if Instant::now() < due {
+                        // Traffic moved the deadline on since the timer was armed.
+                        timer.as_mut().reset(due);
+                        Step::Continue
+                    } else {
+                        self.on_timer(&phase, &t).await
+                    }
+                }
             };
             match step {
                 Step::Continue => {}
@@ -717,6 +742,12 @@ impl Reader {
                     }
                     phase = next;
                 }
+            }
+            // A deadline may have come nearer (a new phase, an enquire_link sent) or the timer
+            // may have fired: arm it again. A later deadline waits until the timer fires.
+            let due = self.next_timer(&phase, &t);
+            if due < timer.deadline() || timer.is_elapsed() {
+                timer.as_mut().reset(due);
             }
         };
         self.finish(&end);
