@@ -3,24 +3,33 @@
 /// Normalises `0912345678`, `+84912345678`, `84912345678`, `84 912 345 678`, `0912.345.678`
 /// to `84912345678`; `None` for anything that is not a Vietnamese mobile number.
 pub fn normalize(input: &str) -> Option<String> {
-    let mut digits = String::with_capacity(12);
+    // The longest written form that can be valid has 11 digits (84 + 9).
+    let mut digits = [0u8; 11];
+    let mut n = 0;
     for (i, c) in input.trim().chars().enumerate() {
         match c {
-            '0'..='9' => digits.push(c),
+            '0'..='9' => {
+                *digits.get_mut(n)? = c as u8;
+                n += 1;
+            }
             '+' if i == 0 => {}
             ' ' | '.' | '-' => {}
             _ => return None,
         }
     }
-    let national = match digits.strip_prefix("84") {
+    let digits = &digits[..n];
+    let national = match digits.strip_prefix(b"84") {
         Some(rest) => rest,
-        None => digits.strip_prefix('0')?,
+        None => digits.strip_prefix(b"0")?,
     };
     // Mobile numbers: 9 digits starting with 3, 5, 7, 8 or 9.
-    if national.len() != 9 || !matches!(national.as_bytes()[0], b'3' | b'5' | b'7' | b'8' | b'9') {
+    if national.len() != 9 || !matches!(national[0], b'3' | b'5' | b'7' | b'8' | b'9') {
         return None;
     }
-    Some(format!("84{national}"))
+    let mut out = String::with_capacity(11);
+    out.push_str("84");
+    out.extend(national.iter().map(|&d| char::from(d)));
+    Some(out)
 }
 
 #[cfg(test)]
