@@ -5,11 +5,13 @@
 //! `9` the previous page or screen ("9. Quay lại"), `00` returns to the root menu from
 //! anywhere. Invalid input re-asks the same screen with a short hint.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 
 use super::{Format, Kind, Lang, Menus, Screen, ScreenId, Target, Text};
+use crate::text::Lengths;
 
 /// Width at which `menus check` counts a placeholder.
 pub const PLACEHOLDER_BUDGET: usize = 10;
@@ -67,7 +69,11 @@ impl ActError {
 /// What the engine needs from the world: data, actions, conditions.
 pub trait Backend: Send + Sync {
     /// Items of a data source.
-    fn items(&self, source: &str, vars: &Vars) -> impl Future<Output = Result<Vec<Item>, ActError>> + Send;
+    fn items(
+        &self,
+        source: &str,
+        vars: &Vars,
+    ) -> impl Future<Output = Result<Arc<Vec<Item>>, ActError>> + Send;
     /// Runs an action once per `key`; may set variables for the screens after it.
     fn act(
         &self,
@@ -122,6 +128,11 @@ pub fn fill(template: &str, vars: &Vars) -> String {
     fill_with(template, |name| vars.get(name).map(String::as_str))
 }
 
+/// [`fill`], borrowing the template when it has no placeholder (most titles and labels).
+fn fill_cow<'a>(template: &'a str, vars: &Vars) -> Cow<'a, str> {
+    if template.contains('{') { Cow::Owned(fill(template, vars)) } else { Cow::Borrowed(template) }
+}
+
 fn fill_with<'a>(template: &'a str, lookup: impl Fn(&str) -> Option<&'a str>) -> String {
     let mut out = String::with_capacity(template.len() + 16);
     let mut rest = template;
@@ -143,21 +154,99 @@ fn fill_with<'a>(template: &'a str, lookup: impl Fn(&str) -> Option<&'a str>) ->
     out
 }
 
+/// A piece of a list screen (header, entry, navigation line) and its lengths, measured once
+/// for all the pages it is tried on.
+struct Piece<'a> {
+    text: Cow<'a, str>,
+    len: Lengths,
+}
+
+impl<'a> Piece<'a> {
+    fn new(text: impl Into<Cow<'a, str>>, t: Target) -> Self {
+        let text = text.into();
+        let len = t.lengths(&text);
+        Piece { text, len }
+    }
+}
+
+/// What a page is written into: its text, or only its lengths (to try it for size).
+trait PageOut {
+    fn put(&mut self, piece: &Piece<'_>);
+    /// A newline, or an entry's number and ". ".
+    fn put_ascii(&mut self, text: &str);
+    fn put_number(&mut self, n: usize);
+    fn is_empty(&self) -> bool;
+}
+
+impl PageOut for String {
+    fn put(&mut self, piece: &Piece<'_>) {
+        self.push_str(&piece.text);
+    }
+
+    fn put_ascii(&mut self, text: &str) {
+        self.push_str(text);
+    }
+
+    fn put_number(&mut self, n: usize) {
+        if n >= 10 {
+            self.put_number(n / 10);
+        }
+        // A digit: n % 10 < 10.
+        self.push(char::from(b'0' + (n % 10) as u8));
+    }
+
+    fn is_empty(&self) -> bool {
+        String::is_empty(self)
+    }
+}
+
+/// The lengths of a page being tried for size.
+struct Size {
+    len: Lengths,
+    empty: bool,
+}
+
+impl PageOut for Size {
+    fn put(&mut self, piece: &Piece<'_>) {
+        self.len = self.len.plus(piece.len);
+        self.empty &= piece.text.is_empty();
+    }
+
+    fn put_ascii(&mut self, text: &str) {
+        self.len = self.len.plus(Lengths::ascii(text.len()));
+        self.empty &= text.is_empty();
+    }
+
+    fn put_number(&mut self, n: usize) {
+        let digits = n.checked_ilog10().unwrap_or(0) as usize + 1;
+        self.len = self.len.plus(Lengths::ascii(digits));
+        self.empty = false;
+    }
+
+    fn is_empty(&self) -> bool {
+        self.empty
+    }
+}
+
 /// Splits list entries into pages: each page holds `header`, up to eight entries and the
 /// navigation lines, and fits one message (a single entry too long for any page gets a
-/// page of its own and is cut when rendered).
-fn paginate(header: &str, labels: &[String], nav: &Nav, t: Target) -> Vec<Range<usize>> {
+/// page of its own and is cut when rendered). A list that fits one page whole is one page.
+fn paginate(header: &Piece<'_>, labels: &[Piece<'_>], nav: &Nav<'_>, t: Target) -> Vec<Range<usize>> {
+    let size = |labels: &[Piece<'_>], first, page, more| {
+        compose(Size { len: Lengths::ascii(0), empty: true }, header, labels, first, nav, page, more).len
+    };
+    if labels.len() <= MAX_OPTIONS_PER_PAGE && t.fits_lengths(size(labels, 1, 0, false)) {
+        return std::iter::once(0..labels.len()).collect();
+    }
     let mut pages = Vec::new();
     let mut start = 0;
     while start < labels.len() {
         let mut end = start + 1;
         while end < labels.len()
             && end - start < MAX_OPTIONS_PER_PAGE
-            && t.fits(&compose(
-                header,
+            && t.fits_lengths(size(
                 &labels[start..=end],
                 first_number(labels.len(), start),
-                nav,
                 pages.len(),
                 end + 1 < labels.len(),
             ))
@@ -174,9 +263,15 @@ fn paginate(header: &str, labels: &[String], nav: &Nav, t: Target) -> Vec<Range<
 }
 
 /// Navigation lines in the target language.
-struct Nav {
-    next: String,
-    back: Option<String>,
+struct Nav<'a> {
+    next: Piece<'a>,
+    back: Option<Piece<'a>>,
+}
+
+impl<'a> Nav<'a> {
+    fn new(next: &'a str, back: Option<&'a str>, t: Target) -> Self {
+        Nav { next: Piece::new(next, t), back: back.map(|b| Piece::new(b, t)) }
+    }
 }
 
 /// The number of the first entry on a page: screens of up to eight entries number them
@@ -185,28 +280,37 @@ fn first_number(total: usize, page_start: usize) -> usize {
     if total <= MAX_OPTIONS_PER_PAGE { page_start + 1 } else { 1 }
 }
 
-fn compose(header: &str, labels: &[String], first: usize, nav: &Nav, page: usize, more: bool) -> String {
-    let mut s = String::with_capacity(200);
-    s.push_str(header);
+/// One page of a list screen: the header, numbered entries, then "next" when `more`
+/// and "back" when there is somewhere to go back to.
+fn compose<O: PageOut>(
+    mut out: O,
+    header: &Piece<'_>,
+    labels: &[Piece<'_>],
+    first: usize,
+    nav: &Nav<'_>,
+    page: usize,
+    more: bool,
+) -> O {
+    out.put(header);
     for (i, l) in labels.iter().enumerate() {
-        if !s.is_empty() {
-            s.push('\n');
+        if !out.is_empty() {
+            out.put_ascii("\n");
         }
-        s.push_str(&(first + i).to_string());
-        s.push_str(". ");
-        s.push_str(l);
+        out.put_number(first + i);
+        out.put_ascii(". ");
+        out.put(l);
     }
     if more {
-        s.push('\n');
-        s.push_str(&nav.next);
+        out.put_ascii("\n");
+        out.put(&nav.next);
     }
     if let Some(back) = &nav.back
-        && (page > 0 || !back.is_empty())
+        && (page > 0 || !back.text.is_empty())
     {
-        s.push('\n');
-        s.push_str(back);
+        out.put_ascii("\n");
+        out.put(back);
     }
-    s
+    out
 }
 
 /// Splits a long text at word boundaries into pages that fit with the "next" line, the last
@@ -252,27 +356,35 @@ pub fn worst_case_page(menus: &Menus, s: &Screen, t: Target) -> Option<String> {
     let wide = |template: &str| fill_with(template, |_| Some(budget.as_str()));
     let lang = t.lang;
     let title = wide(s.title.get(lang));
-    let nav = Nav {
-        next: menus.message("next").get(lang).to_owned(),
-        back: Some(menus.message("back").get(lang).to_owned()),
-    };
+    let nav = Nav::new(menus.message("next").get(lang), Some(menus.message("back").get(lang)), t);
     match &s.kind {
         Kind::Switch { .. } => None,
         Kind::Choice { options } => {
-            let labels: Vec<String> = options.iter().map(|o| wide(o.label.get(lang))).collect();
-            let pages = paginate(&title, &labels, &nav, t);
+            let header = Piece::new(title.as_str(), t);
+            let labels: Vec<Piece<'_>> =
+                options.iter().map(|o| Piece::new(wide(o.label.get(lang)), t)).collect();
+            let pages = paginate(&header, &labels, &nav, t);
             pages
                 .iter()
                 .enumerate()
                 .map(|(i, r)| {
                     let first = first_number(labels.len(), r.start);
-                    compose(&title, &labels[r.clone()], first, &nav, i, i + 1 < pages.len())
+                    compose(
+                        String::with_capacity(200),
+                        &header,
+                        &labels[r.clone()],
+                        first,
+                        &nav,
+                        i,
+                        i + 1 < pages.len(),
+                    )
                 })
                 .max_by_key(|p| crate::text::measure(p, true).1)
         }
         Kind::List { empty, .. } => {
-            let one = vec![budget.repeat(2)];
-            let page = compose(&title, &one, 1, &nav, 1, true);
+            let one = [Piece::new(budget.repeat(2), t)];
+            let page =
+                compose(String::with_capacity(200), &Piece::new(title.as_str(), t), &one, 1, &nav, 1, true);
             let empty = wide(empty.get(lang));
             Some(if t.fits(&page) { empty } else { page })
         }
@@ -343,15 +455,24 @@ impl Menus {
         };
         match &screen.kind {
             Kind::Choice { .. } | Kind::List { .. } => {
-                let (header, labels, nav) = self.list_parts(c, previous_hint.as_deref());
-                let pages = paginate(&header, &labels, &nav, c.target);
+                let total = match &screen.kind {
+                    Kind::Choice { options } => options.len(),
+                    _ => c.items.len(),
+                };
+                // Where the pages break matters only for "0" and for lists numbered per
+                // page; the usual answer (an entry of a short list) needs no layout.
+                let pages = if input == "0" || total > MAX_OPTIONS_PER_PAGE {
+                    let (header, labels, nav) = self.list_parts(c, previous_hint.as_deref());
+                    paginate(&header, &labels, &nav, c.target)
+                } else {
+                    Vec::new()
+                };
                 let page = pages.get(c.page).cloned().unwrap_or(0..0);
                 match input {
                     "0" if c.page + 1 < pages.len() => c.page += 1,
                     "9" if c.page > 0 => c.page -= 1,
                     "9" if !c.history.is_empty() => self.back(c, b).await,
                     _ => {
-                        let total = labels.len();
                         let n = input.parse::<usize>().ok();
                         let index = match n {
                             Some(n) if total <= MAX_OPTIONS_PER_PAGE && (1..=total).contains(&n) => n - 1,
@@ -375,11 +496,12 @@ impl Menus {
                                 self.enter(c, goto, b).await;
                             }
                             Kind::List { var, goto, .. } => {
-                                let Some(item) = c.items.get(index).cloned() else { return };
+                                let items = Arc::clone(&c.items);
+                                let Some(item) = items.get(index) else { return };
                                 c.vars.insert(var.clone(), item.id.clone());
                                 c.vars.insert(format!("{var}.label"), item.label.get(lang).to_owned());
-                                for (k, v) in item.fields {
-                                    c.vars.insert(format!("{var}.{k}"), v);
+                                for (k, v) in &item.fields {
+                                    c.vars.insert(format!("{var}.{k}"), v.clone());
                                 }
                                 self.enter(c, *goto, b).await;
                             }
@@ -546,9 +668,9 @@ impl Menus {
             match b.items(source, &c.vars).await {
                 Ok(items) if items.is_empty() => {
                     c.ending = Some(Box::new(empty.clone()));
-                    c.items = Arc::new(Vec::new());
+                    c.items = items;
                 }
-                Ok(items) => c.items = Arc::new(items),
+                Ok(items) => c.items = items,
                 Err(e) => self.apply_error(c, e),
             }
         }
@@ -561,21 +683,22 @@ impl Menus {
     }
 
     /// Header, labels and navigation of a choice or list screen.
-    fn list_parts(&self, c: &Cursor, hint: Option<&Hint>) -> (String, Vec<String>, Nav) {
+    fn list_parts<'a>(&'a self, c: &'a Cursor, hint: Option<&Hint>) -> (Piece<'a>, Vec<Piece<'a>>, Nav<'a>) {
         let lang = c.target.lang;
         let screen = &self.screens[c.screen];
-        let title = fill(screen.title.get(lang), &c.vars);
+        let title = fill_cow(screen.title.get(lang), &c.vars);
         let header = match self.hint_text(c, hint) {
-            Some(h) => join(&h, &title),
+            Some(h) => Cow::Owned(join(&h, &title)),
             None => title,
         };
-        let labels: Vec<String> = match &screen.kind {
-            Kind::Choice { options } => options.iter().map(|o| fill(o.label.get(lang), &c.vars)).collect(),
-            _ => c.items.iter().map(|i| i.label.get(lang).to_owned()).collect(),
+        let labels: Vec<Piece<'a>> = match &screen.kind {
+            Kind::Choice { options } => {
+                options.iter().map(|o| Piece::new(fill_cow(o.label.get(lang), &c.vars), c.target)).collect()
+            }
+            _ => c.items.iter().map(|i| Piece::new(i.label.get(lang), c.target)).collect(),
         };
-        let back =
-            if c.history.is_empty() { String::new() } else { self.message("back").get(lang).to_owned() };
-        (header, labels, Nav { next: self.message("next").get(lang).to_owned(), back: Some(back) })
+        let back = if c.history.is_empty() { "" } else { self.message("back").get(lang) };
+        (Piece::new(header, c.target), labels, Nav::new(self.message("next").get(lang), Some(back), c.target))
     }
 
     fn text_page_count(&self, c: &Cursor) -> usize {
@@ -587,12 +710,12 @@ impl Menus {
         let lang = c.target.lang;
         let next = self.message("next").get(lang);
         let (body, tail) = match &c.ending {
-            Some(text) => (fill(text.get(lang), &c.vars), String::new()),
+            Some(text) => (fill_cow(text.get(lang), &c.vars), String::new()),
             None => {
                 let screen = &self.screens[c.screen];
-                let title = fill(screen.title.get(lang), &c.vars);
+                let title = fill_cow(screen.title.get(lang), &c.vars);
                 let body = match self.hint_text(c, c.hint.as_deref()) {
-                    Some(h) => join(&h, &title),
+                    Some(h) => Cow::Owned(join(&h, &title)),
                     None => title,
                 };
                 let tail = match screen.kind {
@@ -622,7 +745,15 @@ impl Menus {
         let page = c.page.min(pages.len() - 1);
         let range = pages[page].clone();
         let first = first_number(labels.len(), range.start);
-        let mut text = compose(&header, &labels[range], first, &nav, page, page + 1 < pages.len());
+        let mut text = compose(
+            String::with_capacity(200),
+            &header,
+            &labels[range],
+            first,
+            &nav,
+            page,
+            page + 1 < pages.len(),
+        );
         if !c.target.fits(&text) {
             text = truncate_to_fit(&text, c.target);
         }
@@ -680,6 +811,34 @@ mod tests {
         assert_eq!(parse_number("-5"), None);
         assert_eq!(parse_number("abc"), None);
         assert_eq!(parse_number(""), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn pages_should_fit_and_be_as_full_as_they_can(
+            labels in proptest::collection::vec("[a-zA-Z0-9 ạăơưđĐếồ€{]{1,30}", 0..20),
+            header in "[a-zA-Z ạăơưđ]{0,40}",
+            ucs2: bool,
+            back: bool,
+        ) {
+            let mode = if ucs2 { crate::config::TextMode::Ucs2 } else { crate::config::TextMode::Gsm };
+            let t = Target { lang: Lang::Vi, mode };
+            let header = Piece::new(header.as_str(), t);
+            let labels: Vec<Piece<'_>> = labels.iter().map(|l| Piece::new(l.as_str(), t)).collect();
+            let nav = Nav::new("0. Tiếp", Some(if back { "9. Quay lại" } else { "" }), t);
+            let pages = paginate(&header, &labels, &nav, t);
+            let text = |r: Range<usize>, page: usize, more: bool| {
+                compose(String::with_capacity(200), &header, &labels[r.clone()], first_number(labels.len(), r.start), &nav, page, more)
+            };
+            for (i, r) in pages.iter().enumerate() {
+                let more = i + 1 < pages.len();
+                proptest::prop_assert!(t.fits(&text(r.clone(), i, more)) || r.len() == 1);
+                if more && r.len() < MAX_OPTIONS_PER_PAGE {
+                    let longer = r.start..r.end + 1;
+                    proptest::prop_assert!(!t.fits(&text(longer.clone(), i, longer.end < labels.len())));
+                }
+            }
+        }
     }
 
     #[test]

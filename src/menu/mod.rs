@@ -596,6 +596,17 @@ impl Target {
         len <= enc.ussd_max()
     }
 
+    /// The lengths of a piece of a screen, to add up with [`Target::fits_lengths`].
+    pub fn lengths(&self, text: &str) -> crate::text::Lengths {
+        crate::text::Lengths::of(text, self.mode == TextMode::Ucs2)
+    }
+
+    /// Whether a text of these lengths (measured for this target) fits one screen.
+    pub fn fits_lengths(&self, lengths: crate::text::Lengths) -> bool {
+        let (enc, len) = lengths.measure();
+        len <= enc.ussd_max()
+    }
+
     /// Every language and mode, for validation.
     pub fn all() -> [Target; 4] {
         [

@@ -1,5 +1,5 @@
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use proptest::prelude::*;
 
@@ -37,7 +37,7 @@ struct Fake {
 }
 
 impl Backend for Fake {
-    async fn items(&self, source: &str, _vars: &Vars) -> Result<Vec<Item>, ActError> {
+    async fn items(&self, source: &str, _vars: &Vars) -> Result<Arc<Vec<Item>>, ActError> {
         let names = [
             "Na",
             "Hoa hồi",
@@ -50,7 +50,7 @@ impl Backend for Fake {
             "Măng khô",
             "Quýt",
         ];
-        Ok(match source {
+        Ok(Arc::new(match source {
             "products" => (0..self.products)
                 .map(|i| Item {
                     id: (i + 1).to_string(),
@@ -64,7 +64,7 @@ impl Backend for Fake {
                 fields: vec![("code".into(), "DH000007".into()), ("amount".into(), "250.000".into())],
             }],
             _ => vec![],
-        })
+        }))
     }
 
     async fn act(&self, action: &str, key: &str, vars: &mut Vars) -> Result<(), ActError> {

@@ -78,6 +78,53 @@ pub fn measure(text: &str, allow_ucs2: bool) -> (Encoding, usize) {
     }
 }
 
+/// The length of a text in the units [`measure`] may count it in for one setting of
+/// `allow_ucs2`. Every count is made character by character, so the lengths of pieces
+/// (measured with the same setting) add up to the length of their concatenation: a page
+/// can be sized from pieces measured once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lengths {
+    /// GSM septets (of the unaccented text when UCS2 is not allowed), or `None` when a
+    /// character is not in the GSM alphabet.
+    gsm: Option<usize>,
+    /// UTF-16 code units (counted only when UCS2 is allowed).
+    ucs2: usize,
+}
+
+impl Lengths {
+    /// The lengths of `text`.
+    #[must_use]
+    pub fn of(text: &str, allow_ucs2: bool) -> Self {
+        if allow_ucs2 {
+            Lengths { gsm: gsm_septets(text), ucs2: ucs2_units(text) }
+        } else {
+            Lengths { gsm: Some(unaccented_septets(text)), ucs2: 0 }
+        }
+    }
+
+    /// The lengths of `n` characters of the GSM basic alphabet that are ASCII (digits,
+    /// letters, `.`, space, newline), whatever the setting.
+    #[must_use]
+    pub fn ascii(n: usize) -> Self {
+        Lengths { gsm: Some(n), ucs2: n }
+    }
+
+    /// The lengths of the two texts one after the other.
+    #[must_use]
+    pub fn plus(self, other: Lengths) -> Self {
+        Lengths { gsm: self.gsm.zip(other.gsm).map(|(a, b)| a + b), ucs2: self.ucs2 + other.ucs2 }
+    }
+
+    /// What [`measure`] gives for the text, with the setting it was measured with.
+    #[must_use]
+    pub fn measure(self) -> (Encoding, usize) {
+        match self.gsm {
+            Some(n) => (Encoding::Gsm7, n),
+            None => (Encoding::Ucs2, self.ucs2),
+        }
+    }
+}
+
 /// Encodes `text` given the measurement from [`measure`], allocating exactly once.
 fn encode_measured(text: &str, allow_ucs2: bool, encoding: Encoding, chars: usize) -> Encoded {
     match encoding {
@@ -208,6 +255,23 @@ mod tests {
     use super::*;
     use crate::text::ucs2::ucs2_encode;
     use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn lengths_of_pieces_should_add_up_to_the_measure_of_the_whole(
+            a in "(\\PC|[ạăơưđ\u{0300}\u{0301}€{}\\n]){0,30}",
+            b in "(\\PC|[ạăơưđ\u{0300}\u{0301}€{}\\n]){0,30}",
+            digits in "[0-9. \\n]{0,5}",
+            allow_ucs2: bool,
+        ) {
+            let whole = format!("{a}{digits}{b}");
+            let summed = Lengths::of(&a, allow_ucs2)
+                .plus(Lengths::ascii(digits.len()))
+                .plus(Lengths::of(&b, allow_ucs2));
+            prop_assert_eq!(summed.measure(), Lengths::of(&whole, allow_ucs2).measure());
+            prop_assert_eq!(summed.measure(), measure(&whole, allow_ucs2));
+        }
+    }
 
     #[test]
     fn data_coding_should_match_smpp_values() {

@@ -12,7 +12,8 @@ mod ucs2;
 mod unaccent;
 
 pub use coding::{
-    Encoded, Encoding, USSD_GSM_MAX, USSD_UCS2_MAX, decode_short_message, encode_text, fit_ussd, measure,
+    Encoded, Encoding, Lengths, USSD_GSM_MAX, USSD_UCS2_MAX, decode_short_message, encode_text, fit_ussd,
+    measure,
 };
 pub use gsm::{gsm_decode, gsm_encode, gsm_encode_into, gsm_pack, gsm_septets, gsm_unpack, is_gsm};
 pub use sms::{

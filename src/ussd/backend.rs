@@ -7,6 +7,7 @@ use crate::market::{
 };
 use crate::menu::engine::{ActError, Backend, Item, Vars};
 use crate::menu::{Lang, Text};
+use std::sync::{Arc, OnceLock};
 use tracing::warn;
 
 /// An amount as the household reads it: `250.000` in Vietnamese, `250,000` in English.
@@ -28,9 +29,33 @@ pub fn national(msisdn: &str) -> String {
     }
 }
 
+/// The product catalogue as menu items, built at its first use and shared by every
+/// dialogue after: the market loads the catalogue once, at open.
+#[derive(Debug, Default)]
+pub struct ProductItems(OnceLock<Arc<Vec<Item>>>);
+
+impl ProductItems {
+    async fn get(&self, market: &Market) -> Result<Arc<Vec<Item>>, MarketError> {
+        if let Some(items) = self.0.get() {
+            return Ok(Arc::clone(items));
+        }
+        let products = market.products().await?;
+        let items = products
+            .iter()
+            .map(|p| Item {
+                id: p.id.to_string(),
+                label: Text { vi: p.name_vi.clone(), en: p.name_en.clone() },
+                fields: vec![("code".into(), p.code.clone())],
+            })
+            .collect();
+        Ok(Arc::clone(self.0.get_or_init(|| Arc::new(items))))
+    }
+}
+
 /// One dialogue step's view of the market, borrowing what the dialogue holds.
 pub struct MarketBackend<'a> {
     market: &'a Market,
+    products: &'a ProductItems,
     household: Option<&'a Household>,
     msisdn: &'a str,
     lang: Lang,
@@ -38,8 +63,14 @@ pub struct MarketBackend<'a> {
 
 impl<'a> MarketBackend<'a> {
     /// For the subscriber `msisdn` (known as `household`, or not registered yet).
-    pub fn new(market: &'a Market, household: Option<&'a Household>, msisdn: &'a str, lang: Lang) -> Self {
-        MarketBackend { market, household, msisdn, lang }
+    pub fn new(
+        market: &'a Market,
+        products: &'a ProductItems,
+        household: Option<&'a Household>,
+        msisdn: &'a str,
+        lang: Lang,
+    ) -> Self {
+        MarketBackend { market, products, household, msisdn, lang }
     }
 
     fn actor(&self) -> Actor {
@@ -162,33 +193,23 @@ impl MarketBackend<'_> {
 }
 
 impl Backend for MarketBackend<'_> {
-    async fn items(&self, source: &str, _vars: &Vars) -> Result<Vec<Item>, ActError> {
-        match source {
-            "products" => {
-                let products = self.market.products().await.map_err(to_act_error)?;
-                Ok(products
-                    .iter()
-                    .map(|p| Item {
-                        id: p.id.to_string(),
-                        label: Text { vi: p.name_vi.clone(), en: p.name_en.clone() },
-                        fields: vec![("code".into(), p.code.clone())],
-                    })
-                    .collect())
-            }
+    async fn items(&self, source: &str, _vars: &Vars) -> Result<Arc<Vec<Item>>, ActError> {
+        let items = match source {
+            "products" => return self.products.get(self.market).await.map_err(to_act_error),
             "orders.open" => {
                 let h = self.household()?;
                 let orders = self.market.open_orders(h.id).await.map_err(to_act_error)?;
-                Ok(orders.iter().map(|o| self.order_item(o, true)).collect())
+                orders.iter().map(|o| self.order_item(o, true)).collect()
             }
             "orders.awaiting_payment" => {
                 let h = self.household()?;
                 let orders = self.market.orders_awaiting_payment(h.id).await.map_err(to_act_error)?;
-                Ok(orders.iter().map(|o| self.order_item(o, false)).collect())
+                orders.iter().map(|o| self.order_item(o, false)).collect()
             }
             "listings.mine" => {
                 let h = self.household()?;
                 let listings = self.market.listings(h.id).await.map_err(to_act_error)?;
-                Ok(listings
+                listings
                     .iter()
                     .map(|l| {
                         let label = |name: &str| format!("{} {} {}kg", l.code, name, l.quantity_kg);
@@ -202,13 +223,14 @@ impl Backend for MarketBackend<'_> {
                             ],
                         }
                     })
-                    .collect())
+                    .collect()
             }
             other => {
                 warn!(source = other, "unknown data source");
-                Err(ActError::fail("error"))
+                return Err(ActError::fail("error"));
             }
-        }
+        };
+        Ok(Arc::new(items))
     }
 
     async fn act(&self, action: &str, key: &str, vars: &mut Vars) -> Result<(), ActError> {

@@ -35,7 +35,7 @@ use crate::smpp::session::{Inbound, InboundRequest, Responder, Role, SessionHand
 use crate::smpp::status;
 use crate::text;
 
-use backend::MarketBackend;
+use backend::{MarketBackend, ProductItems};
 
 /// `ussd_service_op` values.
 pub mod op {
@@ -114,6 +114,8 @@ struct Suspended {
 pub struct Ussd {
     menus: Arc<Menus>,
     market: Market,
+    /// The catalogue as list entries, shared by all dialogues.
+    products: ProductItems,
     peers: HashMap<String, PeerSettings>,
     dialogues: DashMap<Key, Arc<Mutex<Dialogue>>>,
     suspended: DashMap<String, Suspended>,
@@ -148,23 +150,30 @@ struct Fields {
     umr: Option<u16>,
 }
 
-fn inbound_fields(pdu: &Pdu) -> Option<Fields> {
-    let (source, dest, dc, payload, tlvs) = match &pdu.body {
+fn inbound_fields(pdu: Pdu) -> Option<Fields> {
+    let (source, dest, dc, payload, tlvs) = match pdu.body {
         Body::SubmitSm(sm) | Body::DeliverSm(sm) => {
-            (sm.source.clone(), sm.dest.clone(), sm.data_coding, sm.payload().clone(), &sm.tlvs)
+            let Sm { source, dest, data_coding, short_message, tlvs, .. } = *sm;
+            let payload = tlvs.get(tag::MESSAGE_PAYLOAD).cloned().unwrap_or(short_message);
+            (source, dest, data_coding, payload, tlvs)
         }
         Body::DataSm(d) => {
-            let payload = d.tlvs.get(tag::MESSAGE_PAYLOAD).cloned().unwrap_or_default();
-            (d.source.clone(), d.dest.clone(), d.data_coding, payload, &d.tlvs)
+            let DataSm { source, dest, data_coding, tlvs, .. } = *d;
+            let payload = tlvs.get(tag::MESSAGE_PAYLOAD).cloned().unwrap_or_default();
+            (source, dest, data_coding, payload, tlvs)
         }
         _ => return None,
     };
     let its_session = tlvs.get(tag::ITS_SESSION_INFO).and_then(|v| Some([*v.first()?, *v.get(1)?]));
+    let mut text = text::decode_short_message(dc, &payload);
+    if text.trim().len() != text.len() {
+        text = text.trim().to_owned();
+    }
     Some(Fields {
         source,
         dest,
         op: tlvs.get_u8(tag::USSD_SERVICE_OP),
-        text: text::decode_short_message(dc, &payload).trim().to_owned(),
+        text,
         its_session,
         umr: tlvs.get_u16(tag::USER_MESSAGE_REFERENCE),
     })
@@ -200,6 +209,7 @@ impl Ussd {
         Ussd {
             menus,
             market,
+            products: ProductItems::default(),
             peers,
             dialogues: DashMap::new(),
             suspended: DashMap::new(),
@@ -239,7 +249,7 @@ impl Ussd {
     /// next screen.
     pub async fn handle(self: &Arc<Self>, req: InboundRequest) {
         let InboundRequest { pdu, session, responder } = req;
-        let Some(inb) = inbound_fields(&pdu) else {
+        let Some(inb) = inbound_fields(pdu) else {
             responder.respond(status::ESME_RINVCMDID, "").await;
             return;
         };
@@ -306,7 +316,7 @@ impl Ussd {
             Some(h) if h.is_leader => self.menus.leader,
             Some(_) => self.menus.main,
         };
-        let backend = MarketBackend::new(&self.market, household.as_ref(), &msisdn, lang);
+        let backend = MarketBackend::new(&self.market, &self.products, household.as_ref(), &msisdn, lang);
         let mut cursor = self.menus.cursor(self.dialogue_id(), root, target);
         let resume =
             self.suspended.remove(&msisdn).map(|(_, s)| s).filter(|s| s.at.elapsed() <= self.resume_window);
@@ -368,8 +378,13 @@ impl Ussd {
         }
         dlg.awaiting_input = false;
         dlg.last_activity = Instant::now();
-        let backend =
-            MarketBackend::new(&self.market, dlg.household.as_deref(), &dlg.msisdn, dlg.cursor.target.lang);
+        let backend = MarketBackend::new(
+            &self.market,
+            &self.products,
+            dlg.household.as_deref(),
+            &dlg.msisdn,
+            dlg.cursor.target.lang,
+        );
         if let Some(saved) = dlg.resume_offer.take() {
             match input.trim() {
                 "1" => dlg.cursor = *saved,
@@ -427,8 +442,10 @@ impl Ussd {
     fn reply_body(&self, dlg: &Dialogue, text: &str, end: bool) -> Body {
         let allow_ucs2 = dlg.settings.text_mode == TextMode::Ucs2;
         let enc = text::encode_text(text, allow_ucs2);
-        let mut tlvs = crate::smpp::pdu::Tlvs::default();
-        tlvs.set(tag::USSD_SERVICE_OP, vec![if end { op::PSSR_RESPONSE } else { op::USSR_REQUEST }]);
+        // Room for the op, the session and one more (reference or payload).
+        let mut tlvs = crate::smpp::pdu::Tlvs(Vec::with_capacity(3));
+        let service_op: &'static [u8] = if end { &[op::PSSR_RESPONSE] } else { &[op::USSR_REQUEST] };
+        tlvs.set(tag::USSD_SERVICE_OP, Bytes::from_static(service_op));
         if let Some([n, flags]) = dlg.its_session {
             tlvs.set(tag::ITS_SESSION_INFO, vec![n, (flags & 0xFE) | u8::from(end)]);
         }
