@@ -19,7 +19,7 @@ pub const PLACEHOLDER_BUDGET: usize = 10;
 pub const MAX_OPTIONS_PER_PAGE: usize = 8;
 
 /// Dialogue variables.
-pub type Vars = HashMap<String, String>;
+pub type Vars = HashMap<String, String, foldhash::fast::RandomState>;
 
 /// A message shown on top of a screen after invalid input: its name and its variables.
 pub type Hint = (&'static str, Vec<(String, String)>);
@@ -415,7 +415,7 @@ impl Menus {
             root,
             screen: root,
             page: 0,
-            vars: Vars::new(),
+            vars: Vars::default(),
             items: Arc::new(Vec::new()),
             history: Vec::new(),
             step: 0,
@@ -795,7 +795,7 @@ mod tests {
 
     #[test]
     fn fill_should_replace_known_and_blank_unknown_placeholders() {
-        let mut vars = Vars::new();
+        let mut vars = Vars::default();
         vars.insert("qty".into(), "10".into());
         vars.insert("product.name".into(), "Na".into());
         assert_eq!(fill("Bán {qty} kg {product.name}{missing}?", &vars), "Bán 10 kg Na?");

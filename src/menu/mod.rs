@@ -202,7 +202,7 @@ pub struct Menus {
     /// All screens.
     pub screens: Vec<Screen>,
     by_name: HashMap<String, ScreenId>,
-    messages: HashMap<String, Text>,
+    messages: HashMap<String, Text, foldhash::fast::RandomState>,
     /// The registered household's main menu.
     pub main: ScreenId,
     /// The leader menu.
@@ -304,7 +304,7 @@ impl Menus {
     pub fn from_sources(sources: &[(PathBuf, String)]) -> Result<Menus, MenuError> {
         let mut pending: Vec<(String, Pending)> = Vec::new();
         let mut names: HashMap<String, (PathBuf, usize)> = HashMap::new();
-        let mut messages = HashMap::new();
+        let mut messages = HashMap::default();
         for (file, text) in sources {
             let raw: RawFile = toml::from_str(text).map_err(|e| toml_error(file, &e, text))?;
             for (name, s) in raw.screen {

@@ -354,7 +354,7 @@ struct Shared {
     peer: SocketAddr,
     label: RwLock<Arc<str>>,
     seq: AtomicU32,
-    pending: Mutex<HashMap<u32, oneshot::Sender<Pdu>>>,
+    pending: Mutex<HashMap<u32, oneshot::Sender<Pdu>, foldhash::fast::RandomState>>,
     window: Arc<Semaphore>,
     window_size: AtomicU32,
     outbox: mpsc::Sender<Bytes>,
@@ -374,7 +374,9 @@ impl Shared {
         }
     }
 
-    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u32, oneshot::Sender<Pdu>>> {
+    fn pending(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<u32, oneshot::Sender<Pdu>, foldhash::fast::RandomState>> {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -596,7 +598,7 @@ pub fn start(
         peer,
         label: RwLock::new(label.clone()),
         seq: AtomicU32::new(1),
-        pending: Mutex::new(HashMap::new()),
+        pending: Mutex::new(HashMap::default()),
         window: Arc::new(Semaphore::new(t.window)),
         window_size: AtomicU32::new(t.window as u32),
         outbox,
