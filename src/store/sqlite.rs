@@ -15,6 +15,7 @@
 //! `normal` a crash of chogate (SIGKILL included) still loses nothing that was committed,
 //! but a power loss may lose the last commits.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -165,34 +166,96 @@ impl Drop for Reader {
     }
 }
 
-/// Binds the arguments of SQL written with `$1`-style placeholders (as the SQL above the
-/// store is, for both backends). SQLite reads `$1` as a parameter *named* "$1" and numbers
-/// its parameters in the order they first appear, so each parameter is bound to the
-/// argument its name gives, whatever that order. SQLite's own tokenizer has told a
-/// placeholder from a `$` inside a literal or a quoted name, and the SQL text is used as
-/// written (no rewriting on every run).
-fn bind(stmt: &mut rusqlite::Statement<'_>, args: &[Arg]) -> Result<(), rusqlite::Error> {
+/// How a statement's arguments are bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placeholders {
+    /// The SQL as written: SQLite reads `$1` as a parameter *named* "$1" and numbers its
+    /// parameters in the order they first appear, so each is bound to the argument its name
+    /// gives. Looking a name up walks the statement's list of names, so this is for
+    /// statements with few placeholders (all the statements of a USSD step), where it
+    /// spares rewriting the SQL text on every run.
+    Named,
+    /// `$N` rewritten as `?N` (see [`positional`]): parameter N is at index N.
+    Numbered,
+}
+
+/// Statements with more `$` than this are rewritten (multi-row `VALUES` of a few hundred).
+const NAMED_MAX: usize = 16;
+
+/// The SQL to prepare for `sql` (written with `$1`-style placeholders, as the SQL above the
+/// store is, for both backends), and how to bind its arguments.
+fn prepared_sql(sql: &str) -> (Cow<'_, str>, Placeholders) {
+    if sql.bytes().filter(|&b| b == b'$').count() <= NAMED_MAX {
+        (Cow::Borrowed(sql), Placeholders::Named)
+    } else {
+        (positional(sql), Placeholders::Numbered)
+    }
+}
+
+/// `$1`-style placeholders (what the SQL above the store is written with) as `?1`: the
+/// parameter numbered N is then bound at index N, whatever order the placeholders appear in.
+fn positional(sql: &str) -> Cow<'_, str> {
+    // Byte by byte: every character looked at is ASCII, and an ASCII byte is never part of
+    // a multi-byte character, so each '$' found is a character of its own.
+    let bytes = sql.as_bytes();
+    let mut out: Option<String> = None;
+    let mut copied = 0;
+    // Inside a string literal or a quoted name ('...' or "...", a doubled quote being one
+    // quote of the text), a '$' is text.
+    let mut quote = None;
+    for (i, &b) in bytes.iter().enumerate() {
+        match quote {
+            Some(q) if b == q => quote = None,
+            Some(_) => {}
+            None if b == b'\'' || b == b'"' => quote = Some(b),
+            None if b == b'$' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit) => {
+                let o = out.get_or_insert_with(|| String::with_capacity(sql.len()));
+                o.push_str(&sql[copied..i]);
+                o.push('?');
+                copied = i + 1;
+            }
+            None => {}
+        }
+    }
+    match out {
+        None => Cow::Borrowed(sql),
+        Some(mut o) => {
+            o.push_str(&sql[copied..]);
+            Cow::Owned(o)
+        }
+    }
+}
+
+fn bind(stmt: &mut rusqlite::Statement<'_>, how: Placeholders, args: &[Arg]) -> Result<(), rusqlite::Error> {
     let expected = stmt.parameter_count();
     if args.len() != expected {
         return Err(rusqlite::Error::InvalidParameterCount(args.len(), expected));
     }
     for at in 1..=expected {
-        // Distinct names each giving a number in 1..=expected: every argument is bound once.
-        let name = stmt.parameter_name(at);
-        let arg = name
-            .and_then(|n| n.strip_prefix('$'))
-            .and_then(|n| n.parse::<usize>().ok())
-            .and_then(|n| n.checked_sub(1))
-            .and_then(|i| args.get(i));
-        let Some(arg) = arg else {
-            return Err(rusqlite::Error::InvalidParameterName(name.unwrap_or("?").to_owned()));
+        let arg = match how {
+            Placeholders::Numbered => args.get(at - 1),
+            // Distinct names each giving a number in 1..=expected: every argument is bound
+            // once.
+            Placeholders::Named => {
+                let name = stmt.parameter_name(at);
+                let arg = name
+                    .and_then(|n| n.strip_prefix('$'))
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .and_then(|n| n.checked_sub(1))
+                    .and_then(|i| args.get(i));
+                if arg.is_none() {
+                    return Err(rusqlite::Error::InvalidParameterName(name.unwrap_or("?").to_owned()));
+                }
+                arg
+            }
         };
         match arg {
-            Arg::Int(v) => stmt.raw_bind_parameter(at, v)?,
-            Arg::OptInt(v) => stmt.raw_bind_parameter(at, v)?,
-            Arg::Text(v) => stmt.raw_bind_parameter(at, v)?,
-            Arg::OptText(v) => stmt.raw_bind_parameter(at, v)?,
-            Arg::Bool(v) => stmt.raw_bind_parameter(at, v)?,
+            Some(Arg::Int(v)) => stmt.raw_bind_parameter(at, v)?,
+            Some(Arg::OptInt(v)) => stmt.raw_bind_parameter(at, v)?,
+            Some(Arg::Text(v)) => stmt.raw_bind_parameter(at, v)?,
+            Some(Arg::OptText(v)) => stmt.raw_bind_parameter(at, v)?,
+            Some(Arg::Bool(v)) => stmt.raw_bind_parameter(at, v)?,
+            None => return Err(rusqlite::Error::InvalidParameterCount(args.len(), expected)),
         }
     }
     Ok(())
@@ -209,10 +272,11 @@ pub fn execute_each<'a>(
     sql: &str,
     each: impl IntoIterator<Item = &'a [Arg]>,
 ) -> Result<u64, StoreError> {
-    let mut stmt = conn.prepare_cached(sql)?;
+    let (sql, how) = prepared_sql(sql);
+    let mut stmt = conn.prepare_cached(&sql)?;
     let mut changed = 0;
     for args in each {
-        bind(&mut stmt, args)?;
+        bind(&mut stmt, how, args)?;
         let mut rows = stmt.raw_query();
         while rows.next()?.is_some() {}
         drop(rows);
@@ -228,8 +292,9 @@ pub fn fetch(
     args: &[Arg],
     limit: usize,
 ) -> Result<Vec<LiteRow>, StoreError> {
-    let mut stmt = conn.prepare_cached(sql)?;
-    bind(&mut stmt, args)?;
+    let (sql, how) = prepared_sql(sql);
+    let mut stmt = conn.prepare_cached(&sql)?;
+    bind(&mut stmt, how, args)?;
     let names: Arc<[String]> = stmt.column_names().into_iter().map(str::to_owned).collect();
     let width = names.len();
     let mut out = Vec::new();
@@ -310,6 +375,31 @@ impl LiteRow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dollar_placeholders_should_become_numbered_question_marks() {
+        assert_eq!(positional("UPDATE t SET a = $2 WHERE id = $1"), "UPDATE t SET a = ?2 WHERE id = ?1");
+        assert_eq!(positional("SELECT 1"), "SELECT 1");
+        assert_eq!(positional("SELECT '$x', $10"), "SELECT '$x', ?10");
+        assert_eq!(positional("SELECT '$1 it''s', \"$2\", $3"), "SELECT '$1 it''s', \"$2\", ?3");
+        assert_eq!(positional("SELECT 'Lạng Sơn', $1 || 'ở'"), "SELECT 'Lạng Sơn', ?1 || 'ở'");
+    }
+
+    #[test]
+    fn many_placeholders_in_any_order_should_bind_by_number() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for n in [3, NAMED_MAX, NAMED_MAX + 1, 600] {
+            // $n, $n-1, ..., $1: the reverse of the order SQLite numbers them in.
+            let cols: Vec<String> = (1..=n).rev().map(|i| format!("${i} AS c{i}")).collect();
+            let sql = format!("SELECT {}", cols.join(", "));
+            assert_eq!(prepared_sql(&sql).1 == Placeholders::Named, n <= NAMED_MAX);
+            let args: Vec<Arg> = (1..=n).map(|i| Arg::Int(i as i64 * 10)).collect();
+            let rows = fetch(&mut conn, &sql, &args, usize::MAX).unwrap();
+            for i in 1..=n {
+                assert_eq!(rows[0].opt_int(&format!("c{i}")).unwrap(), Some(i as i64 * 10), "n={n} i={i}");
+            }
+        }
+    }
 
     #[test]
     fn dollar_inside_literals_and_quoted_names_should_stay_text() {
