@@ -666,11 +666,12 @@ impl Menus {
         }
         if let Kind::List { source, empty, .. } = &screen.kind {
             match b.items(source, &c.vars).await {
-                Ok(items) if items.is_empty() => {
-                    c.ending = Some(Box::new(empty.clone()));
+                Ok(items) => {
+                    if items.is_empty() {
+                        c.ending = Some(Box::new(empty.clone()));
+                    }
                     c.items = items;
                 }
-                Ok(items) => c.items = items,
                 Err(e) => self.apply_error(c, e),
             }
         }

@@ -591,9 +591,7 @@ pub struct Target {
 impl Target {
     /// Whether a text fits one screen for this target.
     pub fn fits(&self, text: &str) -> bool {
-        let allow_ucs2 = self.mode == TextMode::Ucs2;
-        let (enc, len) = crate::text::measure(text, allow_ucs2);
-        len <= enc.ussd_max()
+        self.fits_lengths(self.lengths(text))
     }
 
     /// The lengths of a piece of a screen, to add up with [`Target::fits_lengths`].

@@ -61,7 +61,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// The next frame; `Ok(None)` on a clean end of stream between PDUs.
     pub async fn next(&mut self) -> Result<Option<Frame>, FrameError> {
         loop {
-            if let Some(frame) = self.try_frame()? {
+            if let Some(frame) = self.buffered()? {
                 return Ok(Some(frame));
             }
             if self.buf.capacity() - self.buf.len() < 4096 {
@@ -76,13 +76,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
-    /// The next frame if a whole one is already buffered, without reading.
+    /// Cuts a frame from the buffer if a whole one is there, without reading.
     pub fn buffered(&mut self) -> Result<Option<Frame>, FrameError> {
-        self.try_frame()
-    }
-
-    /// Cuts a frame from the buffer if a whole one is there.
-    fn try_frame(&mut self) -> Result<Option<Frame>, FrameError> {
         if self.discard > 0 {
             let n = self.discard.min(self.buf.len());
             self.buf.advance(n);

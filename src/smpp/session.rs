@@ -712,10 +712,9 @@ impl Reader {
                     Err(e) => self.on_frame_error(e).await,
                 },
                 () = &mut timer => {
-                    let due = self.next_timer(&phase, &t);
-                    if Instant::now() < due {
-                        // Traffic moved the deadline on since the timer was armed.
-                        timer.as_mut().reset(due);
+                    if Instant::now() < self.next_timer(&phase, &t) {
+                        // Traffic moved the deadline on since the timer was armed; it is
+                        // armed again below.
                         Step::Continue
                     } else {
                         self.on_timer(&phase, &t).await

@@ -236,26 +236,24 @@ fn bind(stmt: &mut rusqlite::Statement<'_>, how: Placeholders, args: &[Arg]) -> 
             Placeholders::Numbered => args.get(at - 1),
             // Distinct names each giving a number in 1..=expected: every argument is bound
             // once.
-            Placeholders::Named => {
-                let name = stmt.parameter_name(at);
-                let arg = name
-                    .and_then(|n| n.strip_prefix('$'))
-                    .and_then(|n| n.parse::<usize>().ok())
-                    .and_then(|n| n.checked_sub(1))
-                    .and_then(|i| args.get(i));
-                if arg.is_none() {
-                    return Err(rusqlite::Error::InvalidParameterName(name.unwrap_or("?").to_owned()));
-                }
-                arg
-            }
+            Placeholders::Named => stmt
+                .parameter_name(at)
+                .and_then(|n| n.strip_prefix('$'))
+                .and_then(|n| n.parse::<usize>().ok())
+                .and_then(|n| n.checked_sub(1))
+                .and_then(|i| args.get(i)),
+        };
+        let Some(arg) = arg else {
+            return Err(rusqlite::Error::InvalidParameterName(
+                stmt.parameter_name(at).unwrap_or("?").to_owned(),
+            ));
         };
         match arg {
-            Some(Arg::Int(v)) => stmt.raw_bind_parameter(at, v)?,
-            Some(Arg::OptInt(v)) => stmt.raw_bind_parameter(at, v)?,
-            Some(Arg::Text(v)) => stmt.raw_bind_parameter(at, v)?,
-            Some(Arg::OptText(v)) => stmt.raw_bind_parameter(at, v)?,
-            Some(Arg::Bool(v)) => stmt.raw_bind_parameter(at, v)?,
-            None => return Err(rusqlite::Error::InvalidParameterCount(args.len(), expected)),
+            Arg::Int(v) => stmt.raw_bind_parameter(at, v)?,
+            Arg::OptInt(v) => stmt.raw_bind_parameter(at, v)?,
+            Arg::Text(v) => stmt.raw_bind_parameter(at, v)?,
+            Arg::OptText(v) => stmt.raw_bind_parameter(at, v)?,
+            Arg::Bool(v) => stmt.raw_bind_parameter(at, v)?,
         }
     }
     Ok(())

@@ -69,13 +69,7 @@ pub struct Encoded {
 /// without allocating: septets for GSM, UTF-16 code units for UCS2.
 #[must_use]
 pub fn measure(text: &str, allow_ucs2: bool) -> (Encoding, usize) {
-    if !allow_ucs2 {
-        (Encoding::Gsm7, unaccented_septets(text))
-    } else if let Some(n) = gsm_septets(text) {
-        (Encoding::Gsm7, n)
-    } else {
-        (Encoding::Ucs2, ucs2_units(text))
-    }
+    Lengths::of(text, allow_ucs2).measure()
 }
 
 /// The length of a text in the units [`measure`] may count it in for one setting of
