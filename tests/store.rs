@@ -361,6 +361,13 @@ async fn idempotent_repeat_should_return_the_first_outcome_and_create_nothing(db
     m.update_listing(&ussd(&h), key("stop"), h.id, first.id, ListingChange::Stop).await.unwrap();
     let replay = m.create_listing(&ussd(&h), key("dialogue-7:step-3"), h.id, na, 100, 30_000).await.unwrap();
     assert_eq!((replay.id, replay.status), (first.id, ListingStatus::Stopped));
+    // A repeat that running again would refuse (the listing is stopped now) replays as well.
+    let stopped_again =
+        m.update_listing(&ussd(&h), key("stop"), h.id, first.id, ListingChange::Stop).await.unwrap();
+    assert_eq!((stopped_again.id, stopped_again.status), (first.id, ListingStatus::Stopped));
+    // And a new key is refused.
+    let refused = m.update_listing(&ussd(&h), key("stop-2"), h.id, first.id, ListingChange::Stop).await;
+    assert!(matches!(refused, Err(MarketError::NotAllowed(_))), "{refused:?}");
 
     // A key belongs to one action.
     let other =
@@ -804,9 +811,8 @@ async fn stats_should_count_everything(db: TestDb) {
     let m = &env.market;
     assert_eq!(m.stats().await.unwrap().households, 0);
     let (leader, h) = village(&env).await;
-    m.record_dialogue("0912000002", true, "").await;
-    m.record_dialogue("0912000002", false, "listing_created").await;
-    m.record_dialogue("0912000001", true, "").await;
+    m.record_dialogue("0912000002", 1_000, 5, "completed").await;
+    m.record_dialogue("0912000001", 2_000, 0, "timeout").await;
     let o = shipped_order(&env, &h, "a").await; // its actions were queued after the dialogue events
     m.set_pin(&ussd(&h), key("pin"), h.id, "1234").await.unwrap();
     m.confirm_payment(&ussd(&h), key("pay"), h.id, o.id, "1234").await.unwrap();

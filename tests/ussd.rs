@@ -9,6 +9,7 @@ use chogate::market::{Actor, Channel, Household, IdemKey, Lang, Market, OrderSta
 use chogate::smpp::pdu::{BindKind, BindResp, Body, Pdu, Tlvs, empty_response};
 use chogate::smpp::status;
 use common::{Family, Peer, TestDaemon, Ussdc, base_config_with, subscriber_pdu, ussd_fields};
+use serde_json::json;
 
 const LEADER: &str = "84987000001";
 const HOUSEHOLD: &str = "84912345678";
@@ -189,7 +190,7 @@ async fn payment_should_set_a_pin_confirm_and_lock_after_five_wrong() {
 
 #[tokio::test]
 async fn aborted_dialogue_should_resume_where_it_was_and_apply_once() {
-    let (d, _dir) = daemon().await;
+    let (d, dir) = daemon().await;
     let m = market(&d);
     let (_, hh) = village(&m).await;
     let mut u = Ussdc::bind(d.smpp, Family::DeliverSm).await;
@@ -209,6 +210,34 @@ async fn aborted_dialogue_should_resume_where_it_was_and_apply_once() {
     assert!(done.is_final());
     assert_eq!(m.listings(hh.id).await.unwrap().len(), 1);
     d.stop().await;
+
+    // One audit event per dialogue, written when it ended: how, after how many answers.
+    let db = rusqlite::Connection::open(dir.path().join("chogate.db")).unwrap();
+    let mut q = db
+        .prepare(
+            "SELECT kind, at_ms, data FROM events WHERE kind LIKE 'dialogue%' AND actor = ?1 ORDER BY id",
+        )
+        .unwrap();
+    let rows: Vec<(String, i64, serde_json::Value)> = q
+        .query_map([hh.msisdn.as_str()], |r| {
+            Ok((r.get(0)?, r.get(1)?, serde_json::from_str(&r.get::<_, String>(2)?).unwrap()))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let summary: Vec<_> =
+        rows.iter().map(|(k, _, d)| (k.as_str(), d["outcome"].clone(), d["inputs"].clone())).collect();
+    assert_eq!(
+        summary,
+        [
+            ("dialogue_closed", json!("user abort"), json!(3)),
+            ("dialogue_closed", json!("completed"), json!(3)),
+        ]
+    );
+    for (_, at_ms, data) in &rows {
+        let opened = data["opened_at_ms"].as_i64().unwrap();
+        assert!(opened > 1_700_000_000_000 && opened <= *at_ms, "{data} at {at_ms}");
+    }
 }
 
 #[tokio::test]

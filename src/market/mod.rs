@@ -593,22 +593,25 @@ impl Market {
         }
     }
 
-    /// Records that a USSD dialogue opened or closed (with how it ended): an audit event
-    /// written with the writer's next group; waits for room in the write queue, not for the
-    /// commit. Only a stopped writer drops it (counted in [`WriterCounters::dropped_events`]).
-    pub async fn record_dialogue(&self, msisdn: &str, opened: bool, outcome: &str) {
+    /// Records a USSD dialogue that ended (completed, cut, timed out, replaced by a redial):
+    /// one audit event per dialogue, written when it ends, with when it opened, how many
+    /// answers the subscriber gave and how it ended. Where people drop out is read from
+    /// these. The event goes with the writer's next group: this waits for room in the write
+    /// queue, not for the commit. Only a stopped writer drops it (counted in
+    /// [`WriterCounters::dropped_events`]).
+    pub async fn record_dialogue(&self, msisdn: &str, opened_at_ms: i64, inputs: u32, outcome: &str) {
         let msisdn = normalize_msisdn(msisdn).unwrap_or_else(|_| msisdn.chars().take(32).collect());
         let outcome: String = outcome.chars().take(100).collect();
         let event = EventRow {
             at_ms: now_ms(),
             actor: msisdn.clone(),
             channel: Channel::Ussd,
-            kind: if opened { "dialogue_opened" } else { "dialogue_closed" },
+            kind: "dialogue_closed",
             subject: format!("msisdn:{msisdn}"),
-            data: json!({ "outcome": outcome }),
+            data: json!({ "outcome": outcome, "opened_at_ms": opened_at_ms, "inputs": inputs }).to_string(),
         };
         // Waits for room in the writer's queue rather than dropping the event: under a burst
-        // dialogues open a little slower, and the audit log stays complete.
+        // dialogues end a little slower, and the audit log stays complete.
         if self.inner.jobs.send(Job::Event(event)).await.is_err() {
             self.inner.counters.dropped_events.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             warn!(msisdn = %mask_msisdn(&msisdn), "writer stopped: dialogue event dropped");

@@ -277,7 +277,7 @@ pub(crate) async fn stats(c: &mut Conn<'_>) -> Result<Stats, StoreError> {
         .await?,
         payments: count(c, "SELECT COUNT(*) AS n FROM payments").await?,
         events: count(c, "SELECT COUNT(*) AS n FROM events").await?,
-        dialogues: count(c, "SELECT COUNT(*) AS n FROM events WHERE kind = 'dialogue_opened'").await?,
+        dialogues: count(c, "SELECT COUNT(*) AS n FROM events WHERE kind = 'dialogue_closed'").await?,
         outbox_by_status: group_count(
             c,
             "SELECT status, COUNT(*) AS n FROM outbox GROUP BY status ORDER BY status",

@@ -328,7 +328,7 @@ pub struct Stats {
     pub payments: i64,
     /// Audit events.
     pub events: i64,
-    /// USSD dialogues opened.
+    /// USSD dialogues held (counted when they end).
     pub dialogues: i64,
     /// Outbox SMS per status, sorted by status.
     pub outbox_by_status: Vec<(String, i64)>,

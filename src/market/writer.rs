@@ -6,9 +6,12 @@
 //!
 //! - each action runs inside its own savepoint, so a refused or failing action is rolled
 //!   back alone and the others still commit;
-//! - each action first claims its idempotency key (`INSERT ... ON CONFLICT DO NOTHING`); a
-//!   key already there (earlier, or earlier in this group, or committed meanwhile by another
-//!   node on PostgreSQL, whose insert waits for that commit) replays the first outcome;
+//! - each action is applied, then its idempotency key is stored with the outcome in one
+//!   `INSERT ... ON CONFLICT DO NOTHING`. A key already there (earlier in this group, which
+//!   is looked up first, or committed before, or committed meanwhile by another node on
+//!   PostgreSQL, whose insert waits for that commit) rolls the action back and replays the
+//!   first outcome. A refused action looks its key up before answering, so a repeat of an
+//!   applied action replays it even where running it again would be refused;
 //! - the audit events of the whole group are written at the end with one multi-row insert
 //!   (SQLite) or one `UNNEST` insert (PostgreSQL);
 //! - then one COMMIT, and only then is each caller answered.
@@ -52,7 +55,8 @@ pub(crate) struct EventRow {
     pub channel: Channel,
     pub kind: &'static str,
     pub subject: String,
-    pub data: serde_json::Value,
+    /// JSON.
+    pub data: String,
 }
 
 /// The actions the writer applies (arguments already validated and normalised).
@@ -211,7 +215,7 @@ pub(crate) struct ActionJob {
 pub(crate) enum Job {
     /// An action; answered after its group committed.
     Action(ActionJob),
-    /// An audit event nobody waits for (dialogue opened/closed).
+    /// An audit event nobody waits for (a dialogue ended).
     Event(EventRow),
     /// Outbox bookkeeping for the notifier; answered after its group committed.
     Outbox(OutboxJob),
@@ -439,7 +443,7 @@ async fn run_group(
                 Arg::Text(e.channel.as_str().to_owned()),
                 Arg::Text(e.kind.to_owned()),
                 Arg::Text(e.subject),
-                Arg::Text(e.data.to_string()),
+                Arg::Text(e.data),
             ]
         })
         .collect();
@@ -521,39 +525,42 @@ async fn attempt(
     now: i64,
     events: &mut Vec<EventRow>,
 ) -> Result<Attempt, MarketError> {
-    let kind = action.kind();
+    let (kind, produces) = (action.kind(), action.produces());
     if let Some(stored) = group.keys.get(&key.0) {
-        return replay(c, &action, stored).await;
+        return replay(c, kind, produces, stored).await;
     }
-    let claimed = c
+    // The common case is a key never seen: apply, then store the key with the outcome (one
+    // write for the key, not a claim and then an update).
+    let mut ev = Events { actor, now, events };
+    let applied = match apply(c, &mut ev, action, products, now).await {
+        Ok(applied) => applied,
+        Err(refused) => {
+            // Refused or failed: if the key was used before, the first outcome is the answer.
+            // The savepoint is rolled back first (on PostgreSQL a failed statement leaves it
+            // unusable until then).
+            c.raw("ROLLBACK TO SAVEPOINT job").await?;
+            events.clear();
+            return match stored_key(c, key).await? {
+                Some(stored) => replay(c, kind, produces, &stored).await,
+                None => Err(refused),
+            };
+        }
+    };
+    let fresh = c
         .execute(
-            "INSERT INTO idempotency_keys (idem_key, kind, outcome, at_ms) VALUES ($1, $2, 'pending', $3) \
-             ON CONFLICT (idem_key) DO NOTHING",
-            args![&key.0, kind, now],
+            "INSERT INTO idempotency_keys (idem_key, kind, result_id, outcome, at_ms) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (idem_key) DO NOTHING",
+            args![&key.0, kind, applied.result_id, applied.outcome.as_str(), now],
         )
         .await?
         == 1;
-    if !claimed {
-        let row = c
-            .fetch_one(
-                "SELECT kind, result_id, outcome FROM idempotency_keys WHERE idem_key = $1",
-                args![&key.0],
-            )
-            .await?;
-        let stored = Stored {
-            kind: row.text("kind")?,
-            result_id: row.opt_int("result_id")?,
-            outcome: row.text("outcome")?,
-        };
-        return replay(c, &action, &stored).await;
+    if !fresh {
+        // Used before: undo this run and replay the first outcome.
+        c.raw("ROLLBACK TO SAVEPOINT job").await?;
+        events.clear();
+        let stored = stored_key(c, key).await?.ok_or_else(|| corrupt("idempotency_keys.idem_key", &key.0))?;
+        return replay(c, kind, produces, &stored).await;
     }
-    let mut ev = Events { actor, now, events };
-    let applied = apply(c, &mut ev, action, products, now).await?;
-    c.execute(
-        "UPDATE idempotency_keys SET result_id = $2, outcome = $3 WHERE idem_key = $1",
-        args![&key.0, applied.result_id, applied.outcome.clone()],
-    )
-    .await?;
     Ok(Attempt {
         reply: applied.reply,
         stored: Some(Stored {
@@ -564,19 +571,42 @@ async fn attempt(
     })
 }
 
+/// What a key stored earlier records, if it was.
+async fn stored_key(c: &mut Conn<'_>, key: &IdemKey) -> Result<Option<Stored>, MarketError> {
+    let row = c
+        .fetch_optional(
+            "SELECT kind, result_id, outcome FROM idempotency_keys WHERE idem_key = $1",
+            args![&key.0],
+        )
+        .await?;
+    Ok(match row {
+        Some(row) => Some(Stored {
+            kind: row.text("kind")?,
+            result_id: row.opt_int("result_id")?,
+            outcome: row.text("outcome")?,
+        }),
+        None => None,
+    })
+}
+
 fn corrupt(column: &'static str, value: impl ToString) -> MarketError {
     MarketError::Store(StoreError::Corrupt { column, value: value.to_string() })
 }
 
 /// Replays the first outcome of a key: re-reads the row it produced, or repeats the
 /// counted PIN failure. Writes nothing.
-async fn replay(c: &mut Conn<'_>, action: &Action, stored: &Stored) -> Result<Attempt, MarketError> {
-    if stored.kind != action.kind() {
+async fn replay(
+    c: &mut Conn<'_>,
+    kind: &'static str,
+    produces: Produces,
+    stored: &Stored,
+) -> Result<Attempt, MarketError> {
+    if stored.kind != kind {
         return Err(MarketError::NotAllowed(format!("idempotency key already used for {}", stored.kind)));
     }
     let reply = if stored.outcome == "ok" {
         let id = stored.result_id.ok_or_else(|| corrupt("idempotency_keys.result_id", "NULL"))?;
-        match action.produces() {
+        match produces {
             Produces::Listing => queries::listing_by_id(c, id)
                 .await?
                 .map(Done::Listing)
@@ -620,7 +650,7 @@ impl Events<'_> {
             channel: self.actor.channel,
             kind,
             subject,
-            data,
+            data: data.to_string(),
         });
     }
 }
@@ -705,16 +735,15 @@ async fn create_listing(
     price_per_kg: i64,
 ) -> Result<Applied, MarketError> {
     let product = products.iter().find(|p| p.id == product_id).ok_or(MarketError::NotFound("product"))?;
-    if !household_exists(c, household_id).await? {
-        return Err(MarketError::NotFound("household"));
-    }
+    // The household is checked by the foreign key (the product, known, was checked above).
     let id = c
         .insert(
             "INSERT INTO listings (household_id, product_id, quantity_kg, price_per_kg, status, created_at_ms, \
              updated_at_ms) VALUES ($1, $2, $3, $4, 'active', $5, $5)",
             args![household_id, product_id, quantity_kg, price_per_kg, now],
         )
-        .await?;
+        .await
+        .map_err(|e| if e.is_foreign_key_violation() { MarketError::NotFound("household") } else { e.into() })?;
     ev.push(
         "listing_created",
         format!("listing:{id}"),

@@ -75,6 +75,20 @@ pub enum StoreError {
     TransactionFailed(String),
 }
 
+impl StoreError {
+    /// A foreign key pointed at no row (SQLite's `SQLITE_CONSTRAINT_FOREIGNKEY`,
+    /// PostgreSQL's `23503`).
+    pub fn is_foreign_key_violation(&self) -> bool {
+        match self {
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
+                e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY
+            }
+            StoreError::Db(sqlx::Error::Database(db)) => db.code().as_deref() == Some("23503"),
+            _ => false,
+        }
+    }
+}
+
 /// Which database a [`Store`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

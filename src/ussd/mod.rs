@@ -94,6 +94,10 @@ struct Dialogue {
     its_session: Option<[u8; 2]>,
     umr: Option<u16>,
     last_activity: Instant,
+    /// When it opened (ms since the epoch), for its audit event.
+    opened_at_ms: i64,
+    /// Answers the subscriber gave (the dial not counted), for its audit event.
+    inputs: u32,
     /// A screen went out and the next input is expected.
     awaiting_input: bool,
     msisdn: String,
@@ -300,7 +304,7 @@ impl Ussd {
         if self.dialogues.contains_key(&key) {
             self.abort(&key, "redial").await;
         }
-        self.market.record_dialogue(&msisdn, true, "opened").await;
+        let opened_at_ms = crate::market::now_ms();
         crate::api::metrics::dialogue("opened");
         let household = match self.market.household_by_msisdn(&msisdn).await {
             Ok(h) => h,
@@ -343,6 +347,8 @@ impl Ussd {
             its_session: inb.its_session,
             umr: inb.umr,
             last_activity: Instant::now(),
+            opened_at_ms,
+            inputs: 0,
             awaiting_input: false,
             msisdn,
             household: household.map(Box::new),
@@ -378,6 +384,7 @@ impl Ussd {
         }
         dlg.awaiting_input = false;
         dlg.last_activity = Instant::now();
+        dlg.inputs = dlg.inputs.saturating_add(1);
         let backend = MarketBackend::new(
             &self.market,
             &self.products,
@@ -434,7 +441,7 @@ impl Ussd {
         if end {
             dlg.ended = true;
             self.forget(key);
-            self.market.record_dialogue(&dlg.msisdn, false, "completed").await;
+            self.market.record_dialogue(&dlg.msisdn, dlg.opened_at_ms, dlg.inputs, "completed").await;
             crate::api::metrics::dialogue("completed");
         }
     }
@@ -506,7 +513,7 @@ impl Ussd {
         }
         dlg.ended = true;
         self.forget(key);
-        self.market.record_dialogue(&dlg.msisdn, false, why).await;
+        self.market.record_dialogue(&dlg.msisdn, dlg.opened_at_ms, dlg.inputs, why).await;
         crate::api::metrics::dialogue(why);
         let cursor = dlg.resume_offer.take().map_or_else(|| dlg.cursor.clone(), |c| *c);
         // A dialogue still on its root with nothing typed has nothing worth resuming.
