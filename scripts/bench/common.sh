@@ -11,7 +11,7 @@ WINDOW=${WINDOW:-1000}
 mkdir -p "$BENCH_DIR"
 
 # config DB_FILE: writes $BENCH_DIR/chogate.toml for a daemon on DB_FILE (one USSD centre
-# account, windows of $WINDOW, the shipped menus, warnings only).
+# account, windows of $WINDOW, the shipped menus plus $USSD_EXTRA in [ussd], warnings only).
 config() {
     cat >"$BENCH_DIR/chogate.toml" <<TOML
 [database]
@@ -26,6 +26,7 @@ password = "ussdc123"
 window = $WINDOW
 [ussd]
 menus_dir = "$ROOT/menus"
+${USSD_EXTRA:-}
 [log]
 filter = "warn"
 TOML
