@@ -75,6 +75,11 @@ mod tests {
 
     proptest! {
         #[test]
+        fn units_should_be_those_of_utf16(s in any::<String>()) {
+            prop_assert_eq!(ucs2_units(&s), s.encode_utf16().count());
+        }
+
+        #[test]
         fn ucs2_should_round_trip_any_string(s in any::<String>()) {
             let enc = ucs2_encode(&s);
             prop_assert_eq!(enc.len(), ucs2_units(&s) * 2);
