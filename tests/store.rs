@@ -831,6 +831,18 @@ async fn stats_should_count_everything(db: TestDb) {
     assert_eq!(s.outbox_by_status, [("queued".to_owned(), 2)]);
     assert_eq!(s.events, env.count("SELECT COUNT(*) AS n FROM events", args![]).await);
     assert_eq!(s.events as u64, m.writer_counters().events);
+    // The counts by kind are those of the events themselves.
+    let mut r = m.store().read().await.unwrap();
+    let rows = r
+        .conn()
+        .fetch_all("SELECT kind, COUNT(*) AS n FROM events GROUP BY kind ORDER BY kind", args![])
+        .await
+        .unwrap();
+    drop(r);
+    let counted: Vec<(String, i64)> =
+        rows.iter().map(|r| (r.text("kind").unwrap(), r.int("n").unwrap())).collect();
+    assert_eq!(m.events_by_kind().await.unwrap(), counted);
+    assert!(counted.iter().any(|(k, n)| k == "dialogue_closed" && *n == 2), "{counted:?}");
     let json = serde_json::to_value(&s).unwrap();
     assert_eq!(json["households"], 2);
     env.close().await;

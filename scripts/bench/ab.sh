@@ -3,8 +3,12 @@
 # fresh daemon and a fresh copy of the base database (run.sh); then the ratio B/A of each
 # pair, their geometric mean, and each build's daemon CPU per step. The host's speed drifts
 # by a third within minutes, so only pairs run side by side are compared.
+# Each build starts from $BASE_A / $BASE_B when set (a build with a newer migration needs
+# its own migrated and vacuumed copy: the older one refuses it), else from $BASE.
 # Usage: scripts/bench/ab.sh BIN_A BIN_B ROUNDS [loadtest args incl. --duration N]
 source "$(dirname "$0")/common.sh"
+BASE_A=${BASE_A:-${BASE:-$BENCH_DIR/base.db}}
+BASE_B=${BASE_B:-${BASE:-$BENCH_DIR/base.db}}
 A=$1
 B=$2
 ROUNDS=$3
@@ -13,8 +17,8 @@ shift 3
 for i in $(seq "$ROUNDS"); do
     if [ $((i % 2)) = 1 ]; then order="A B"; else order="B A"; fi
     for x in $order; do
-        if [ "$x" = A ]; then bin=$A; else bin=$B; fi
-        "$(dirname "$0")/run.sh" "$x" "$bin" "$@"
+        if [ "$x" = A ]; then bin=$A base=$BASE_A; else bin=$B base=$BASE_B; fi
+        BASE=$base "$(dirname "$0")/run.sh" "$x" "$bin" "$@"
     done
 done | tee "$BENCH_DIR/ab.last" | python3 -c '
 import math, re, statistics, sys

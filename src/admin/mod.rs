@@ -17,7 +17,6 @@ use serde_json::{Value, json};
 pub use demo::{DemoSummary, seed_demo};
 pub use households::{ImportOutcome, export_households, import_households};
 
-use crate::args;
 use crate::config::DatabaseConfig;
 use crate::market::{Market, MarketError, OrderStatus, Stats};
 use crate::store::{Backend, Store, StoreError};
@@ -106,13 +105,7 @@ impl FullStats {
     /// Reads them.
     pub async fn read(market: &Market) -> Result<FullStats, AdminError> {
         let stats = market.stats().await?;
-        let mut r = market.store().read().await?;
-        let rows =
-            r.conn().fetch_all("SELECT kind, COUNT(*) AS n FROM events GROUP BY kind", args![]).await?;
-        let mut events_by_kind = BTreeMap::new();
-        for row in rows {
-            events_by_kind.insert(row.text("kind")?, row.int("n")?);
-        }
+        let events_by_kind = market.events_by_kind().await?.into_iter().collect();
         Ok(FullStats { stats, events_by_kind })
     }
 

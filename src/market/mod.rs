@@ -388,6 +388,12 @@ impl Market {
         Ok(queries::stats(&mut r.conn()).await?)
     }
 
+    /// Audit events per kind, by kind.
+    pub async fn events_by_kind(&self) -> Result<Vec<(String, i64)>, MarketError> {
+        let mut r = self.read().await?;
+        Ok(queries::events_by_kind(&mut r.conn()).await?)
+    }
+
     // ---- actions -----------------------------------------------------------------------
 
     /// Opens a listing: 1..=100000 kg at 1000..=100000000 đồng per kg. Its code is

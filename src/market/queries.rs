@@ -6,7 +6,7 @@ use super::types::{
     VillageProgress, listing_code, order_code,
 };
 use crate::args;
-use crate::store::{Conn, Row, StoreError};
+use crate::store::{Backend, Conn, Row, StoreError};
 
 macro_rules! household_select {
     () => {
@@ -264,8 +264,21 @@ async fn group_count(c: &mut Conn<'_>, sql: &'static str) -> Result<Vec<(String,
     rows.iter().map(|r| Ok((r.text("status")?, r.int("n")?))).collect()
 }
 
+/// Audit events per kind, by kind. SQLite keeps them in `event_counts`, which the writer adds
+/// each group's events to. PostgreSQL counts the events through their index on kind: there
+/// the writers of several nodes may commit at once, and would queue for the count rows.
+pub(crate) async fn events_by_kind(c: &mut Conn<'_>) -> Result<Vec<(String, i64)>, StoreError> {
+    let sql = match c.backend() {
+        Backend::Sqlite => "SELECT kind, n FROM event_counts WHERE n > 0 ORDER BY kind",
+        Backend::Postgres => "SELECT kind, COUNT(*) AS n FROM events GROUP BY kind ORDER BY kind",
+    };
+    let rows = c.fetch_all(sql, args![]).await?;
+    rows.iter().map(|r| Ok((r.text("kind")?, r.int("n")?))).collect()
+}
+
 /// The whole market's counts.
 pub(crate) async fn stats(c: &mut Conn<'_>) -> Result<Stats, StoreError> {
+    let by_kind = events_by_kind(c).await?;
     Ok(Stats {
         households: count(c, "SELECT COUNT(*) AS n FROM households").await?,
         listings: count(c, "SELECT COUNT(*) AS n FROM listings").await?,
@@ -276,8 +289,8 @@ pub(crate) async fn stats(c: &mut Conn<'_>) -> Result<Stats, StoreError> {
         )
         .await?,
         payments: count(c, "SELECT COUNT(*) AS n FROM payments").await?,
-        events: count(c, "SELECT COUNT(*) AS n FROM events").await?,
-        dialogues: count(c, "SELECT COUNT(*) AS n FROM events WHERE kind = 'dialogue_closed'").await?,
+        events: by_kind.iter().map(|(_, n)| n).sum(),
+        dialogues: by_kind.iter().find(|(k, _)| k == "dialogue_closed").map_or(0, |(_, n)| *n),
         outbox_by_status: group_count(
             c,
             "SELECT status, COUNT(*) AS n FROM outbox GROUP BY status ORDER BY status",

@@ -39,7 +39,7 @@ use super::types::{
 use super::{notice, now_ms, queries};
 use crate::args;
 use crate::logging::mask_msisdn;
-use crate::store::{Arg, ColType, Conn, Store, StoreError, WriterConn};
+use crate::store::{Arg, Backend, ColType, Conn, Store, StoreError, WriterConn};
 
 /// The all-or-nothing household import (`chogate households import`).
 mod household_import;
@@ -434,7 +434,27 @@ async fn run_group(
             }
         }
     }
-    let rows: Vec<Vec<Arg>> = std::mem::take(&mut group.events)
+    let events = std::mem::take(&mut group.events);
+    if c.backend() == Backend::Sqlite {
+        // The counts reports read (see `queries::events_by_kind`): one upsert per kind
+        // written in this group.
+        let mut by_kind: Vec<(&'static str, i64)> = Vec::new();
+        for e in &events {
+            match by_kind.iter_mut().find(|(k, _)| *k == e.kind) {
+                Some((_, n)) => *n += 1,
+                None => by_kind.push((e.kind, 1)),
+            }
+        }
+        for (kind, n) in by_kind {
+            c.execute(
+                "INSERT INTO event_counts (kind, n) VALUES ($1, $2) \
+                 ON CONFLICT (kind) DO UPDATE SET n = event_counts.n + excluded.n",
+                args![kind, n],
+            )
+            .await?;
+        }
+    }
+    let rows: Vec<Vec<Arg>> = events
         .into_iter()
         .map(|e| {
             vec![
@@ -643,14 +663,20 @@ struct Events<'a> {
 }
 
 impl Events<'_> {
-    fn push(&mut self, kind: &'static str, subject: String, data: serde_json::Value) {
+    /// `data` is serialised to JSON at once: a `json!` value, or for the actions of the
+    /// busiest paths a struct (no map built to be thrown away).
+    fn push(&mut self, kind: &'static str, subject: String, data: impl serde::Serialize) {
+        // Plain data (numbers, strings, maps keyed by strings) always serialises; were it
+        // not to, the event would still record that the action happened.
+        let data = serde_json::to_string(&data)
+            .unwrap_or_else(|e| json!({ "unserialisable": e.to_string() }).to_string());
         self.events.push(EventRow {
             at_ms: self.now,
             actor: self.actor.msisdn.clone(),
             channel: self.actor.channel,
             kind,
             subject,
-            data: data.to_string(),
+            data,
         });
     }
 }
@@ -744,11 +770,17 @@ async fn create_listing(
         )
         .await
         .map_err(|e| if e.is_foreign_key_violation() { MarketError::NotFound("household") } else { e.into() })?;
+    #[derive(serde::Serialize)]
+    struct Created<'a> {
+        household_id: i64,
+        product: &'a str,
+        quantity_kg: i64,
+        price_per_kg: i64,
+    }
     ev.push(
         "listing_created",
         format!("listing:{id}"),
-        json!({ "household_id": household_id, "product": product.code, "quantity_kg": quantity_kg,
-                "price_per_kg": price_per_kg }),
+        Created { household_id, product: &product.code, quantity_kg, price_per_kg },
     );
     let listing = Listing {
         id,

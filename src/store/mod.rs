@@ -203,6 +203,7 @@ pub fn migrations(backend: Backend) -> &'static [(i64, &'static str, &'static st
             (4, "outbox_indexes", include_str!("../../migrations/sqlite/0004_outbox_indexes.sql")),
             (5, "lean_writes", include_str!("../../migrations/sqlite/0005_lean_writes.sql")),
             (6, "plain_checks", include_str!("../../migrations/sqlite/0006_plain_checks.sql")),
+            (7, "event_counts", include_str!("../../migrations/sqlite/0007_event_counts.sql")),
         ],
         Backend::Postgres => &[
             (1, "init", include_str!("../../migrations/postgres/0001_init.sql")),
@@ -724,6 +725,36 @@ mod tests {
             .await
             .unwrap();
         assert!(gone.is_empty());
+    }
+
+    #[tokio::test]
+    async fn event_counts_should_start_from_the_events_there_and_replace_the_kind_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite_at(
+            &dir,
+            6,
+            "INSERT INTO events (at_ms, actor, channel, kind, subject) VALUES
+                 (1, 'a', 'ussd', 'dialogue_closed', 's'), (2, 'a', 'ussd', 'listing_created', 's'),
+                 (3, 'b', 'ussd', 'dialogue_closed', 's'), (4, 'b', 'cli', 'village_created', 's');",
+        )
+        .await;
+        store.migrate().await.unwrap();
+        let mut r = store.read().await.unwrap();
+        let mut c = r.conn();
+        let rows = c.fetch_all("SELECT kind, n FROM event_counts ORDER BY kind", args![]).await.unwrap();
+        let counts: Vec<(String, i64)> =
+            rows.iter().map(|r| (r.text("kind").unwrap(), r.int("n").unwrap())).collect();
+        assert_eq!(
+            counts,
+            [
+                ("dialogue_closed".to_owned(), 2),
+                ("listing_created".to_owned(), 1),
+                ("village_created".to_owned(), 1)
+            ]
+        );
+        let index =
+            c.fetch_all("SELECT name FROM sqlite_master WHERE name = 'events_kind'", args![]).await.unwrap();
+        assert!(index.is_empty());
     }
 
     #[tokio::test]
