@@ -20,7 +20,6 @@ mod writer;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -608,13 +607,19 @@ impl Market {
     pub async fn record_dialogue(&self, msisdn: &str, opened_at_ms: i64, inputs: u32, outcome: &str) {
         let msisdn = normalize_msisdn(msisdn).unwrap_or_else(|_| msisdn.chars().take(32).collect());
         let outcome: String = outcome.chars().take(100).collect();
+        #[derive(serde::Serialize)]
+        struct Closed<'a> {
+            outcome: &'a str,
+            opened_at_ms: i64,
+            inputs: u32,
+        }
         let event = EventRow {
             at_ms: now_ms(),
             actor: msisdn.clone(),
             channel: Channel::Ussd,
             kind: "dialogue_closed",
             subject: format!("msisdn:{msisdn}"),
-            data: json!({ "outcome": outcome, "opened_at_ms": opened_at_ms, "inputs": inputs }).to_string(),
+            data: writer::event_json(&Closed { outcome: &outcome, opened_at_ms, inputs }),
         };
         // Waits for room in the writer's queue rather than dropping the event: under a burst
         // dialogues end a little slower, and the audit log stays complete.

@@ -655,6 +655,14 @@ async fn replay(
     Ok(Attempt { reply, stored: None })
 }
 
+/// An event's data as JSON: a `json!` value, or on the busiest paths a struct (no map built
+/// to be thrown away).
+pub(crate) fn event_json(data: &impl serde::Serialize) -> String {
+    // Plain data (numbers, strings, maps keyed by strings) always serialises; were it not to,
+    // the event would still record that the action happened.
+    serde_json::to_string(data).unwrap_or_else(|e| json!({ "unserialisable": e.to_string() }).to_string())
+}
+
 /// Collects an action's audit events.
 struct Events<'a> {
     actor: &'a Actor,
@@ -663,13 +671,9 @@ struct Events<'a> {
 }
 
 impl Events<'_> {
-    /// `data` is serialised to JSON at once: a `json!` value, or for the actions of the
-    /// busiest paths a struct (no map built to be thrown away).
+    /// `data` is serialised at once (see [`event_json`]).
     fn push(&mut self, kind: &'static str, subject: String, data: impl serde::Serialize) {
-        // Plain data (numbers, strings, maps keyed by strings) always serialises; were it
-        // not to, the event would still record that the action happened.
-        let data = serde_json::to_string(&data)
-            .unwrap_or_else(|e| json!({ "unserialisable": e.to_string() }).to_string());
+        let data = event_json(&data);
         self.events.push(EventRow {
             at_ms: self.now,
             actor: self.actor.msisdn.clone(),

@@ -4,8 +4,8 @@
 use std::fmt;
 
 use super::TextError;
-use super::gsm::{gsm_code, gsm_decode, gsm_septets, push_code};
-use super::ucs2::{ucs2_decode, ucs2_encode_into, ucs2_units};
+use super::gsm::{char_septets, gsm_code, gsm_decode, push_code};
+use super::ucs2::{ucs2_decode, ucs2_encode_into};
 use super::unaccent::{for_each_unaccented, unaccented_septets};
 
 /// Septets in one USSD screen (182 septets = 160 octets packed).
@@ -89,11 +89,18 @@ impl Lengths {
     /// The lengths of `text`.
     #[must_use]
     pub fn of(text: &str, allow_ucs2: bool) -> Self {
-        if allow_ucs2 {
-            Lengths { gsm: gsm_septets(text), ucs2: ucs2_units(text) }
-        } else {
-            Lengths { gsm: Some(unaccented_septets(text)), ucs2: 0 }
+        if !allow_ucs2 {
+            return Lengths { gsm: Some(unaccented_septets(text)), ucs2: 0 };
         }
+        // Both counts in one pass over the characters (the pieces of every screen are
+        // measured this way).
+        let mut gsm = Some(0usize);
+        let mut ucs2 = 0;
+        for c in text.chars() {
+            ucs2 += c.len_utf16();
+            gsm = gsm.and_then(|n| char_septets(c).map(|s| n + s));
+        }
+        Lengths { gsm, ucs2 }
     }
 
     /// The lengths of `n` characters of the GSM basic alphabet that are ASCII (digits,
@@ -264,6 +271,13 @@ mod tests {
                 .plus(Lengths::of(&b, allow_ucs2));
             prop_assert_eq!(summed.measure(), Lengths::of(&whole, allow_ucs2).measure());
             prop_assert_eq!(summed.measure(), measure(&whole, allow_ucs2));
+        }
+
+        #[test]
+        fn lengths_should_be_the_septets_and_units_of_the_text(s in "(\\PC|[ạăơưđ\u{0300}€{}\\n]){0,40}") {
+            let l = Lengths::of(&s, true);
+            prop_assert_eq!(l.gsm, crate::text::gsm::gsm_septets(&s));
+            prop_assert_eq!(l.ucs2, crate::text::ucs2::ucs2_units(&s));
         }
     }
 
