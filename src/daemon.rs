@@ -163,6 +163,8 @@ impl Daemon {
         self.shutdown.cancelled().await;
         self.tracker.close();
         self.tracker.wait().await;
+        // Dialogues still open end here, so that each has its audit event.
+        self.ussd.close_all("shutdown").await;
         // Every session has drained: the writer commits what it holds, then stops.
         self.store_shutdown.cancel();
         self.market.stopped().await;

@@ -339,11 +339,13 @@ async fn idempotent_repeat_should_return_the_first_outcome_and_create_nothing(db
     assert_eq!(first.code, format!("L{:06}", first.id));
     assert_eq!(first.status, ListingStatus::Active);
     let events = env.count("SELECT COUNT(*) AS n FROM events", args![]).await;
+    let by_kind = m.events_by_kind().await.unwrap();
     // A retransmitted step, even with other arguments, returns the first listing.
     let again = m.create_listing(&ussd(&h), key("dialogue-7:step-3"), h.id, na, 999, 99_000).await.unwrap();
     assert_eq!(again, first);
     assert_eq!(env.count("SELECT COUNT(*) AS n FROM listings", args![]).await, 1);
     assert_eq!(env.count("SELECT COUNT(*) AS n FROM events", args![]).await, events);
+    assert_eq!(m.events_by_kind().await.unwrap(), by_kind, "a replay counted its events");
 
     // Many copies at once (they share a group): one listing.
     let mut tasks = tokio::task::JoinSet::new();

@@ -212,19 +212,7 @@ async fn aborted_dialogue_should_resume_where_it_was_and_apply_once() {
     d.stop().await;
 
     // One audit event per dialogue, written when it ended: how, after how many answers.
-    let db = rusqlite::Connection::open(dir.path().join("chogate.db")).unwrap();
-    let mut q = db
-        .prepare(
-            "SELECT kind, at_ms, data FROM events WHERE kind LIKE 'dialogue%' AND actor = ?1 ORDER BY id",
-        )
-        .unwrap();
-    let rows: Vec<(String, i64, serde_json::Value)> = q
-        .query_map([hh.msisdn.as_str()], |r| {
-            Ok((r.get(0)?, r.get(1)?, serde_json::from_str(&r.get::<_, String>(2)?).unwrap()))
-        })
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let rows = dialogue_events(&dir, &hh.msisdn);
     let summary: Vec<_> =
         rows.iter().map(|(k, _, d)| (k.as_str(), d["outcome"].clone(), d["inputs"].clone())).collect();
     assert_eq!(
@@ -238,6 +226,34 @@ async fn aborted_dialogue_should_resume_where_it_was_and_apply_once() {
         let opened = data["opened_at_ms"].as_i64().unwrap();
         assert!(opened > 1_700_000_000_000 && opened <= *at_ms, "{data} at {at_ms}");
     }
+}
+
+/// The dialogue events of a number (kind, at_ms, data), read from the stopped daemon's file.
+fn dialogue_events(dir: &tempfile::TempDir, msisdn: &str) -> Vec<(String, i64, serde_json::Value)> {
+    let db = rusqlite::Connection::open(dir.path().join("chogate.db")).unwrap();
+    let mut q = db
+        .prepare(
+            "SELECT kind, at_ms, data FROM events WHERE kind LIKE 'dialogue%' AND actor = ?1 ORDER BY id",
+        )
+        .unwrap();
+    q.query_map([msisdn], |r| {
+        Ok((r.get(0)?, r.get(1)?, serde_json::from_str(&r.get::<_, String>(2)?).unwrap()))
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
+#[tokio::test]
+async fn dialogue_open_at_shutdown_should_be_recorded_as_ended() {
+    let (d, dir) = daemon().await;
+    let (_, hh) = village(&market(&d)).await;
+    let mut u = Ussdc::bind(d.smpp, Family::DeliverSm).await;
+    u.run(HOUSEHOLD, 50, &["1"]).await;
+    d.stop().await;
+    let rows = dialogue_events(&dir, &hh.msisdn);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!((rows[0].2["outcome"].clone(), rows[0].2["inputs"].clone()), (json!("shutdown"), json!(1)));
 }
 
 #[tokio::test]

@@ -23,7 +23,7 @@ for i in $(seq "$ROUNDS"); do
 done | tee "$BENCH_DIR/ab.last" | python3 -c '
 import math, re, statistics, sys
 args = sys.argv[1]
-duration = int(re.search(r"--duration (\d+)", args).group(1))
+duration = int(re.search(r"--duration[ =](\d+)", args).group(1))
 rows = [l.split() for l in sys.stdin if l.strip()]
 for r in rows:
     print(" ".join(r))
@@ -33,6 +33,8 @@ def parse(r):
     return steps, cs * 1e4 / (steps * duration)
 a = [parse(r) for r in rows if r[0] == "A"]
 b = [parse(r) for r in rows if r[0] == "B"]
+if not a or not b:
+    sys.exit("a run failed: no figures for %s" % ("A" if not a else "B"))
 ratios = [y[0] / x[0] for x, y in zip(a, b)]
 print("steps/s B/A per pair:", " ".join("%.3f" % r for r in ratios),
       "geomean %.3f" % math.exp(sum(map(math.log, ratios)) / len(ratios)))

@@ -18,7 +18,9 @@ loadtest "$BIN" --subscribers 1000 --dialogues 1 --duration 120 --window "$WINDO
     --script "6001,Ban Chu,Hoang Van A,1" | tail -n 1
 count() { sqlite3 "$DB" "SELECT COUNT(*) FROM listings"; }
 while [ "$(count)" -lt "$LISTINGS" ]; do
+    before=$(count)
     loadtest "$BIN" --subscribers 300 --window "$WINDOW" --duration 20 --script 1,1,10,25000,1 | tail -n 1
+    [ "$(count)" -gt "$before" ] || { echo "no listing added in 20 s; see $BENCH_DIR/daemon.log" >&2; exit 1; }
 done
 stop $D
 trap - EXIT

@@ -51,10 +51,16 @@ wait_ready() {
     return 1
 }
 
-# stop PID: SIGTERM and wait for it.
+# stop PID: SIGTERM and wait for it; SIGKILL after 30 s.
 stop() {
+    local i
     kill -TERM "$1" 2>/dev/null || true
-    while kill -0 "$1" 2>/dev/null; do sleep 0.1; done
+    for i in $(seq 300); do
+        kill -0 "$1" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    echo "PID $1 ignored SIGTERM for 30 s: killed" >&2
+    kill -KILL "$1" 2>/dev/null || true
 }
 
 # start_daemon CMD...: `CMD serve` (CMD: the binary, perhaps behind valgrind) on a fresh

@@ -19,6 +19,7 @@ idle=$(status VmRSS)
 loadtest "$BIN" --window 1000 --subscribers "$SUBS" --msisdn-base 84940000000 --dialogues 1 --duration 30 \
     --think-ms 120000 >"$BENCH_DIR/memory.json" 2>"$BENCH_DIR/memory.err" &
 L=$!
+trap 'kill -INT $L 2>/dev/null || true; stop $D' EXIT
 for i in $(seq 32); do
     sleep 1
     opened=$(curl -s "http://127.0.0.1:$HTTP_PORT/metrics" | awk '/^chogate_ussd_dialogues_total\{outcome="opened"\}/ {print $2}')

@@ -46,6 +46,9 @@ c.executemany(
 c.commit()
 PY
 sync
+S=""
+D=""
+trap '[ -z "$D" ] || stop $D; [ -z "$S" ] || kill -INT $S 2>/dev/null || true' EXIT
 "$BIN" loadtest --role mt-sink --listen "127.0.0.1:$SINK_PORT" --system-id gw --password secret --duration 120 \
     --window "$W" >"$BENCH_DIR/sink.json" 2>"$BENCH_DIR/sink.err" &
 S=$!
@@ -53,21 +56,23 @@ sleep 0.5
 t0=$(date +%s.%N)
 "$BIN" serve --config "$BENCH_DIR/notify.toml" >"$BENCH_DIR/daemon.log" 2>&1 &
 D=$!
-trap 'stop $D; kill -INT $S 2>/dev/null || true' EXIT
 delivered() {
     python3 -c "
 import sqlite3, sys
 c = sqlite3.connect('file:' + sys.argv[1] + '?mode=ro', uri=True)
 print(c.execute(\"SELECT COUNT(*) FROM outbox WHERE status = 'delivered'\").fetchone()[0])" "$DB" 2>/dev/null || echo 0
 }
+deadline=$((SECONDS + 110)) # the sink stops after 120 s
 while [ "$(delivered)" != "$N" ]; do
     kill -0 $D 2>/dev/null || { echo "the daemon exited; see $BENCH_DIR/daemon.log" >&2; exit 1; }
+    kill -0 $S 2>/dev/null || { echo "the sink exited; see $BENCH_DIR/sink.err" >&2; exit 1; }
+    [ $SECONDS -lt $deadline ] || { echo "not all delivered after 110 s: $(delivered) of $N" >&2; exit 1; }
     sleep 0.1
 done
 t1=$(date +%s.%N)
 cpu=$(awk '{print ($14 + $15) / 100}' "/proc/$D/stat")
 stop $D
-kill -INT $S
+kill -INT $S 2>/dev/null || true
 wait $S || true
 trap - EXIT
 python3 -c "import sys; t = float(sys.argv[2]) - float(sys.argv[1]); n = int(sys.argv[3]); print('N=%d window=%s: all delivered after %.2f s -> %.0f/s, chogate CPU %s s' % (n, sys.argv[4], t, n / t, sys.argv[5]))" "$t0" "$t1" "$N" "$W" "$cpu"

@@ -16,7 +16,7 @@ snapshot() {
         echo "$(tr ' ' _ <"$t/comm") $(awk '{print $14 + $15}' "$t/stat")"
     done | awk '{a[$1] += $2} END {for (k in a) print k, a[k]}' | sort
 }
-commits() { curl -s "http://127.0.0.1:$HTTP_PORT/metrics" | awk '/^chogate_db_commit_seconds_count/ {print $2}'; }
+commits() { curl -s "http://127.0.0.1:$HTTP_PORT/metrics" | awk '/^chogate_db_commit_seconds_count/ {n = $2} END {print n + 0}'; }
 c0=$(commits)
 snapshot >"$BENCH_DIR/threads.0"
 sleep 8

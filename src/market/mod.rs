@@ -601,9 +601,10 @@ impl Market {
     /// Records a USSD dialogue that ended (completed, cut, timed out, replaced by a redial):
     /// one audit event per dialogue, written when it ends, with when it opened, how many
     /// answers the subscriber gave and how it ended. Where people drop out is read from
-    /// these. The event goes with the writer's next group: this waits for room in the write
-    /// queue, not for the commit. Only a stopped writer drops it (counted in
-    /// [`WriterCounters::dropped_events`]).
+    /// these. Dialogues open when the daemon stops are recorded as ended by "shutdown"; a
+    /// crash leaves those open at the time without an event. The event goes with the
+    /// writer's next group: this waits for room in the write queue, not for the commit. Only
+    /// a stopped writer drops it (counted in [`WriterCounters::dropped_events`]).
     pub async fn record_dialogue(&self, msisdn: &str, opened_at_ms: i64, inputs: u32, outcome: &str) {
         let msisdn = normalize_msisdn(msisdn).unwrap_or_else(|_| msisdn.chars().take(32).collect());
         let outcome: String = outcome.chars().take(100).collect();

@@ -10,7 +10,8 @@
 //!   `INSERT ... ON CONFLICT DO NOTHING`. A key already there (earlier in this group, which
 //!   is looked up first, or committed before, or committed meanwhile by another node on
 //!   PostgreSQL, whose insert waits for that commit) rolls the action back and replays the
-//!   first outcome. A refused action looks its key up before answering, so a repeat of an
+//!   first outcome. A refused action probes its key before answering (an insert, rolled
+//!   back: on PostgreSQL it waits for another node holding the key), so a repeat of an
 //!   applied action replays it even where running it again would be refused;
 //! - the audit events of the whole group are written at the end with one multi-row insert
 //!   (SQLite) or one `UNNEST` insert (PostgreSQL);
@@ -169,6 +170,15 @@ impl Action {
             Action::ImportHouseholds(_) => "import_households",
             Action::QueueSms { .. } => "queue_sms",
         }
+    }
+
+    /// An import: too much work to run again only to find its key used.
+    fn is_bulk(&self) -> bool {
+        matches!(
+            self,
+            Action::ImportHouseholds(_)
+                | Action::Api { op: super::reports::ApiOp::ImportHouseholds { .. }, .. }
+        )
     }
 
     fn produces(&self) -> Produces {
@@ -549,6 +559,11 @@ async fn attempt(
     if let Some(stored) = group.keys.get(&key.0) {
         return replay(c, kind, produces, stored).await;
     }
+    if action.is_bulk()
+        && let Some(stored) = stored_key(c, key).await?
+    {
+        return replay(c, kind, produces, &stored).await;
+    }
     // The common case is a key never seen: apply, then store the key with the outcome (one
     // write for the key, not a claim and then an update).
     let mut ev = Events { actor, now, events };
@@ -556,14 +571,29 @@ async fn attempt(
         Ok(applied) => applied,
         Err(refused) => {
             // Refused or failed: if the key was used before, the first outcome is the answer.
-            // The savepoint is rolled back first (on PostgreSQL a failed statement leaves it
-            // unusable until then).
+            // The savepoint is rolled back first (on PostgreSQL a failed statement leaves the
+            // transaction unusable until then). The key is then probed with an insert rather
+            // than looked up: on PostgreSQL an insert waits for another node's transaction
+            // that holds the same key, where a read would not see it and this refusal would
+            // contradict that node's outcome.
             c.raw("ROLLBACK TO SAVEPOINT job").await?;
             events.clear();
-            return match stored_key(c, key).await? {
-                Some(stored) => replay(c, kind, produces, &stored).await,
-                None => Err(refused),
-            };
+            let unused = c
+                .execute(
+                    "INSERT INTO idempotency_keys (idem_key, kind, outcome, at_ms) \
+                     VALUES ($1, $2, 'pending', $3) ON CONFLICT (idem_key) DO NOTHING",
+                    args![&key.0, kind, now],
+                )
+                .await?
+                == 1;
+            if unused {
+                // Nothing is kept for a refusal: the probe goes with the savepoint.
+                c.raw("ROLLBACK TO SAVEPOINT job").await?;
+                return Err(refused);
+            }
+            let stored =
+                stored_key(c, key).await?.ok_or_else(|| corrupt("idempotency_keys.idem_key", &key.0))?;
+            return replay(c, kind, produces, &stored).await;
         }
     };
     let fresh = c

@@ -524,6 +524,15 @@ impl Ussd {
         self.suspended.insert(dlg.msisdn.clone(), Suspended { cursor, at: Instant::now() });
     }
 
+    /// Ends every dialogue still open, each recorded as ended with `why` (at shutdown, once
+    /// the binds have drained and before the writer stops).
+    pub async fn close_all(&self, why: &str) {
+        let keys: Vec<Key> = self.dialogues.iter().map(|e| e.key().clone()).collect();
+        for key in keys {
+            self.abort(&key, why).await;
+        }
+    }
+
     /// Closes dialogues idle too long or whose bind is gone; forgets old resumable ones.
     pub async fn sweep(&self) {
         let now = Instant::now();
