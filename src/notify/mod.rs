@@ -31,7 +31,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::{Config, TextMode};
 use crate::logging::mask_msisdn;
-use crate::market::{Market, OutboxMessage, OutboxOutcome, ReceiptUpdate};
+use crate::market::{Market, OutboxMessage, OutboxOutcome, ReceiptUpdate, now_ms};
 use crate::smpp::pdu::{Address, Body, Sm};
 use crate::smpp::session::{InboundRequest, Registry, SessionHandle, SessionState};
 use crate::smpp::status;
@@ -49,13 +49,6 @@ const LEASE_MS: i64 = 120_000;
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// Idle poll interval of the outbox.
 const POLL: Duration = Duration::from_millis(100);
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 /// One SMSC as the notifier sees it.
 struct Smsc {

@@ -107,10 +107,7 @@ fn to_act_error(e: MarketError) -> ActError {
             ActError::Reask { message: "pin_wrong", vars: vec![("remaining".into(), remaining.to_string())] }
         }
         MarketError::PinLocked { until_ms } => {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or(0);
+            let now = crate::market::now_ms();
             ActError::Fail {
                 message: "pin_locked",
                 vars: vec![("minutes".into(), minutes_until(until_ms, now).to_string())],
