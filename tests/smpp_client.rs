@@ -168,9 +168,12 @@ async fn unanswered_request_should_time_out_and_free_its_window_slot() {
     let (mut peer, _) = smsc.accept(status::ESME_ROK).await;
     let handle = d.daemon.as_ref().unwrap().registry.wait_for("viettel").await;
     let h = handle.clone();
+    let started = std::time::Instant::now();
     let first = tokio::spawn(async move { h.request(sms("lost")).await });
     let _ignored = peer.recv_skip_enquire().await.unwrap();
     assert_eq!(first.await.unwrap(), Err(SessionError::Timeout(Duration::from_secs(1))));
+    // The session's sweep answers it once it is past its time, never before.
+    assert!(started.elapsed() >= Duration::from_secs(1), "{:?}", started.elapsed());
     // The slot is free again: the next request goes out and is answered.
     let h = handle.clone();
     let second = tokio::spawn(async move { h.request(sms("ok")).await });

@@ -55,7 +55,8 @@ pub enum SessionState {
 pub struct Tuning {
     /// Send enquire_link after this long without receiving anything.
     pub enquire_link: Duration,
-    /// How long a request waits for its response.
+    /// How long a request waits for its response. The session's reader sweeps its
+    /// requests every eighth of this, so a request times out between once and 1⅛ times it.
     pub response_timeout: Duration,
     /// Server: how long a connection may stay unbound. Client: how long to wait for bind_resp.
     pub bind_timeout: Duration,
@@ -354,7 +355,9 @@ struct Shared {
     peer: SocketAddr,
     label: RwLock<Arc<str>>,
     seq: AtomicU32,
-    pending: Mutex<HashMap<u32, oneshot::Sender<Pdu>, foldhash::fast::RandomState>>,
+    /// Requests waiting for their response, with when they time out. The reader answers
+    /// them: `Some` with the response, `None` when its sweep finds them past their time.
+    pending: Mutex<HashMap<u32, Waiting, foldhash::fast::RandomState>>,
     window: Arc<Semaphore>,
     window_size: AtomicU32,
     outbox: mpsc::Sender<Bytes>,
@@ -374,11 +377,15 @@ impl Shared {
         }
     }
 
-    fn pending(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<u32, oneshot::Sender<Pdu>, foldhash::fast::RandomState>> {
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Waiting, foldhash::fast::RandomState>> {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// A request waiting for its response.
+struct Waiting {
+    tx: oneshot::Sender<Option<Pdu>>,
+    until: Instant,
 }
 
 /// Sends requests on a session and watches its state. Cheap to clone.
@@ -528,21 +535,30 @@ impl Slot<'_> {
             }
         };
         let (tx, rx) = oneshot::channel();
-        s.pending().insert(seq, tx);
+        // No timer per request: the reader's sweep answers `None` once this is past its time
+        // (a timer each cost registering and cancelling it in the runtime's timer wheel).
+        s.pending().insert(seq, Waiting { tx, until: Instant::now() + s.response_timeout });
         // Whatever ends this wait (response, timeout, or the caller dropping the future), the
         // entry goes with it.
         let _forget = Forget { shared: s, seq };
         if s.outbox.send(out.freeze()).await.is_err() {
             return Err(SessionError::Closed);
         }
-        let deadline = Instant::now() + s.response_timeout;
-        let result = tokio::select! {
-            r = rx => r.map_err(|_| SessionError::Closed),
-            () = sleep_until(deadline) => Err(SessionError::Timeout(s.response_timeout)),
+        let result = match rx.await {
+            Ok(Some(pdu)) => Ok(pdu),
+            Ok(None) => Err(SessionError::Timeout(s.response_timeout)),
+            // The session ended (its reader drops what is still waiting).
+            Err(_) => Err(SessionError::Closed),
         };
         drop(permit);
         result
     }
+}
+
+/// How often a session checks its requests for their timeout: an eighth of the timeout, at
+/// least every 10 ms.
+fn sweep_every(response_timeout: Duration) -> Duration {
+    (response_timeout / 8).max(Duration::from_millis(10))
 }
 
 /// Removes a request's pending entry when its wait ends, however it ends.
@@ -609,6 +625,7 @@ pub fn start(
     let handle = SessionHandle { shared: shared.clone() };
     let span = info_span!("smpp", id = shared.id, %peer, role = ?role);
     let done = shared.done.clone();
+    let next_sweep = Instant::now() + sweep_every(t.response_timeout);
     let reader = Reader {
         frames: FrameReader::new(read_half, t.max_pdu_len),
         inbound_permits: Arc::new(Semaphore::new(t.inbound_window)),
@@ -619,6 +636,7 @@ pub fn start(
         last_rx: Instant::now(),
         enquire_out: None,
         deadline: None,
+        next_sweep,
     };
     let fut = async move {
         let write = write_loop(write_half, outbox_rx, done);
@@ -641,6 +659,8 @@ struct Reader {
     enquire_out: Option<(u32, Instant)>,
     /// Deadline of the current phase (bind, drain, unbind).
     deadline: Option<Instant>,
+    /// When the requests waiting for a response are next checked for their timeout.
+    next_sweep: Instant,
 }
 
 enum Step {
@@ -712,9 +732,14 @@ impl Reader {
                     Err(e) => self.on_frame_error(e).await,
                 },
                 () = &mut timer => {
-                    if Instant::now() < self.next_timer(&phase, &t) {
-                        // Traffic moved the deadline on since the timer was armed; it is
-                        // armed again below.
+                    let now = Instant::now();
+                    if now >= self.next_sweep {
+                        self.sweep_pending(now);
+                        self.next_sweep = now + sweep_every(t.response_timeout);
+                    }
+                    if now < self.phase_due(&phase, &t) {
+                        // The sweep was due, or traffic moved the deadline on since the timer
+                        // was armed; it is armed again below.
                         Step::Continue
                     } else {
                         self.on_timer(&phase, &t).await
@@ -755,7 +780,26 @@ impl Reader {
         end
     }
 
+    /// When the timer is next due: the phase's deadline or the sweep of the requests.
     fn next_timer(&self, phase: &Phase, t: &Tuning) -> Instant {
+        self.phase_due(phase, t).min(self.next_sweep)
+    }
+
+    /// Answers `None` (timed out) to the requests past their time.
+    fn sweep_pending(&self, now: Instant) {
+        let expired: Vec<Waiting> = {
+            let mut pending = self.shared().pending();
+            let due: Vec<u32> = pending.iter().filter(|(_, w)| w.until <= now).map(|(&seq, _)| seq).collect();
+            due.iter().filter_map(|seq| pending.remove(seq)).collect()
+        };
+        for w in expired {
+            let _ = w.tx.send(None);
+        }
+    }
+
+    /// The deadline of the phase: the bind, the drain, the unbind, or when bound the next
+    /// enquire_link or its response.
+    fn phase_due(&self, phase: &Phase, t: &Tuning) -> Instant {
         match phase {
             Phase::Bound(_) => match self.enquire_out {
                 Some((_, sent)) => sent + t.response_timeout,
@@ -908,8 +952,8 @@ impl Reader {
     fn complete(&self, pdu: Pdu) {
         let waiter = self.shared().pending().remove(&pdu.sequence);
         match waiter {
-            Some(tx) => {
-                let _ = tx.send(pdu);
+            Some(w) => {
+                let _ = w.tx.send(Some(pdu));
             }
             None => {
                 if self.enquire_out.is_some_and(|(s, _)| s == pdu.sequence) {
