@@ -8,17 +8,14 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use chogate::config::SmppTuning;
-use chogate::smpp::pdu::{Address, Bind, BindKind, Body, Sm, tag};
-use chogate::smpp::session::{self, Registry, RoleParams, SessionEnd, SessionParams, Tuning};
-use common::{ACCOUNT, PASSWORD, PATIENCE, TestDaemon, base_config};
+use chogate::smpp::pdu::{Address, Body, Sm, tag};
+use chogate::smpp::session::SessionEnd;
+use common::{ACCOUNT, PASSWORD, PATIENCE, TestDaemon, base_config, client_session};
 use serde_json::Value;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 const BIN: &str = env!("CARGO_BIN_EXE_chogate");
 
@@ -202,19 +199,7 @@ async fn mt_sink_should_answer_submits_and_send_receipts() {
     // A tiny ESME on chogate's own client session.
     let stream = tokio::net::TcpStream::connect(sink).await.unwrap();
     let (tx, mut receipts) = mpsc::channel(16);
-    let shutdown = CancellationToken::new();
-    let params = SessionParams {
-        role: RoleParams::Client {
-            bind: Bind::new(BindKind::Transceiver, "sink", "pw"),
-            label: Arc::from("sink"),
-        },
-        tuning: Tuning::new(&SmppTuning::default(), 10),
-        inbound: tx.into(),
-        registry: Arc::new(Registry::default()),
-        shutdown: shutdown.clone(),
-    };
-    let (handle, run) = session::start(stream, params);
-    let run = tokio::spawn(run);
+    let (handle, run, shutdown) = client_session(stream, "sink", "pw", tx.into());
     tokio::time::timeout(PATIENCE, handle.wait_bound()).await.unwrap().unwrap();
 
     let mut ids = Vec::new();

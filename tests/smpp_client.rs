@@ -8,7 +8,7 @@ use std::time::Duration;
 use chogate::smpp::pdu::{Address, BindKind, BindResp, Body, MessageIdResp, Pdu, Sm, Tlvs, tag};
 use chogate::smpp::session::SessionError;
 use chogate::smpp::status;
-use common::{PATIENCE, Peer, TestDaemon, base_config, base_config_with};
+use common::{PATIENCE, Peer, TestDaemon, base_config, base_config_with, client_session};
 use tokio::net::TcpListener;
 
 struct FakeSmsc {
@@ -279,4 +279,36 @@ async fn shutdown_should_drain_in_flight_requests_then_unbind() {
     assert_eq!(m.message_id, "42");
     peer.expect_closed().await;
     d.stop().await;
+}
+
+#[tokio::test]
+async fn a_full_queue_should_throttle_and_a_closed_one_should_answer_rx_t_appn() {
+    let smsc = FakeSmsc::start().await;
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", smsc.port())).await.unwrap();
+    // The application's queue holds one request.
+    let (tx, mut queue) = tokio::sync::mpsc::channel(1);
+    let (handle, run, shutdown) = client_session(stream, "gw", "secret", tx.into());
+    let (mut peer, _) = smsc.accept(status::ESME_ROK).await;
+    tokio::time::timeout(PATIENCE, handle.wait_bound()).await.unwrap().unwrap();
+
+    let deliver =
+        || Body::DeliverSm(Box::new(Sm { short_message: bytes::Bytes::from_static(b"hi"), ..Sm::default() }));
+    let queued = peer.request(deliver()).await;
+    let refused = peer.request(deliver()).await;
+    let resp = peer.recv_skip_enquire().await.unwrap();
+    assert_eq!((resp.sequence, resp.status), (refused, status::ESME_RTHROTTLED));
+    // The queued one is the application's to answer.
+    let req = tokio::time::timeout(PATIENCE, queue.recv()).await.unwrap().unwrap();
+    req.responder.respond(status::ESME_ROK, "").await;
+    let resp = peer.recv_skip_enquire().await.unwrap();
+    assert_eq!((resp.sequence, resp.status), (queued, status::ESME_ROK));
+    // The application has stopped reading.
+    drop(queue);
+    let late = peer.request(deliver()).await;
+    let resp = peer.recv_skip_enquire().await.unwrap();
+    assert_eq!((resp.sequence, resp.status), (late, status::ESME_RX_T_APPN));
+
+    shutdown.cancel();
+    drop(peer);
+    tokio::time::timeout(PATIENCE, run).await.unwrap().unwrap();
 }

@@ -206,6 +206,17 @@ impl From<mpsc::Sender<InboundRequest>> for Inbound {
     }
 }
 
+/// Hands a request to a bounded queue without waiting. When it cannot, gives back what answers
+/// the request with the status to answer: `ESME_RTHROTTLED` for a full queue,
+/// `ESME_RX_T_APPN` for a closed one (the application is stopping).
+pub fn try_queue(tx: &mpsc::Sender<InboundRequest>, req: InboundRequest) -> Result<(), (Responder, u32)> {
+    match tx.try_send(req) {
+        Ok(()) => Ok(()),
+        Err(mpsc::error::TrySendError::Full(req)) => Err((req.responder, status::ESME_RTHROTTLED)),
+        Err(mpsc::error::TrySendError::Closed(req)) => Err((req.responder, status::ESME_RX_T_APPN)),
+    }
+}
+
 /// A request from the peer, handed to the application.
 pub struct InboundRequest {
     /// The request.
@@ -1059,14 +1070,8 @@ impl Reader {
             Inbound::Handler(handle) => return handle(req),
             Inbound::Queue(tx) => tx,
         };
-        match tx.try_send(req) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(req)) => {
-                req.responder.respond(status::ESME_RTHROTTLED, "").await
-            }
-            Err(mpsc::error::TrySendError::Closed(req)) => {
-                req.responder.respond(status::ESME_RX_T_APPN, "").await
-            }
+        if let Err((responder, st)) = try_queue(tx, req) {
+            responder.respond(st, "").await;
         }
     }
 

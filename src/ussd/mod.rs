@@ -553,8 +553,8 @@ impl Ussd {
 /// Starts the USSD service for the binds' requests: the handler the sessions call starts a
 /// task for each USSD request (dialogues proceed in parallel; what is under way is bounded
 /// by each bind's windows) and passes anything else to `other` (`ESME_RTHROTTLED` when it is
-/// full). A task sweeps idle dialogues every second. After shutdown new requests are
-/// answered `ESME_RX_T_APPN`.
+/// full, `ESME_RX_T_APPN` once it is closed). A task sweeps idle dialogues every second.
+/// After shutdown new requests are answered `ESME_RX_T_APPN`.
 pub fn start(
     ussd: Arc<Ussd>,
     other: mpsc::Sender<InboundRequest>,
@@ -583,10 +583,8 @@ pub fn start(
             // Boxed: the step's future is ~3.5 KB, which tokio would otherwise copy when
             // spawning it and again when storing its output; the task then holds a pointer.
             tracker.spawn(Box::pin(async move { ussd.handle(req).await }));
-        } else if let Err(mpsc::error::TrySendError::Full(req) | mpsc::error::TrySendError::Closed(req)) =
-            other.try_send(req)
-        {
-            tracker.spawn(req.responder.respond(status::ESME_RTHROTTLED, ""));
+        } else if let Err((responder, st)) = crate::smpp::session::try_queue(&other, req) {
+            tracker.spawn(responder.respond(st, ""));
         }
     }))
 }
