@@ -282,7 +282,7 @@ async fn shutdown_should_drain_in_flight_requests_then_unbind() {
 }
 
 #[tokio::test]
-async fn a_full_queue_should_throttle_and_a_closed_one_should_answer_rx_t_appn() {
+async fn a_full_queue_should_throttle_and_a_closed_one_or_a_dropped_request_should_answer_rx_t_appn() {
     let smsc = FakeSmsc::start().await;
     let stream = tokio::net::TcpStream::connect(("127.0.0.1", smsc.port())).await.unwrap();
     // The application's queue holds one request.
@@ -302,6 +302,11 @@ async fn a_full_queue_should_throttle_and_a_closed_one_should_answer_rx_t_appn()
     req.responder.respond(status::ESME_ROK, "").await;
     let resp = peer.recv_skip_enquire().await.unwrap();
     assert_eq!((resp.sequence, resp.status), (queued, status::ESME_ROK));
+    // A request the application drops unanswered is answered for it.
+    let dropped = peer.request(deliver()).await;
+    drop(tokio::time::timeout(PATIENCE, queue.recv()).await.unwrap().unwrap());
+    let resp = peer.recv_skip_enquire().await.unwrap();
+    assert_eq!((resp.sequence, resp.status), (dropped, status::ESME_RX_T_APPN));
     // The application has stopped reading.
     drop(queue);
     let late = peer.request(deliver()).await;

@@ -287,10 +287,9 @@ impl Drop for Responder {
     fn drop(&mut self) {
         if !self.answered {
             let body = self.answer_body("");
-            let pdu = Pdu { status: status::ESME_RX_T_APPN, sequence: self.sequence, body };
-            if let Ok(bytes) = pdu.to_bytes()
-                && self.outbox.try_send(bytes).is_err()
-            {
+            let mut out = BytesMut::new();
+            self.encode(status::ESME_RX_T_APPN, body, &mut out);
+            if !out.is_empty() && self.outbox.try_send(out.freeze()).is_err() {
                 warn!(
                     seq = self.sequence,
                     "request dropped unanswered and the session cannot take the answer"
