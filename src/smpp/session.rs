@@ -56,7 +56,8 @@ pub struct Tuning {
     /// Send enquire_link after this long without receiving anything.
     pub enquire_link: Duration,
     /// How long a request waits for its response. The session's reader sweeps its
-    /// requests every eighth of this, so a request times out between once and 1⅛ times it.
+    /// requests every eighth of this (at least every 10 ms), so a request times out between
+    /// once and 1⅛ times it (plus up to 10 ms for timeouts under 80 ms).
     pub response_timeout: Duration,
     /// Server: how long a connection may stay unbound. Client: how long to wait for bind_resp.
     pub bind_timeout: Duration,
@@ -551,6 +552,11 @@ impl Slot<'_> {
         // Whatever ends this wait (response, timeout, or the caller dropping the future), the
         // entry goes with it.
         let _forget = Forget { shared: s, seq };
+        // The reader may have ended since the state was checked: it cancels `done` before it
+        // drops what is waiting, so an entry put in after that is seen here, not left waiting.
+        if s.done.is_cancelled() {
+            return Err(SessionError::Closed);
+        }
         if s.outbox.send(out.freeze()).await.is_err() {
             return Err(SessionError::Closed);
         }
@@ -742,14 +748,9 @@ impl Reader {
                     Err(e) => self.on_frame_error(e).await,
                 },
                 () = &mut timer => {
-                    let now = Instant::now();
-                    if now >= self.next_sweep {
-                        self.sweep_pending(now);
-                        self.next_sweep = now + sweep_every(t.response_timeout);
-                    }
-                    if now < self.phase_due(&phase, &t) {
-                        // The sweep was due, or traffic moved the deadline on since the timer
-                        // was armed; it is armed again below.
+                    if Instant::now() < self.phase_due(&phase, &t) {
+                        // The requests' sweep was due (it runs below), or traffic moved the
+                        // deadline on since the timer was armed; it is armed again below.
                         Step::Continue
                     } else {
                         self.on_timer(&phase, &t).await
@@ -778,6 +779,14 @@ impl Reader {
                     }
                     phase = next;
                 }
+            }
+            // The requests' sweep, here rather than in the timer's branch: under a steady
+            // stream of frames the biased select may not poll the timer, and timeouts must
+            // not wait for a lull.
+            let now = Instant::now();
+            if now >= self.next_sweep {
+                self.sweep_pending(now);
+                self.next_sweep = now + sweep_every(t.response_timeout);
             }
             // A deadline may have come nearer (a new phase, an enquire_link sent) or the timer
             // may have fired: arm it again. A later deadline waits until the timer fires.
