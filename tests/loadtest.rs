@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use chogate::smpp::pdu::{Address, Body, Sm, tag};
 use chogate::smpp::session::SessionEnd;
-use common::{ACCOUNT, PASSWORD, PATIENCE, TestDaemon, base_config, client_session};
+use common::{ACCOUNT, PASSWORD, PATIENCE, TestDaemon, base_config, client_session, default_tuning};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -199,7 +199,7 @@ async fn mt_sink_should_answer_submits_and_send_receipts() {
     // A tiny ESME on chogate's own client session.
     let stream = tokio::net::TcpStream::connect(sink).await.unwrap();
     let (tx, mut receipts) = mpsc::channel(16);
-    let (handle, run, shutdown) = client_session(stream, "sink", "pw", tx.into());
+    let (handle, run, shutdown) = client_session(stream, "sink", "pw", tx.into(), default_tuning());
     tokio::time::timeout(PATIENCE, handle.wait_bound()).await.unwrap().unwrap();
 
     let mut ids = Vec::new();

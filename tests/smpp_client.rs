@@ -8,7 +8,7 @@ use std::time::Duration;
 use chogate::smpp::pdu::{Address, BindKind, BindResp, Body, MessageIdResp, Pdu, Sm, Tlvs, tag};
 use chogate::smpp::session::SessionError;
 use chogate::smpp::status;
-use common::{PATIENCE, Peer, TestDaemon, base_config, base_config_with, client_session};
+use common::{PATIENCE, Peer, TestDaemon, base_config, base_config_with, client_session, default_tuning};
 use tokio::net::TcpListener;
 
 struct FakeSmsc {
@@ -287,7 +287,7 @@ async fn a_full_queue_should_throttle_and_a_closed_one_or_a_dropped_request_shou
     let stream = tokio::net::TcpStream::connect(("127.0.0.1", smsc.port())).await.unwrap();
     // The application's queue holds one request.
     let (tx, mut queue) = tokio::sync::mpsc::channel(1);
-    let (handle, run, shutdown) = client_session(stream, "gw", "secret", tx.into());
+    let (handle, run, shutdown) = client_session(stream, "gw", "secret", tx.into(), default_tuning());
     let (mut peer, _) = smsc.accept(status::ESME_ROK).await;
     tokio::time::timeout(PATIENCE, handle.wait_bound()).await.unwrap().unwrap();
 
@@ -316,4 +316,34 @@ async fn a_full_queue_should_throttle_and_a_closed_one_or_a_dropped_request_shou
     shutdown.cancel();
     drop(peer);
     tokio::time::timeout(PATIENCE, run).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_peer_that_reads_nothing_should_end_the_session_after_the_response_timeout() {
+    use chogate::smpp::session::{SessionEnd, Tuning};
+    use tokio::io::AsyncWriteExt;
+    // Connections with a small receive buffer, and a peer that never reads from its own.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(8).unwrap();
+    let stream = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+    let (tx, _queue) = tokio::sync::mpsc::channel(16);
+    let smpp = chogate::config::SmppTuning { response_timeout_secs: 1, ..Default::default() };
+    let (handle, run, _shutdown) = client_session(stream, "gw", "secret", tx.into(), Tuning::new(&smpp, 10));
+    let (sock, _) = listener.accept().await.unwrap();
+    let mut peer = Peer::from_stream(sock);
+    let bind = peer.recv().await.unwrap();
+    let Body::Bind(b) = &bind.body else { panic!("{bind:?}") };
+    let resp = BindResp { kind: b.kind, system_id: "smsc".into(), tlvs: Tlvs::default() };
+    peer.send(&Pdu::new(bind.sequence, Body::BindResp(resp))).await;
+    tokio::time::timeout(PATIENCE, handle.wait_bound()).await.unwrap().unwrap();
+    // enquire_links, whose answers it never reads, until the session has gone.
+    let Peer { reader: _unread, mut writer, .. } = peer;
+    let ping = Pdu::new(7, Body::EnquireLink).to_bytes().unwrap();
+    let flood = tokio::spawn(async move { while writer.write_all(&ping).await.is_ok() {} });
+    let end =
+        tokio::time::timeout(PATIENCE, run).await.expect("the session waited for a peer that reads nothing");
+    assert_eq!(end.unwrap(), SessionEnd::Io("write failed".into()));
+    flood.abort();
 }

@@ -571,6 +571,33 @@ impl Slot<'_> {
     }
 }
 
+/// Writes all of `buf`, failing if the peer takes none of it for `stall`. Most writes fit in
+/// the socket's buffer at once and need no timer.
+async fn write_or_stall(w: &mut OwnedWriteHalf, buf: &[u8], stall: Duration) -> std::io::Result<()> {
+    let mut off = 0;
+    while off < buf.len() {
+        match w.try_write(&buf[off..]) {
+            Ok(0) => break,
+            Ok(n) => off += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    while off < buf.len() {
+        let n = tokio::select! {
+            n = w.write(&buf[off..]) => n?,
+            () = tokio::time::sleep(stall) => {
+                return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the peer takes nothing"));
+            }
+        };
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        off += n;
+    }
+    Ok(())
+}
+
 /// How often a session checks its requests for their timeout: an eighth of the timeout, at
 /// least every 10 ms.
 fn sweep_every(response_timeout: Duration) -> Duration {
@@ -642,6 +669,7 @@ pub fn start(
     let span = info_span!("smpp", id = shared.id, %peer, role = ?role);
     let done = shared.done.clone();
     let next_sweep = Instant::now() + sweep_every(t.response_timeout);
+    let stall = t.response_timeout;
     let reader = Reader {
         frames: FrameReader::new(read_half, t.max_pdu_len),
         inbound_permits: Arc::new(Semaphore::new(t.inbound_window)),
@@ -655,7 +683,7 @@ pub fn start(
         next_sweep,
     };
     let fut = async move {
-        let write = write_loop(write_half, outbox_rx, done);
+        let write = write_loop(write_half, outbox_rx, done, stall);
         let (end, ()) = tokio::join!(reader.run(), write);
         end
     }
@@ -1190,7 +1218,15 @@ fn take_queued(rx: &mut mpsc::Receiver<Bytes>, buf: &mut BytesMut, limit: usize)
 }
 
 /// Writes what the session sends, coalescing PDUs that queue up into one write.
-async fn write_loop(mut w: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>, done: CancellationToken) {
+/// Writes what the session queues, in batches, until the session is done. A peer that takes
+/// nothing for `stall` (the response timeout) is gone: the session ends, rather than every
+/// task that queues a PDU for it waiting for room forever.
+async fn write_loop(
+    mut w: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Bytes>,
+    done: CancellationToken,
+    stall: Duration,
+) {
     const BATCH: usize = 64 * 1024;
     let mut buf = BytesMut::with_capacity(BATCH);
     loop {
@@ -1208,7 +1244,7 @@ async fn write_loop(mut w: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>, done: 
                         tokio::task::yield_now().await;
                         take_queued(&mut rx, &mut buf, BATCH);
                     }
-                    if let Err(e) = w.write_all(&buf).await {
+                    if let Err(e) = write_or_stall(&mut w, &buf, stall).await {
                         debug!(error = %e, "write failed");
                         done.cancel();
                         return;

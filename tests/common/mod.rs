@@ -388,24 +388,30 @@ impl Ussdc {
 /// A client session of chogate's own over `stream`, binding as a transceiver with `system_id`
 /// and `password` and handing the peer's requests to `inbound`: its handle, its task, and the
 /// token that stops it.
+pub fn default_tuning() -> chogate::smpp::session::Tuning {
+    chogate::smpp::session::Tuning::new(&chogate::config::SmppTuning::default(), 10)
+}
+
+/// See [`default_tuning`] for the usual `tuning`.
 pub fn client_session(
     stream: TcpStream,
     system_id: &str,
     password: &str,
     inbound: chogate::smpp::session::Inbound,
+    tuning: chogate::smpp::session::Tuning,
 ) -> (
     chogate::smpp::session::SessionHandle,
     tokio::task::JoinHandle<chogate::smpp::session::SessionEnd>,
     CancellationToken,
 ) {
-    use chogate::smpp::session::{self, Registry, RoleParams, SessionParams, Tuning};
+    use chogate::smpp::session::{self, Registry, RoleParams, SessionParams};
     let shutdown = CancellationToken::new();
     let params = SessionParams {
         role: RoleParams::Client {
             bind: Bind::new(BindKind::Transceiver, system_id, password),
             label: std::sync::Arc::from(system_id),
         },
-        tuning: Tuning::new(&chogate::config::SmppTuning::default(), 10),
+        tuning,
         inbound,
         registry: std::sync::Arc::new(Registry::default()),
         shutdown: shutdown.clone(),
