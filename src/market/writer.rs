@@ -576,40 +576,19 @@ async fn attempt(
             // than looked up: on PostgreSQL an insert waits for another node's transaction
             // that holds the same key, where a read would not see it and this refusal would
             // contradict that node's outcome.
-            c.raw("ROLLBACK TO SAVEPOINT job").await?;
-            events.clear();
-            let unused = c
-                .execute(
-                    "INSERT INTO idempotency_keys (idem_key, kind, outcome, at_ms) \
-                     VALUES ($1, $2, 'pending', $3) ON CONFLICT (idem_key) DO NOTHING",
-                    args![&key.0, kind, now],
-                )
-                .await?
-                == 1;
-            if unused {
-                // Nothing is kept for a refusal: the probe goes with the savepoint.
-                c.raw("ROLLBACK TO SAVEPOINT job").await?;
-                return Err(refused);
+            undo(c, events).await?;
+            if !store_key(c, key, kind, None, "pending", now).await? {
+                return replay_stored(c, key, kind, produces).await;
             }
-            let stored =
-                stored_key(c, key).await?.ok_or_else(|| corrupt("idempotency_keys.idem_key", &key.0))?;
-            return replay(c, kind, produces, &stored).await;
+            // Nothing is kept for a refusal: the probe goes with the savepoint.
+            undo(c, events).await?;
+            return Err(refused);
         }
     };
-    let fresh = c
-        .execute(
-            "INSERT INTO idempotency_keys (idem_key, kind, result_id, outcome, at_ms) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (idem_key) DO NOTHING",
-            args![&key.0, kind, applied.result_id, applied.outcome.as_str(), now],
-        )
-        .await?
-        == 1;
-    if !fresh {
+    if !store_key(c, key, kind, applied.result_id, &applied.outcome, now).await? {
         // Used before: undo this run and replay the first outcome.
-        c.raw("ROLLBACK TO SAVEPOINT job").await?;
-        events.clear();
-        let stored = stored_key(c, key).await?.ok_or_else(|| corrupt("idempotency_keys.idem_key", &key.0))?;
-        return replay(c, kind, produces, &stored).await;
+        undo(c, events).await?;
+        return replay_stored(c, key, kind, produces).await;
     }
     Ok(Attempt {
         reply: applied.reply,
@@ -619,6 +598,44 @@ async fn attempt(
             outcome: applied.outcome,
         }),
     })
+}
+
+/// Rolls the action back to its savepoint, with the events it collected.
+async fn undo(c: &mut Conn<'_>, events: &mut Vec<EventRow>) -> Result<(), MarketError> {
+    c.raw("ROLLBACK TO SAVEPOINT job").await?;
+    events.clear();
+    Ok(())
+}
+
+/// Stores a key with its outcome unless it is there already (on PostgreSQL, waiting for
+/// another node's transaction that holds it); whether it was stored.
+async fn store_key(
+    c: &mut Conn<'_>,
+    key: &IdemKey,
+    kind: &'static str,
+    result_id: Option<i64>,
+    outcome: &str,
+    now: i64,
+) -> Result<bool, MarketError> {
+    let stored = c
+        .execute(
+            "INSERT INTO idempotency_keys (idem_key, kind, result_id, outcome, at_ms) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (idem_key) DO NOTHING",
+            args![&key.0, kind, result_id, outcome, now],
+        )
+        .await?;
+    Ok(stored == 1)
+}
+
+/// Replays the first outcome of a key found already stored.
+async fn replay_stored(
+    c: &mut Conn<'_>,
+    key: &IdemKey,
+    kind: &'static str,
+    produces: Produces,
+) -> Result<Attempt, MarketError> {
+    let stored = stored_key(c, key).await?.ok_or_else(|| corrupt("idempotency_keys.idem_key", &key.0))?;
+    replay(c, kind, produces, &stored).await
 }
 
 /// What a key stored earlier records, if it was.

@@ -157,8 +157,8 @@ struct Fields {
 fn inbound_fields(pdu: Pdu) -> Option<Fields> {
     let (source, dest, dc, payload, tlvs) = match pdu.body {
         Body::SubmitSm(sm) | Body::DeliverSm(sm) => {
-            let Sm { source, dest, data_coding, short_message, tlvs, .. } = *sm;
-            let payload = tlvs.get(tag::MESSAGE_PAYLOAD).cloned().unwrap_or(short_message);
+            let payload = sm.payload().clone();
+            let Sm { source, dest, data_coding, tlvs, .. } = *sm;
             (source, dest, data_coding, payload, tlvs)
         }
         Body::DataSm(d) => {
