@@ -126,6 +126,9 @@ pub enum LoadRole {
     Smsc,
     /// An SMSC accepting submit_sm and sending delivery receipts (`--listen`).
     MtSink,
+    /// A gateway that does no work, for a `ussdc` run to measure the benchmark's own
+    /// ceiling against (`--listen`; give it the same --script and --msisdn-base).
+    NullGateway,
 }
 
 /// `chogate loadtest`.
@@ -137,11 +140,11 @@ pub struct LoadtestArgs {
     /// ussdc: chogate's SMPP server as HOST:PORT (loopback only) [default: `smpp_server.listen`].
     #[arg(long, value_name = "HOST:PORT")]
     pub connect: Option<String>,
-    /// smsc, mt-sink: where to listen, HOST:PORT (loopback only).
+    /// smsc, mt-sink, null-gateway: where to listen, HOST:PORT (loopback only).
     #[arg(long, value_name = "HOST:PORT")]
     pub listen: Option<String>,
     /// ussdc: our account on chogate [default: the first configured]; smsc, mt-sink: the
-    /// system_id chogate must bind with.
+    /// system_id chogate must bind with; null-gateway: the one the USSD centre binds with.
     #[arg(long, value_name = "ID")]
     pub system_id: Option<String>,
     /// The password that goes with --system-id.
@@ -331,6 +334,7 @@ fn loadtest(cli: &Cli, args: &LoadtestArgs) -> anyhow::Result<()> {
             Role::Ussdc { connect }
         }
         LoadRole::Smsc => Role::Smsc { listen: listen()? },
+        LoadRole::NullGateway => Role::NullGateway { listen: listen()? },
         LoadRole::MtSink => {
             Role::MtSink { listen: listen()?, receipt_delay: Duration::from_millis(args.receipt_delay_ms) }
         }

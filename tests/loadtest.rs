@@ -179,6 +179,41 @@ async fn smsc_role_should_run_dialogues_through_chogates_client_bind() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn null_gateway_should_serve_a_ussdc_run_to_its_final_screens() {
+    // Two scripts of different lengths, taken round-robin by both sides.
+    let scripts = ["--script", SELL, "--script", "9", "--msisdn-base", "84960000000"];
+    let mut args = vec![
+        "--role",
+        "null-gateway",
+        "--listen",
+        "127.0.0.1:0",
+        "--system-id",
+        "ussdc",
+        "--password",
+        "pw",
+        "--duration",
+        "30",
+    ];
+    args.extend(scripts);
+    let (child, gateway) = spawn_listening(&args, "listening on ").await;
+    let addr = gateway.to_string();
+    let mut args = vec!["--role", "ussdc", "--connect", &addr, "--system-id", "ussdc", "--password", "pw"];
+    args.extend(["--subscribers", "10", "--duration", "30", "--dialogues", "3"]);
+    args.extend(scripts);
+    let r = report(&output(loadtest(&args)).await);
+    assert_eq!(r["dialogues"], 30, "{r}");
+    // Five subscribers with 6 steps a dialogue, five with 2.
+    assert_eq!(r["steps"], 3 * (5 * 6 + 5 * 2), "{r}");
+    errors_should_be_empty(&r);
+    // The generator unbinds at its end, which ends the null gateway's run.
+    let g = report(&wait(child).await);
+    assert_eq!(g["role"], "null-gateway");
+    assert_eq!(g["steps"], r["steps"], "{g}");
+    assert_eq!(g["dialogues"], 30, "{g}");
+    errors_should_be_empty(&g);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mt_sink_should_answer_submits_and_send_receipts() {
     let args = [
         "--role",

@@ -22,8 +22,8 @@ use crate::config::SmppTuning;
 use crate::logging::mask_msisdn;
 use crate::smpp::pdu::{Bind, BindKind, Body, Pdu};
 use crate::smpp::session::{
-    self, Authenticator, BindDecision, Grant, InboundRequest, Registry, RoleParams, SessionEnd, SessionError,
-    SessionHandle, SessionParams, SessionState, Tuning,
+    self, Authenticator, BindDecision, Grant, Inbound, InboundRequest, Registry, RoleParams, SessionEnd,
+    SessionError, SessionHandle, SessionParams, SessionState, Tuning,
 };
 use crate::smpp::status;
 
@@ -142,13 +142,75 @@ impl Authenticator for Credentials {
     }
 }
 
+/// How long a listening role waits for the peer to bind.
+pub const BIND_WAIT: Duration = Duration::from_secs(30);
+
+/// A listening role (simulated SMSC, sink, null gateway): accepts binds with one account,
+/// each served by chogate's server-role session, until closed.
+pub struct Listening {
+    /// Where it listens (the port the OS gave for port 0).
+    pub local: SocketAddr,
+    /// The bound sessions.
+    pub registry: Arc<Registry>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    drain: Duration,
+}
+
+impl Listening {
+    /// Listens on `addr`; requests of bound peers go to `inbound`. Sessions (and whatever
+    /// the caller spawns on `tracker`) are waited for by [`Listening::close`].
+    pub async fn start(
+        addr: SocketAddr,
+        auth: Credentials,
+        tuning: SmppTuning,
+        inbound: Inbound,
+        tracker: TaskTracker,
+    ) -> Result<Listening, SimError> {
+        let listener = TcpListener::bind(addr).await.map_err(|source| SimError::Listen { addr, source })?;
+        let local = listener.local_addr().map_err(|source| SimError::Listen { addr, source })?;
+        let registry = Arc::new(Registry::default());
+        let shutdown = CancellationToken::new();
+        let drain = tuning.drain_timeout() + Duration::from_secs(1);
+        tracker.spawn(accept_loop(
+            listener,
+            Arc::new(auth),
+            tuning,
+            inbound,
+            registry.clone(),
+            shutdown.clone(),
+            tracker.clone(),
+        ));
+        Ok(Listening { local, registry, shutdown, tracker, drain })
+    }
+
+    /// The first session bound with `label`, unless [`BIND_WAIT`] passes or `stop` comes first.
+    pub async fn wait_bind(&self, label: &str, stop: &CancellationToken) -> Option<SessionHandle> {
+        tokio::select! {
+            h = self.registry.wait_for(label) => Some(h),
+            () = tokio::time::sleep(BIND_WAIT) => None,
+            () = stop.cancelled() => None,
+        }
+    }
+
+    /// Unbinds every session and waits (at most the drain timeout) for them to end.
+    pub async fn close(self) {
+        self.shutdown.cancel();
+        self.tracker.close();
+        tokio::select! {
+            () = self.tracker.wait() => {}
+            () = tokio::time::sleep(self.drain) => {}
+        }
+    }
+}
+
 /// Accepts connections on `listener` until `shutdown`, each served by chogate's
 /// server-role session with `auth`. Sessions run on `tracker` and unbind on `shutdown`.
-pub async fn accept_loop(
+async fn accept_loop(
     listener: TcpListener,
     auth: Arc<Credentials>,
     tuning: SmppTuning,
-    inbound: mpsc::Sender<InboundRequest>,
+    inbound: Inbound,
     registry: Arc<Registry>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -172,7 +234,7 @@ pub async fn accept_loop(
         let params = SessionParams {
             role: RoleParams::Server(auth.clone()),
             tuning: Tuning::new(&tuning, 1),
-            inbound: inbound.clone().into(),
+            inbound: inbound.clone(),
             registry: registry.clone(),
             shutdown: shutdown.clone(),
         };

@@ -10,7 +10,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
@@ -18,18 +17,18 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::SimError;
-use super::link::{self, Credentials, Routes, Uplink};
-use super::stats::{Counters, Histogram, SinkReport, Snapshot, UssdReport, kind, per_second, round3};
+use super::link::{self, BIND_WAIT, Credentials, Listening, Routes, Uplink};
+use super::stats::{
+    Counters, GatewayReport, Histogram, SinkReport, Snapshot, UssdReport, kind, per_second, round3,
+};
 use super::subscriber::{self, Script, Stop, Subscriber};
 use crate::config::SmppTuning;
-use crate::smpp::session::{InboundRequest, Registry};
+use crate::smpp::session::InboundRequest;
 
 /// Most virtual subscribers in one run.
 pub const MAX_SUBSCRIBERS: usize = 100_000;
 /// Longest run.
 pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
-/// How long the smsc and mt-sink roles wait for chogate to bind.
-pub const BIND_WAIT: Duration = Duration::from_secs(30);
 /// How long subscribers may take to finish their open dialogues at the end.
 const WIND_DOWN: Duration = Duration::from_secs(5);
 /// How long they may then take to abort what is still open.
@@ -50,6 +49,12 @@ pub enum Role {
         /// Where to listen.
         listen: SocketAddr,
     },
+    /// A gateway that does no work: the USSD centre binds to it as to chogate's server, and
+    /// each PDU is answered at once with the next screen (see [`super::null_gateway`]).
+    NullGateway {
+        /// Where to listen.
+        listen: SocketAddr,
+    },
     /// An SMSC that accepts submits and sends delivery receipts.
     MtSink {
         /// Where to listen.
@@ -66,13 +71,14 @@ impl Role {
             Role::Ussdc { .. } => "ussdc",
             Role::Smsc { .. } => "smsc",
             Role::MtSink { .. } => "mt-sink",
+            Role::NullGateway { .. } => "null-gateway",
         }
     }
 
     fn addr(&self) -> SocketAddr {
         match self {
             Role::Ussdc { connect } => *connect,
-            Role::Smsc { listen } | Role::MtSink { listen, .. } => *listen,
+            Role::Smsc { listen } | Role::MtSink { listen, .. } | Role::NullGateway { listen } => *listen,
         }
     }
 }
@@ -160,6 +166,8 @@ pub enum Report {
     Ussd(UssdReport),
     /// Role mt-sink.
     Sink(SinkReport),
+    /// Role null-gateway.
+    Gateway(GatewayReport),
 }
 
 impl Report {
@@ -168,6 +176,7 @@ impl Report {
         let r = match self {
             Report::Ussd(r) => serde_json::to_string(r),
             Report::Sink(r) => serde_json::to_string(r),
+            Report::Gateway(r) => serde_json::to_string(r),
         };
         r.unwrap_or_else(|e| format!("{{\"error\":\"cannot serialise the report: {e}\"}}"))
     }
@@ -177,6 +186,7 @@ impl Report {
         let errors = match self {
             Report::Ussd(r) => &r.errors,
             Report::Sink(r) => &r.errors,
+            Report::Gateway(r) => &r.errors,
         };
         errors.contains_key(kind::BIND_FAILED)
     }
@@ -195,6 +205,9 @@ pub async fn run(
         Role::Smsc { listen } => run_smsc(&opts, listen, stop, progress).await,
         Role::MtSink { listen, receipt_delay } => {
             super::sink::run(&opts, listen, receipt_delay, stop, progress).await.map(Report::Sink)
+        }
+        Role::NullGateway { listen } => {
+            super::null_gateway::run(&opts, listen, stop, progress).await.map(Report::Gateway)
         }
     }
 }
@@ -248,56 +261,34 @@ async fn run_smsc(
     progress: &mut (dyn Write + Send),
 ) -> Result<Report, SimError> {
     let counters = Arc::new(Counters::default());
-    let listener =
-        TcpListener::bind(listen).await.map_err(|source| SimError::Listen { addr: listen, source })?;
-    let local = listener.local_addr().map_err(|source| SimError::Listen { addr: listen, source })?;
-    writeln!(
-        progress,
-        "loadtest: SMSC listening on {local}; waiting for chogate to bind as {}",
-        opts.system_id
-    )?;
-    let registry = Arc::new(Registry::default());
     let capacity = opts.subscribers.saturating_mul(2).max(1024);
     let (tx, inbound) = mpsc::channel(capacity);
-    let shutdown = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    let auth = Arc::new(Credentials {
+    let auth = Credentials {
         system_id: opts.system_id.clone(),
         password: opts.password.clone(),
         window: opts.window as usize,
-    });
-    tracker.spawn(link::accept_loop(
-        listener,
-        auth,
-        opts.subscriber_tuning(),
-        tx,
-        registry.clone(),
-        shutdown.clone(),
-        tracker.clone(),
-    ));
-    let bound = tokio::select! {
-        h = registry.wait_for(&opts.system_id) => Some(h),
-        () = tokio::time::sleep(BIND_WAIT) => None,
-        () = stop.cancelled() => None,
     };
-    let report = match bound {
+    let listening =
+        Listening::start(listen, auth, opts.subscriber_tuning(), tx.into(), TaskTracker::new()).await?;
+    writeln!(
+        progress,
+        "loadtest: SMSC listening on {}; waiting for chogate to bind as {}",
+        listening.local, opts.system_id
+    )?;
+    let report = match listening.wait_bind(&opts.system_id, &stop).await {
         None => {
             writeln!(progress, "loadtest: chogate did not bind within {} s", BIND_WAIT.as_secs())?;
             Ok(bind_failed_report(opts, &counters))
         }
         Some(h) => {
             writeln!(progress, "loadtest: chogate bound from {}", h.peer())?;
+            let registry = listening.registry.clone();
             let uplink = Uplink::Registry { registry, label: Arc::from(opts.system_id.as_str()) };
             // chogate may come back after a lost bind: only the duration ends this role.
             drive(opts, uplink, inbound, counters, std::future::pending(), stop, progress).await
         }
     };
-    shutdown.cancel();
-    tracker.close();
-    tokio::select! {
-        () = tracker.wait() => {}
-        () = tokio::time::sleep(opts.tuning.drain_timeout() + Duration::from_secs(1)) => {}
-    }
+    listening.close().await;
     report
 }
 

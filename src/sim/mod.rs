@@ -4,8 +4,9 @@
 //! - `chogate phone` ([`phone`]): one subscriber typed by a person (or fed by a pipe), every
 //!   screen shown as a feature phone would, with its encoding and length;
 //! - `chogate loadtest` ([`loadtest`]): N virtual subscribers running scripts against
-//!   chogate, as the USSD centre bound to it or as the SMSC it binds to, and an SMSC sink
-//!   for outbound SMS ([`sink`]).
+//!   chogate, as the USSD centre bound to it or as the SMSC it binds to, an SMSC sink
+//!   for outbound SMS ([`sink`]), and a gateway that does no work ([`null_gateway`]), the
+//!   ceiling the figures are read against.
 //!
 //! Pieces: [`ussd`] builds the subscriber's PDUs and decodes chogate's screens, [`link`]
 //! makes the binds and routes screens to subscribers by MSISDN, [`subscriber`] runs one
@@ -13,6 +14,7 @@
 
 pub mod link;
 pub mod loadtest;
+pub mod null_gateway;
 pub mod phone;
 pub mod sink;
 pub mod stats;

@@ -9,7 +9,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
@@ -17,11 +16,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::SimError;
-use super::link::{self, Credentials, Uplink};
+use super::link::{BIND_WAIT, Credentials, Listening, Uplink};
 use super::loadtest::LoadOptions;
-use super::stats::{Counters, SinkReport, Snapshot, kind, per_second, round3};
+use super::stats::{Counters, SinkReport, Snapshot, every_second, kind, per_second, round3};
 use crate::smpp::pdu::{Address, Body, Sm, Tlvs, tag};
-use crate::smpp::session::{InboundRequest, Registry, SessionError};
+use crate::smpp::session::{InboundRequest, SessionError};
 use crate::smpp::status;
 
 /// Receipts waiting for their time, at most (accepting submits waits beyond that).
@@ -49,87 +48,49 @@ pub async fn run(
     progress: &mut (dyn Write + Send),
 ) -> Result<SinkReport, SimError> {
     let counters = Arc::new(Counters::default());
-    let listener =
-        TcpListener::bind(listen).await.map_err(|source| SimError::Listen { addr: listen, source })?;
-    let local = listener.local_addr().map_err(|source| SimError::Listen { addr: listen, source })?;
-    writeln!(progress, "mt-sink: listening on {local} for system_id {}", opts.system_id)?;
-    progress.flush()?;
-
-    let registry = Arc::new(Registry::default());
     let (tx, inbound) = mpsc::channel(4096);
-    let shutdown = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    let auth = Arc::new(Credentials {
+    let auth = Credentials {
         system_id: opts.system_id.clone(),
         password: opts.password.clone(),
         window: opts.window as usize,
-    });
-    tracker.spawn(link::accept_loop(
-        listener,
-        auth,
-        opts.tuning.clone(),
-        tx,
-        registry.clone(),
-        shutdown.clone(),
-        tracker.clone(),
-    ));
-    let label: Arc<str> = Arc::from(opts.system_id.as_str());
-    let bound = tokio::select! {
-        h = registry.wait_for(&label) => Some(h),
-        () = tokio::time::sleep(super::loadtest::BIND_WAIT) => None,
-        () = stop.cancelled() => None,
     };
+    let listening =
+        Listening::start(listen, auth, opts.tuning.clone(), tx.into(), TaskTracker::new()).await?;
+    writeln!(progress, "mt-sink: listening on {} for system_id {}", listening.local, opts.system_id)?;
+    progress.flush()?;
+    let bound = listening.wait_bind(&opts.system_id, &stop).await;
     if bound.is_none() {
-        writeln!(progress, "mt-sink: nobody bound within {} s", super::loadtest::BIND_WAIT.as_secs())?;
+        writeln!(progress, "mt-sink: nobody bound within {} s", BIND_WAIT.as_secs())?;
         counters.error(kind::BIND_FAILED);
     }
 
     let work = CancellationToken::new();
     let (rtx, rrx) = mpsc::channel(RECEIPT_QUEUE);
     let accept = tokio::spawn(accept_messages(inbound, rtx, receipt_delay, counters.clone(), work.clone()));
-    let uplink = Uplink::Registry { registry, label };
+    let label: Arc<str> = Arc::from(opts.system_id.as_str());
+    let uplink = Uplink::Registry { registry: listening.registry.clone(), label };
     let send = tokio::spawn(send_receipts(rrx, uplink, opts.window as usize, counters.clone(), work.clone()));
 
-    let start = Instant::now();
-    let mut elapsed = Duration::ZERO;
-    let mut at_end = Snapshot::default();
-    if bound.is_some() {
-        let end = start + opts.duration;
-        let mut tick = start + Duration::from_secs(1);
-        let mut last = Snapshot::default();
-        loop {
-            tokio::select! {
-                () = sleep_until(end) => break,
-                () = stop.cancelled() => break,
-                () = sleep_until(tick) => {
-                    let now = counters.snapshot();
-                    writeln!(
-                        progress,
-                        "[{:>4}s] submits/s {:>7}  receipts/s {:>7}  errors {:>5}  (submits {}, receipts {})",
-                        (tick - start).as_secs(),
-                        now.submits - last.submits,
-                        now.receipts - last.receipts,
-                        now.errors - last.errors,
-                        now.submits,
-                        now.receipts,
-                    )?;
-                    last = now;
-                    tick += Duration::from_secs(1);
-                }
-            }
+    let (elapsed, at_end) = match bound {
+        None => (Duration::ZERO, Snapshot::default()),
+        Some(_) => {
+            every_second(&counters, opts.duration, &stop, std::future::pending(), progress, |s, now, last| {
+                format!(
+                    "[{s:>4}s] submits/s {:>7}  receipts/s {:>7}  errors {:>5}  (submits {}, receipts {})",
+                    now.submits - last.submits,
+                    now.receipts - last.receipts,
+                    now.errors - last.errors,
+                    now.submits,
+                    now.receipts,
+                )
+            })
+            .await?
         }
-        elapsed = start.elapsed();
-        at_end = counters.snapshot();
-    }
+    };
     work.cancel();
     let _ = accept.await;
     let _ = send.await;
-    shutdown.cancel();
-    tracker.close();
-    tokio::select! {
-        () = tracker.wait() => {}
-        () = tokio::time::sleep(opts.tuning.drain_timeout() + Duration::from_secs(1)) => {}
-    }
+    listening.close().await;
     Ok(SinkReport {
         role: "mt-sink",
         duration_s: round3(elapsed.as_secs_f64()),

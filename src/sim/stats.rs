@@ -2,11 +2,14 @@
 //! latency histogram kept per task and merged at the end, and the final report.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use serde::Serialize;
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
 
 /// Values below this many microseconds get a bucket each.
 const LINEAR: u64 = 16;
@@ -280,6 +283,57 @@ pub struct SinkReport {
     pub receipts_per_s: f64,
     /// Errors by kind.
     pub errors: BTreeMap<String, u64>,
+}
+
+/// The final line of a null-gateway run.
+#[derive(Debug, Clone, Serialize)]
+pub struct GatewayReport {
+    /// `null-gateway`.
+    pub role: &'static str,
+    /// Measured time in seconds (from the bind).
+    pub duration_s: f64,
+    /// Screens sent and acknowledged.
+    pub steps: u64,
+    /// Steps per second.
+    pub steps_per_s: f64,
+    /// Final screens sent and acknowledged.
+    pub dialogues: u64,
+    /// Dialogues per second.
+    pub dialogues_per_s: f64,
+    /// Errors by kind.
+    pub errors: BTreeMap<String, u64>,
+}
+
+/// Writes `line(second, now, last)` to `progress` every second until `duration` has passed,
+/// `stop` is cancelled or `end` completes; returns the time that took and the counters at
+/// its end.
+pub async fn every_second(
+    counters: &Counters,
+    duration: Duration,
+    stop: &CancellationToken,
+    end: impl Future<Output = ()>,
+    progress: &mut (dyn Write + Send),
+    line: impl Fn(u64, &Snapshot, &Snapshot) -> String,
+) -> std::io::Result<(Duration, Snapshot)> {
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tick = start + Duration::from_secs(1);
+    let mut last = Snapshot::default();
+    tokio::pin!(end);
+    loop {
+        tokio::select! {
+            () = sleep_until(deadline) => break,
+            () = stop.cancelled() => break,
+            () = &mut end => break,
+            () = sleep_until(tick) => {
+                let now = counters.snapshot();
+                writeln!(progress, "{}", line((tick - start).as_secs(), &now, &last))?;
+                last = now;
+                tick += Duration::from_secs(1);
+            }
+        }
+    }
+    Ok((start.elapsed(), counters.snapshot()))
 }
 
 /// `n` per second over `d`, rounded.

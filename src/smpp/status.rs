@@ -28,6 +28,9 @@ pub const ESME_RINVSYSID: u32 = 0x0000_000F;
 pub const ESME_RMSGQFUL: u32 = 0x0000_0014;
 /// Throttling error (the peer exceeded allowed message limits).
 pub const ESME_RTHROTTLED: u32 = 0x0000_0058;
+/// Invalid optional parameter value (a TLV such as `ussd_service_op` with a value the
+/// receiver does not take).
+pub const ESME_RINVOPTPARAMVAL: u32 = 0x0000_00C4;
 /// ESME receiver temporary application error.
 pub const ESME_RX_T_APPN: u32 = 0x0000_0064;
 /// ESME receiver permanent application error.
@@ -52,6 +55,7 @@ pub fn name(status: u32) -> std::borrow::Cow<'static, str> {
         ESME_RINVSYSID => "ESME_RINVSYSID",
         ESME_RMSGQFUL => "ESME_RMSGQFUL",
         ESME_RTHROTTLED => "ESME_RTHROTTLED",
+        ESME_RINVOPTPARAMVAL => "ESME_RINVOPTPARAMVAL",
         ESME_RX_T_APPN => "ESME_RX_T_APPN",
         ESME_RX_P_APPN => "ESME_RX_P_APPN",
         ESME_RX_R_APPN => "ESME_RX_R_APPN",
