@@ -119,6 +119,42 @@ async fn run(market: &Market, actor: &Actor, key: &str, h: &Household, cmd: Comm
     }
 }
 
+/// The secret of [`sms_key`]'s keyed digests, drawn once per process (None: the OS had no
+/// randomness to give).
+fn process_secret() -> Option<&'static [u8; 32]> {
+    use argon2::password_hash::rand_core::{OsRng, RngCore};
+    static SECRET: std::sync::OnceLock<Option<[u8; 32]>> = std::sync::OnceLock::new();
+    SECRET
+        .get_or_init(|| {
+            let mut k = [0u8; 32];
+            OsRng.try_fill_bytes(&mut k).ok().map(|()| k)
+        })
+        .as_ref()
+}
+
+/// The idempotency key of an SMS from `msisdn` in `minute` (an SMSC that repeats a
+/// `deliver_sm` repeats it soon: a retransmission within the same minute is the same
+/// request). The text is kept as a digest, never as itself, and a payment text (`TT`, which
+/// carries the PIN, typed right or not) as a digest keyed with a secret of this process: a
+/// plain digest of a 4-digit PIN gives the PIN back after 10 000 tries. Its repeats are
+/// therefore recognised while this process runs, other texts' across restarts and nodes.
+fn sms_key(msisdn: &str, minute: u64, body: &str) -> String {
+    use crate::market::reports::sha256_hex;
+    let plain = text::unaccent(body).to_ascii_uppercase();
+    let words: Vec<&str> = plain.split_whitespace().collect();
+    let normal = words.join(" ");
+    let digest = if words.first() == Some(&"TT") {
+        match process_secret() {
+            Some(secret) => sha256_hex(&[secret, normal.as_bytes()]),
+            // No secret to key it with: a digest nobody can repeat (no deduplication).
+            None => sha256_hex(&[normal.as_bytes(), format!("{:?}", std::time::Instant::now()).as_bytes()]),
+        }
+    } else {
+        sha256_hex(&[normal.as_bytes()])
+    };
+    format!("sms:{msisdn}:{minute}:{digest}")
+}
+
 /// Handles one SMS from a household: carries the keyword out, queues the answer, then
 /// acknowledges the PDU.
 pub async fn handle(market: &Market, sm: &Sm, responder: Responder) {
@@ -143,7 +179,7 @@ pub async fn handle(market: &Market, sm: &Sm, responder: Responder) {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() / 60)
         .unwrap_or(0);
-    let key = format!("sms:{msisdn}:{minute}:{}", body.trim().to_ascii_uppercase());
+    let key = sms_key(&msisdn, minute, &body);
     let reply = match &household {
         Some(h) => run(market, &actor, &key, h, cmd).await,
         None => "Cho 384: so nay chua dang ky. Quay *384# de dang ky cua hang.".into(),
@@ -178,6 +214,27 @@ mod tests {
         assert_eq!(parse("NHAN abc"), Command::Help);
         assert_eq!(parse("xin chào"), Command::Help);
         assert_eq!(parse(""), Command::Help);
+    }
+
+    #[test]
+    fn sms_keys_should_hold_no_pin_and_match_the_same_text_in_the_same_minute() {
+        let pay = sms_key("84912345678", 7, "tt d12 4821");
+        assert!(!pay.contains("4821") && !pay.to_ascii_uppercase().contains("TT"), "{pay}");
+        assert_eq!(pay, sms_key("84912345678", 7, " TT  D12 4821 "), "the same text, however spaced");
+        assert_ne!(pay, sms_key("84912345678", 7, "TT D12 4822"), "another PIN is another request");
+        assert_ne!(pay, sms_key("84912345678", 8, "TT D12 4821"), "another minute");
+        assert_ne!(pay, sms_key("84987654321", 7, "TT D12 4821"), "another household");
+        // Not the plain digest a dictionary of 10 000 PINs would find.
+        assert!(!pay.ends_with(&crate::market::reports::sha256_hex(&[b"TT D12 4821"])));
+        let accept = sms_key("84912345678", 7, "nhận d12");
+        assert_eq!(
+            accept,
+            format!("sms:84912345678:7:{}", crate::market::reports::sha256_hex(&[b"NHAN D12"]))
+        );
+        // Far under the key's limit of 200 characters, whatever the text's length, with
+        // the reply's suffix.
+        let long = sms_key("84912345678", 29_000_000, &"x".repeat(1000));
+        assert!(format!("{long}:reply").len() < crate::market::MAX_KEY_CHARS, "{long}");
     }
 
     #[test]

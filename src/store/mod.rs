@@ -204,6 +204,7 @@ pub fn migrations(backend: Backend) -> &'static [(i64, &'static str, &'static st
             (5, "lean_writes", include_str!("../../migrations/sqlite/0005_lean_writes.sql")),
             (6, "plain_checks", include_str!("../../migrations/sqlite/0006_plain_checks.sql")),
             (7, "event_counts", include_str!("../../migrations/sqlite/0007_event_counts.sql")),
+            (8, "sms_key_digests", include_str!("../../migrations/sqlite/0008_sms_key_digests.sql")),
         ],
         Backend::Postgres => &[
             (1, "init", include_str!("../../migrations/postgres/0001_init.sql")),
@@ -211,6 +212,7 @@ pub fn migrations(backend: Backend) -> &'static [(i64, &'static str, &'static st
             (3, "api", include_str!("../../migrations/postgres/0003_api.sql")),
             (4, "outbox_indexes", include_str!("../../migrations/postgres/0004_outbox_indexes.sql")),
             (5, "lean_writes", include_str!("../../migrations/postgres/0005_lean_writes.sql")),
+            (6, "sms_key_digests", include_str!("../../migrations/postgres/0006_sms_key_digests.sql")),
         ],
     }
 }
