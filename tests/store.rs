@@ -15,7 +15,7 @@ use chogate::args;
 use chogate::config::DatabaseConfig;
 use chogate::market::{
     Actor, Channel, Household, IdemKey, Lang, ListingChange, ListingStatus, Market, MarketError, Order,
-    OrderStatus,
+    OrderStatus, ReceiptUpdate,
 };
 use chogate::store::{Arg, StoreError};
 use tokio_util::sync::CancellationToken;
@@ -50,6 +50,7 @@ both_backends!(
     a_killed_process_should_leave_every_acknowledged_action_exactly_once,
     two_nodes_sharing_the_database_should_apply_each_key_once,
     messages_past_their_validity_should_be_expired_and_never_claimed,
+    unmatched_receipts_should_be_kept_for_their_part_then_dropped_by_the_sweep,
 );
 
 struct Env {
@@ -923,7 +924,7 @@ async fn two_nodes_sharing_the_database_should_apply_each_key_once(db: TestDb) {
 
 // ---- crash safety ------------------------------------------------------------------------
 
-/// Environment variable telling [`crash_child`] where to write.
+/// Environment variable telling [`crash_child_should_ack_listings_until_killed`] where to write.
 const CRASH_URL: &str = "CHOGATE_TEST_CRASH_URL";
 /// The household the crash child lists for.
 const CRASH_HOUSEHOLD: &str = "CHOGATE_TEST_CRASH_HOUSEHOLD";
@@ -935,7 +936,7 @@ const CRASH_AFTER_ACKS: usize = 300;
 /// Bounded: it stops by itself after 20000 actions or 60 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "started by a_killed_process_should_leave_every_acknowledged_action_exactly_once"]
-async fn crash_child() {
+async fn crash_child_should_ack_listings_until_killed() {
     let (Ok(url), Ok(household)) = (std::env::var(CRASH_URL), std::env::var(CRASH_HOUSEHOLD)) else {
         return;
     };
@@ -973,7 +974,14 @@ async fn a_killed_process_should_leave_every_acknowledged_action_exactly_once(db
 
     let exe = std::env::current_exe().unwrap();
     let mut child = std::process::Command::new(exe)
-        .args(["--exact", "crash_child", "--ignored", "--nocapture", "--test-threads", "1"])
+        .args([
+            "--exact",
+            "crash_child_should_ack_listings_until_killed",
+            "--ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
         .env(CRASH_URL, &db.url)
         .env(CRASH_HOUSEHOLD, h.id.to_string())
         .env("RUST_LOG", "error")
@@ -1118,5 +1126,38 @@ async fn messages_past_their_validity_should_be_expired_and_never_claimed(db: Te
     assert_eq!(status(ids[1]).await, "expired");
     assert!(m.message(ids[1]).await.unwrap().unwrap().done_at_ms.is_some());
     assert_eq!(status(ids[2]).await, "queued");
+    env.close().await;
+}
+
+async fn unmatched_receipts_should_be_kept_for_their_part_then_dropped_by_the_sweep(db: TestDb) {
+    let env = Env::open(db).await;
+    let m = &env.market;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+    let receipt = |id: &str, at_ms: i64| {
+        (
+            "smsc-a".to_owned(),
+            ReceiptUpdate { message_id: id.into(), delivered: true, state: "DELIVRD".into(), at_ms },
+        )
+    };
+    // One just arrived (its part may still be recorded), one an hour old, for ids nobody sent.
+    let unmatched = m
+        .outbox_receipts(vec![
+            receipt("A1", now),
+            receipt("B2", now - chogate::market::PENDING_RECEIPT_MS - 1),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(unmatched, 2);
+    let kept = "SELECT COUNT(*) AS n FROM receipts_pending";
+    assert_eq!(env.count(kept, args![]).await, 2);
+    // A claim without the sweep leaves them; the sweep drops the old one only.
+    m.outbox_claim(10, 60_000, false).await.unwrap();
+    assert_eq!(env.count(kept, args![]).await, 2);
+    m.outbox_claim(10, 60_000, true).await.unwrap();
+    assert_eq!(
+        env.count("SELECT COUNT(*) AS n FROM receipts_pending WHERE message_id = 'A1'", args![]).await,
+        1
+    );
+    assert_eq!(env.count(kept, args![]).await, 1);
     env.close().await;
 }

@@ -31,7 +31,7 @@ pub use types::{
 };
 
 pub use notice::money;
-pub use outbox::{MessageStatus, OutboxMessage, OutboxOutcome, ReceiptUpdate};
+pub use outbox::{MessageStatus, OutboxMessage, OutboxOutcome, PENDING_RECEIPT_MS, ReceiptUpdate};
 
 use crate::args;
 use crate::config::DatabaseConfig;
@@ -153,17 +153,25 @@ impl Market {
             counters: counters.clone(),
             products: products.clone(),
         };
+        // The writer cancels `stopped` itself once it has committed its last group; the
+        // guard cancels it too should the writer panic, so that shutdown never waits for a
+        // writer that is gone.
+        let guard = stopped.clone();
+        let done = stopped.clone();
+        let task = async move {
+            let _stopped = guard.drop_guard();
+            writer.run(shutdown, done).await;
+        };
         match store.backend() {
             // SQLite statements run in the calling thread: the writer gets a thread of its
             // own (with a runtime of its own for the channels and the shutdown token), so
             // that its commits never hold up the tasks that serve the SMPP binds.
             Backend::Sqlite => {
-                // It cancels `stopped` itself once it has committed its last group.
-                crate::thread::on_own_thread("chogate-writer", writer.run(shutdown, stopped.clone()))
+                crate::thread::on_own_thread("chogate-writer", task)
                     .map_err(|e| StoreError::Thread(e.to_string()))?;
             }
             Backend::Postgres => {
-                tokio::spawn(writer.run(shutdown, stopped.clone()));
+                tokio::spawn(task);
             }
         }
         info!(backend = ?store.backend(), products = products.len(), "market open");

@@ -15,6 +15,11 @@ use crate::store::{Arg, Backend, ColType, Conn, StoreError};
 /// Rows per statement (SQLite allows 32766 bound values).
 const CHUNK: usize = 512;
 
+/// A receipt that matched no sent part is kept this long for its part to be recorded (it
+/// comes before the `submit_sm_resp` is recorded, by milliseconds to seconds); the sweep
+/// drops older ones, so that receipts for messages that are not ours cannot pile up.
+pub const PENDING_RECEIPT_MS: i64 = 3_600_000;
+
 /// A message claimed for sending.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxMessage {
@@ -128,7 +133,8 @@ pub struct MessageStatus {
 /// Work for the writer.
 #[derive(Debug)]
 pub(crate) enum OutboxOp {
-    /// `sweep`: also mark expired every queued message past its validity, due or not (a
+    /// `sweep`: also drop receipts kept unmatched for [`PENDING_RECEIPT_MS`], and mark
+    /// expired every queued message past its validity, due or not (a
     /// scan of the queue: the notifier asks for it now and then, not at every claim).
     Claim {
         limit: usize,
@@ -216,6 +222,7 @@ async fn claim(
             args![now],
         )
         .await?;
+        c.execute("DELETE FROM receipts_pending WHERE at_ms <= $1", args![now - PENDING_RECEIPT_MS]).await?;
     }
     let lock = match c.backend() {
         Backend::Postgres => " FOR UPDATE SKIP LOCKED",
