@@ -122,7 +122,7 @@ pub struct Config {
 }
 
 /// `[database]` settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
     /// Database URL: `sqlite:...`, `postgres://...` or `postgresql://...`.
@@ -145,6 +145,20 @@ pub struct DatabaseConfig {
     /// milliseconds (default 5000, at least 1).
     #[serde(default = "default_busy_timeout_ms")]
     pub busy_timeout_ms: u64,
+}
+
+/// The URL's password (PostgreSQL) never shows.
+impl fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &redact_url(&self.url))
+            .field("read_pool", &self.read_pool)
+            .field("write_batch", &self.write_batch)
+            .field("write_queue", &self.write_queue)
+            .field("sqlite_synchronous", &self.sqlite_synchronous)
+            .field("busy_timeout_ms", &self.busy_timeout_ms)
+            .finish()
+    }
 }
 
 fn default_database_url() -> String {
@@ -802,7 +816,7 @@ impl Config {
         check_range("database.read_pool", u64::from(db.read_pool), 1, 64)?;
         check_range("database.write_batch", u64::from(db.write_batch), 1, 10_000)?;
         check_range("database.write_queue", u64::from(db.write_queue), 1, 1_000_000)?;
-        check_at_least_one("database.busy_timeout_ms", db.busy_timeout_ms)?;
+        check_ms("database.busy_timeout_ms", db.busy_timeout_ms, 1)?;
 
         for (i, account) in self.smpp_server.accounts.iter().enumerate() {
             let key = format!("smpp_server.accounts[{i}]");
@@ -827,9 +841,11 @@ impl Config {
         }
 
         let smpp = &self.smpp;
-        check_at_least_one("smpp.enquire_link_secs", smpp.enquire_link_secs)?;
-        check_at_least_one("smpp.response_timeout_secs", smpp.response_timeout_secs)?;
-        check_at_least_one("smpp.bind_timeout_secs", smpp.bind_timeout_secs)?;
+        check_secs("smpp.enquire_link_secs", smpp.enquire_link_secs, 1)?;
+        check_secs("smpp.response_timeout_secs", smpp.response_timeout_secs, 1)?;
+        check_secs("smpp.bind_timeout_secs", smpp.bind_timeout_secs, 1)?;
+        check_secs("smpp.drain_timeout_secs", smpp.drain_timeout_secs, 0)?;
+        check_ms("smpp.failed_bind_max_delay_ms", smpp.failed_bind_max_delay_ms, 0)?;
         if !PDU_LEN_RANGE.contains(&smpp.max_pdu_len) {
             return Err(invalid(
                 "smpp.max_pdu_len",
@@ -852,7 +868,8 @@ impl Config {
             ));
         }
 
-        check_at_least_one("ussd.session_timeout_secs", self.ussd.session_timeout_secs)?;
+        check_secs("ussd.session_timeout_secs", self.ussd.session_timeout_secs, 1)?;
+        check_secs("ussd.resume_secs", self.ussd.resume_secs, 0)?;
         if self.ussd.service_code.trim().is_empty() {
             return Err(invalid("ussd.service_code", "must not be empty"));
         }
@@ -872,9 +889,7 @@ impl Config {
         {
             return Err(invalid("notify.default_smsc", format!("no [[smsc]] is named `{d}`")));
         }
-        if n.validity_secs == 0 {
-            return Err(invalid("notify.validity_secs", "must be at least 1"));
-        }
+        check_secs("notify.validity_secs", n.validity_secs, 1)?;
         for (i, r) in n.retry.iter().enumerate() {
             if r.status_code().is_none() {
                 return Err(invalid(
@@ -882,6 +897,7 @@ impl Config {
                     format!("`{}` is not a status code", r.status),
                 ));
             }
+            check_ms(&format!("notify.retry[{i}].max_backoff_ms"), r.max_backoff_ms, 1)?;
             if r.backoff_ms == 0 || r.max_backoff_ms < r.backoff_ms {
                 return Err(invalid(
                     format!("notify.retry[{i}]"),
@@ -927,7 +943,8 @@ impl Config {
                 ));
             }
         }
-        check_at_least_one(&format!("{key}.reconnect_min_ms"), smsc.reconnect_min_ms)?;
+        check_ms(&format!("{key}.reconnect_min_ms"), smsc.reconnect_min_ms, 1)?;
+        check_ms(&format!("{key}.reconnect_max_ms"), smsc.reconnect_max_ms, 1)?;
         if smsc.reconnect_max_ms < smsc.reconnect_min_ms {
             return Err(invalid(
                 format!("{key}.reconnect_max_ms"),
@@ -937,7 +954,7 @@ impl Config {
                 ),
             ));
         }
-        check_at_least_one(&format!("{key}.connect_timeout_ms"), smsc.connect_timeout_ms)?;
+        check_ms(&format!("{key}.connect_timeout_ms"), smsc.connect_timeout_ms, 1)?;
         Ok(())
     }
 
@@ -989,6 +1006,20 @@ fn check_range(key: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigEr
         return Err(invalid(key, format!("must be between {min} and {max}, got {value}")));
     }
     Ok(())
+}
+
+/// The longest time any setting takes: a week (longer ones overflow the clock's arithmetic
+/// long before they mean anything).
+const MAX_SECS: u64 = 7 * 86_400;
+
+/// A time in seconds, from `min` to [`MAX_SECS`].
+fn check_secs(key: &str, value: u64, min: u64) -> Result<(), ConfigError> {
+    check_range(key, value, min, MAX_SECS)
+}
+
+/// A time in milliseconds, from `min` to [`MAX_SECS`] in milliseconds.
+fn check_ms(key: &str, value: u64, min: u64) -> Result<(), ConfigError> {
+    check_range(key, value, min, MAX_SECS * 1000)
 }
 
 fn check_at_least_one(key: &str, value: u64) -> Result<(), ConfigError> {
@@ -1549,6 +1580,9 @@ route_prefixes = ["8486", "8496"]
             ("[smpp]\nenquire_link_secs = 0\n", "smpp.enquire_link_secs"),
             ("[smpp]\nresponse_timeout_secs = 0\n", "smpp.response_timeout_secs"),
             ("[smpp]\nbind_timeout_secs = 0\n", "smpp.bind_timeout_secs"),
+            ("[smpp]\nresponse_timeout_secs = 9223372036854775807\n", "smpp.response_timeout_secs"),
+            ("[smpp]\ndrain_timeout_secs = 9000000000\n", "smpp.drain_timeout_secs"),
+            ("[ussd]\nresume_secs = 9000000000\n", "ussd.resume_secs"),
             ("[smpp]\ninbound_window = 0\n", "smpp.inbound_window"),
             ("[ussd]\nsession_timeout_secs = 0\n", "ussd.session_timeout_secs"),
         ];
@@ -1578,8 +1612,10 @@ route_prefixes = ["8486", "8496"]
 
     #[test]
     fn debug_should_not_show_passwords() {
-        let config = parse(EXAMPLE).unwrap();
+        let mut config = parse(EXAMPLE).unwrap();
+        config.database.url = "postgres://chogate:dbpass@db.local/chogate".into();
         let debug = format!("{config:?}");
+        assert!(!debug.contains("dbpass") && debug.contains("chogate:***@db.local"), "{debug}");
         assert!(!debug.contains("secret1"), "{debug}");
         assert!(!debug.contains("\"secret\""), "{debug}");
         assert!(debug.contains("Secret(***)"), "{debug}");

@@ -258,7 +258,7 @@ impl Notifier {
         let retry_transport = |error: String| OutboxOutcome::Retry {
             id: msg.id,
             attempts,
-            next_at_ms: now_ms() + self.policy.on_transport(attempts).as_millis() as i64,
+            next_at_ms: after_ms(self.policy.on_transport(attempts)),
             error,
         };
         // Never sent after its validity: the message's own, capped by [notify] validity_secs.
@@ -299,12 +299,9 @@ impl Notifier {
                     let error = format!("{smsc_name}: {}", status::name(resp.status));
                     debug!(msisdn = %mask_msisdn(&msg.msisdn), %error, "submit refused");
                     return match self.policy.on_status(resp.status, attempts) {
-                        Decision::Retry(after) => OutboxOutcome::Retry {
-                            id: msg.id,
-                            attempts,
-                            next_at_ms: now_ms() + after.as_millis() as i64,
-                            error,
-                        },
+                        Decision::Retry(after) => {
+                            OutboxOutcome::Retry { id: msg.id, attempts, next_at_ms: after_ms(after), error }
+                        }
                         Decision::Fail => OutboxOutcome::Failed { id: msg.id, attempts, error },
                     };
                 }
@@ -438,4 +435,9 @@ async fn record_receipts(
             recorded.send_modify(|v| *v += n);
         }
     }
+}
+
+/// The clock in milliseconds `d` from now (saturating: a configured backoff never wraps).
+fn after_ms(d: std::time::Duration) -> i64 {
+    now_ms().saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
