@@ -308,7 +308,14 @@ fn phone(cli: &Cli, args: &PhoneArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| "*384#".to_owned());
     let tuning = config.map(|c| c.smpp).unwrap_or_default();
     quiet_logs("error");
-    let opts = PhoneOptions { connect, system_id, password, msisdn, service_code, tuning };
+    let opts = PhoneOptions {
+        connect,
+        system_id,
+        password: crate::config::Secret::new(password),
+        msisdn,
+        service_code,
+        tuning,
+    };
     let lines = phone::stdin_lines();
     let mut out = std::io::stdout();
     runtime()?.block_on(phone::run(opts, lines, &mut out)).context("phone")
@@ -354,7 +361,7 @@ fn loadtest(cli: &Cli, args: &LoadtestArgs) -> anyhow::Result<()> {
     let opts = LoadOptions {
         role,
         system_id,
-        password,
+        password: crate::config::Secret::new(password),
         subscribers: args.subscribers,
         duration: Duration::from_secs(args.duration),
         scripts: args.script.iter().map(|s| s.parse::<Script>()).collect::<Result<_, _>>()?,

@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 use super::SimError;
 use super::stats::{Counters, kind};
 use super::ussd::Screen;
-use crate::config::SmppTuning;
+use crate::config::{Secret, SmppTuning};
 use crate::logging::mask_msisdn;
 use crate::smpp::pdu::{Bind, BindKind, Body, Pdu};
 use crate::smpp::session::{
@@ -120,14 +120,14 @@ pub struct Credentials {
     /// Expected system_id.
     pub system_id: String,
     /// Expected password.
-    pub password: String,
+    pub password: Secret,
     /// Outstanding requests we send on each bind.
     pub window: usize,
 }
 
 impl Authenticator for Credentials {
     fn authenticate(&self, peer: SocketAddr, bind: &Bind) -> BindDecision {
-        if bind.system_id == self.system_id && bind.password == self.password {
+        if bind.system_id == self.system_id && bind.password == self.password.expose() {
             info!(%peer, kind = bind.kind.as_str(), "peer bound to the simulated SMSC");
             BindDecision::Accept(Grant {
                 label: Arc::from(self.system_id.as_str()),

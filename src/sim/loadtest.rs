@@ -22,7 +22,7 @@ use super::stats::{
     Counters, GatewayReport, Histogram, SinkReport, Snapshot, UssdReport, kind, per_second, round3,
 };
 use super::subscriber::{self, Script, Stop, Subscriber};
-use crate::config::SmppTuning;
+use crate::config::{Secret, SmppTuning};
 use crate::smpp::session::InboundRequest;
 
 /// Most virtual subscribers in one run.
@@ -91,7 +91,7 @@ pub struct LoadOptions {
     /// system_id: ours (ussdc) or the one chogate must bind with (smsc, mt-sink).
     pub system_id: String,
     /// The password that goes with it.
-    pub password: String,
+    pub password: Secret,
     /// Virtual subscribers.
     pub subscribers: usize,
     /// How long to run.
@@ -237,7 +237,8 @@ async fn run_ussdc(
     let tuning = opts.subscriber_tuning();
     let capacity = opts.subscribers.saturating_mul(2).max(1024);
     let bound =
-        link::bind_ussdc(connect, &opts.system_id, &opts.password, opts.window, &tuning, capacity).await;
+        link::bind_ussdc(connect, &opts.system_id, opts.password.expose(), opts.window, &tuning, capacity)
+            .await;
     let (link, inbound) = match bound {
         Ok(x) => x,
         Err(e) => {

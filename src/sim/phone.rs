@@ -15,7 +15,7 @@ use super::link::{self, Link};
 use super::stats::Counters;
 use super::subscriber::SCREEN_TIMEOUT;
 use super::ussd::{Action, Screen, op};
-use crate::config::SmppTuning;
+use crate::config::{Secret, SmppTuning};
 use crate::smpp::pdu::{Body, Pdu};
 use crate::smpp::session::SessionError;
 use crate::smpp::status;
@@ -31,7 +31,7 @@ pub struct PhoneOptions {
     /// The USSD-centre account.
     pub system_id: String,
     /// Its password.
-    pub password: String,
+    pub password: Secret,
     /// The subscriber's MSISDN (canonical `84…`).
     pub msisdn: String,
     /// What Enter dials.
@@ -82,7 +82,7 @@ pub async fn run(
     out: &mut (dyn Write + Send),
 ) -> Result<(), SimError> {
     let (link, inbound) =
-        link::bind_ussdc(opts.connect, &opts.system_id, &opts.password, 1, &opts.tuning, 16).await?;
+        link::bind_ussdc(opts.connect, &opts.system_id, opts.password.expose(), 1, &opts.tuning, 16).await?;
     writeln!(
         out,
         "Bound to chogate at {} as {}; phone number {}.",

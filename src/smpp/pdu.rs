@@ -6,6 +6,8 @@
 //! malformed PDU together with its header, so the session can answer `generic_nack` with
 //! the right sequence number and carry on.
 
+use std::fmt;
+
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::status;
@@ -290,8 +292,9 @@ impl Address {
     }
 }
 
-/// bind_transmitter / bind_receiver / bind_transceiver body.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// bind_transmitter / bind_receiver / bind_transceiver body. Its `Debug` never shows the
+/// password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Bind {
     /// Which bind.
     pub kind: BindKind,
@@ -309,6 +312,27 @@ pub struct Bind {
     pub addr_npi: u8,
     /// address_range.
     pub address_range: String,
+}
+
+impl fmt::Debug for Bind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bind")
+            .field("kind", &self.kind)
+            .field("system_id", &self.system_id)
+            .field("password", &"***")
+            .field("system_type", &self.system_type)
+            .field("interface_version", &self.interface_version)
+            .field("addr_ton", &self.addr_ton)
+            .field("addr_npi", &self.addr_npi)
+            .field("address_range", &self.address_range)
+            .finish()
+    }
+}
+
+impl fmt::Debug for Outbind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Outbind").field("system_id", &self.system_id).field("password", &"***").finish()
+    }
 }
 
 impl Bind {
@@ -406,8 +430,8 @@ pub struct MessageIdResp {
     pub tlvs: Tlvs,
 }
 
-/// outbind body.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// outbind body. Its `Debug` never shows the password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Outbind {
     /// The SMSC's system id.
     pub system_id: String,
@@ -894,6 +918,19 @@ mod tests {
         let bytes = pdu.to_bytes().unwrap();
         assert_eq!(Header::parse(&bytes).unwrap().command_length as usize, bytes.len());
         Pdu::decode(&bytes).unwrap()
+    }
+
+    #[test]
+    fn bind_and_outbind_debug_should_not_show_the_password() {
+        let bind = Pdu {
+            status: 0,
+            sequence: 1,
+            body: Body::Bind(Bind::new(BindKind::Transceiver, "gw", "hunter42")),
+        };
+        let outbind = Outbind { system_id: "smsc".into(), password: "hunter42".into() };
+        for debug in [format!("{bind:?}"), format!("{outbind:?}")] {
+            assert!(!debug.contains("hunter42") && debug.contains("***"), "{debug}");
+        }
     }
 
     fn ussd_sm() -> Sm {
