@@ -465,6 +465,8 @@ async fn an_order_should_be_placed_once_per_key_and_notify_the_household(db: Tes
     assert_eq!(Req::get(format!("/v1/orders/{other_id}")).token(&admin).send(a).await.status, 200);
     Req::get("/v1/orders/999999").token(&admin).send(a).await.error(404, "not_found", None);
     Req::get("/v1/orders/abc").token(&admin).send(a).await.error(400, "invalid", Some("id"));
+    // Not even UTF-8 once percent-decoded: the same JSON error, not axum's plain text.
+    Req::get("/v1/orders/%FF").token(&admin).send(a).await.error(400, "invalid", Some("id"));
     Req::get("/v1/messages/999999").token(&admin).send(a).await.error(404, "not_found", None);
     assert_eq!(env.count("SELECT COUNT(*) AS n FROM outbox WHERE kind = 'order_new'").await, 2);
 

@@ -4,14 +4,14 @@
 use std::collections::{HashMap, HashSet};
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::{Authed, NeedAdmin};
-use super::body::{CsvBody, JsonBody, Params, idempotency_key, path_id};
+use super::body::{CsvBody, JsonBody, Params, PathParam, idempotency_key, path_id};
 use super::error::ApiError;
 use super::partner::write;
 use super::{AppState, views};
@@ -65,7 +65,7 @@ pub async fn households(
 pub async fn household(
     Authed(_c, _): Authed<NeedAdmin>,
     State(st): State<AppState>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> Result<Response, ApiError> {
     let id = path_id(&id, "household")?;
     let h = st.market.admin_household(id).await?.ok_or_else(|| ApiError::not_found("household"))?;
@@ -121,7 +121,7 @@ pub struct HouseholdChange {
 pub async fn update_household(
     Authed(caller, _): Authed<NeedAdmin>,
     State(st): State<AppState>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
     headers: HeaderMap,
     body: JsonBody<HouseholdChange>,
 ) -> Result<Response, ApiError> {
@@ -392,7 +392,7 @@ pub struct NewMember {
 pub async fn add_member(
     Authed(caller, _): Authed<NeedAdmin>,
     State(st): State<AppState>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
     headers: HeaderMap,
     body: JsonBody<NewMember>,
 ) -> Result<Response, ApiError> {

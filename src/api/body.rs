@@ -250,6 +250,22 @@ impl FromRequestParts<AppState> for Params {
     }
 }
 
+/// A path's one parameter, as text. axum's own `Path` answers a malformed one (bad
+/// percent-encoding, `/v1/orders/%FF`) with a plain-text 400; this answers with the JSON
+/// error every other refusal gets.
+pub struct PathParam(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathParam {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<String>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(s)) => Ok(PathParam(s)),
+            Err(e) => Err(ApiError::bad("id", e.body_text())),
+        }
+    }
+}
+
 /// A numeric path id.
 pub fn path_id(raw: &str, what: &str) -> Result<i64, ApiError> {
     raw.parse::<i64>()

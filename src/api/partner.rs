@@ -2,14 +2,14 @@
 //! (payment partners), shipments (post office), and the SMS that told households.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::{Authed, Caller, NeedOrderRead, NeedOrders, NeedPayments, NeedShipments, Scope};
-use super::body::{JsonBody, Params, idempotency_key, path_id, stored_response};
+use super::body::{JsonBody, Params, PathParam, idempotency_key, path_id, stored_response};
 use super::error::ApiError;
 use super::{AppState, views};
 use crate::market::reports::{ApiCall, ApiOp, ListingFilter, Render, ShipmentStatus};
@@ -106,7 +106,7 @@ pub async fn place_order(
 pub async fn order(
     Authed(caller, _): Authed<NeedOrderRead>,
     State(st): State<AppState>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> Result<Response, ApiError> {
     let id = path_id(&id, "order")?;
     let po = st.market.partner_order(id).await?.ok_or_else(|| ApiError::not_found("order"))?;
@@ -168,7 +168,7 @@ pub async fn record_shipment(
 pub async fn message(
     Authed(caller, _): Authed<NeedOrders>,
     State(st): State<AppState>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> Result<Response, ApiError> {
     let id = path_id(&id, "message")?;
     if !caller.has(Scope::Admin)
