@@ -219,19 +219,10 @@ async fn receiver_only_bind_should_refuse_to_send() {
     let (_a, _) = smsc.accept(status::ESME_ROK).await;
     let (_b, _) = smsc.accept(status::ESME_ROK).await;
     let registry = d.daemon.as_ref().unwrap().registry.clone();
-    let _ = registry.wait_for("rx").await;
     // Both binds are registered under the SMSC's name; only the transmitter may send.
     let mut results = Vec::new();
-    loop {
-        let handles = registry.get("rx");
-        if handles.len() == 2 {
-            for h in handles {
-                results.push((h.wait_bound().await.unwrap(), h.request(sms("z")).await.err()));
-            }
-            break;
-        }
-        let _ = registry.wait_for("rx").await;
-        tokio::task::yield_now().await;
+    for h in tokio::time::timeout(PATIENCE, registry.wait_for_count("rx", 2)).await.unwrap() {
+        results.push((h.wait_bound().await.unwrap(), h.request(sms("z")).await.err()));
     }
     let rx_err = results.iter().find(|(k, _)| *k == BindKind::Receiver).unwrap().1.clone();
     assert!(matches!(rx_err, Some(SessionError::NotPermitted { .. })), "{rx_err:?}");

@@ -155,7 +155,7 @@ mod tests {
     }
 
     #[test]
-    fn ordinary_messages_are_not_receipts() {
+    fn ordinary_messages_should_not_be_receipts() {
         let sm = Sm { esm_class: 0, short_message: Bytes::from_static(b"DH"), ..Sm::default() };
         assert!(!is_receipt(&sm));
         assert_eq!(parse(&receipt_sm("hello there")), None);

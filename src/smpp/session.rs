@@ -319,9 +319,20 @@ impl Registry {
     /// Waits until a session is bound under `label` and returns it.
     pub async fn wait_for(&self, label: &str) -> SessionHandle {
         loop {
-            let changed = self.changed.notified();
-            if let Some(h) = self.get(label).into_iter().next() {
+            if let Some(h) = self.wait_for_count(label, 1).await.into_iter().next() {
                 return h;
+            }
+        }
+    }
+
+    /// Waits until at least `n` sessions (at least one) are bound under `label` and returns
+    /// them all.
+    pub async fn wait_for_count(&self, label: &str, n: usize) -> Vec<SessionHandle> {
+        loop {
+            let changed = self.changed.notified();
+            let all = self.get(label);
+            if all.len() >= n.max(1) {
+                return all;
             }
             changed.await;
         }
