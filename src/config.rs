@@ -587,6 +587,15 @@ pub struct UssdConfig {
     /// Directory of the menu files, relative to the working directory (default `menus`).
     #[serde(default = "default_menus_dir")]
     pub menus_dir: PathBuf,
+    /// Dialogues open at once, at most (default 200 000, about 250 MB; 1..=10 000 000): a
+    /// dial beyond it is answered `ESME_RTHROTTLED`, so that no peer can make chogate run out
+    /// of memory. Dialogues kept for resumption are capped at the same number.
+    #[serde(default = "default_max_dialogues")]
+    pub max_dialogues: u64,
+}
+
+fn default_max_dialogues() -> u64 {
+    200_000
 }
 
 fn default_session_timeout_secs() -> u64 {
@@ -612,6 +621,7 @@ impl Default for UssdConfig {
             resume_secs: default_resume_secs(),
             service_code: default_service_code(),
             menus_dir: default_menus_dir(),
+            max_dialogues: default_max_dialogues(),
         }
     }
 }
@@ -870,6 +880,7 @@ impl Config {
 
         check_secs("ussd.session_timeout_secs", self.ussd.session_timeout_secs, 1)?;
         check_secs("ussd.resume_secs", self.ussd.resume_secs, 0)?;
+        check_range("ussd.max_dialogues", self.ussd.max_dialogues, 1, 10_000_000)?;
         if self.ussd.service_code.trim().is_empty() {
             return Err(invalid("ussd.service_code", "must not be empty"));
         }

@@ -462,6 +462,28 @@ async fn leader_should_reset_a_households_pin_which_is_then_set_anew() {
 }
 
 #[tokio::test]
+async fn a_dial_beyond_max_dialogues_should_be_throttled_until_one_ends() {
+    let (d, _dir) = daemon_with("", "[ussd]\nmax_dialogues = 1").await;
+    let mut u = Ussdc::bind(d.smpp, Family::DeliverSm).await;
+    let first = u.dial("84911111111", 1).await;
+    assert_eq!(first.op, 2, "{first:?}");
+    // The table is full: the second number's dial is refused at once, and nothing is held.
+    let seq =
+        u.peer.request(subscriber_pdu(Family::DeliverSm, "84922222222", "*384#", 1, Some(2), None)).await;
+    let resp = u.peer.recv_skip_enquire().await.unwrap();
+    assert_eq!((resp.sequence, resp.status), (seq, status::ESME_RTHROTTLED));
+    // A new dial in the first dialogue (same key) replaces it: it is not refused.
+    assert_eq!(u.dial("84911111111", 1).await.op, 2);
+    // Once it ends (user abort), the second number gets its menu.
+    let abort =
+        u.peer.request(subscriber_pdu(Family::DeliverSm, "84911111111", "", 0x81, Some(1), None)).await;
+    let resp = u.peer.recv_skip_enquire().await.unwrap();
+    assert_eq!((resp.sequence, resp.status), (abort, 0));
+    assert_eq!(u.dial("84922222222", 4).await.op, 2);
+    d.stop().await;
+}
+
+#[tokio::test]
 async fn a_subscriber_pdu_should_be_answered_only_when_its_screen_has_room_in_the_window() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = base_config_with("", "");

@@ -13,15 +13,14 @@ ROUNDS=$2
 shift 2
 [ $# -gt 0 ] || set -- --subscribers 300 --window "$WINDOW" --duration 8 --script 1,1,10,25000,1
 
-# The null gateway takes the generator's scripts and MSISDNs, and ends when it unbinds.
+# The null gateway takes the generator's scripts and MSISDNs (and its own --window, which
+# the generator's would repeat), and ends when the generator unbinds.
 NULL_ARGS=()
-skip=0
-for a in "$@"; do
-    if [ $skip = 1 ]; then skip=0; continue; fi
-    case $a in
-        --duration) skip=1 ;;
-        --duration=*) ;;
-        *) NULL_ARGS+=("$a") ;;
+args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do
+    case ${args[i]} in
+        --script | --msisdn-base | --subscribers) NULL_ARGS+=("${args[i]}" "${args[i + 1]:-}"); i=$((i + 1)) ;;
+        --script=* | --msisdn-base=* | --subscribers=*) NULL_ARGS+=("${args[i]}") ;;
     esac
 done
 

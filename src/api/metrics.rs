@@ -14,13 +14,23 @@ use crate::smpp::status;
 // ---- USSD ----------------------------------------------------------------------------------
 
 /// Dialogue outcomes, as `chogate_ussd_dialogues_total{outcome=...}`.
-const DIALOGUE_OUTCOMES: [&str; 8] =
-    ["opened", "completed", "user_abort", "redial", "undelivered", "timeout", "bind_lost", "other"];
-static DIALOGUES: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
+const DIALOGUE_OUTCOMES: [&str; 9] = [
+    "opened",
+    "completed",
+    "user_abort",
+    "redial",
+    "undelivered",
+    "timeout",
+    "bind_lost",
+    "refused",
+    "other",
+];
+static DIALOGUES: [AtomicU64; 9] = [const { AtomicU64::new(0) }; 9];
 
 /// A dialogue opened (`"opened"`) or ended, with the reason the USSD service records
 /// (`"completed"`, `"user abort"`, `"redial"`, `"screen not delivered"`, `"timeout"`,
-/// `"bind lost"`; anything else counts as `other`).
+/// `"bind lost"`, or `"refused"` for a dial refused on a full dialogue table; anything else
+/// counts as `other`).
 pub fn dialogue(outcome: &str) {
     let i = match outcome {
         "opened" => 0,
@@ -30,7 +40,8 @@ pub fn dialogue(outcome: &str) {
         "screen not delivered" => 4,
         "timeout" => 5,
         "bind lost" => 6,
-        _ => 7,
+        "refused" => 7,
+        _ => 8,
     };
     DIALOGUES[i].fetch_add(1, Relaxed);
 }

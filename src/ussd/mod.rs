@@ -125,6 +125,8 @@ pub struct Ussd {
     suspended: DashMap<String, Suspended, foldhash::fast::RandomState>,
     session_timeout: Duration,
     resume_window: Duration,
+    /// Dialogues open at once (and kept for resumption), at most.
+    max_dialogues: usize,
     service_code: String,
     next_id: AtomicU64,
     /// Woken whenever a dialogue leaves the table.
@@ -219,6 +221,7 @@ impl Ussd {
             suspended: DashMap::default(),
             session_timeout: config.ussd.session_timeout(),
             resume_window: config.ussd.resume(),
+            max_dialogues: usize::try_from(config.ussd.max_dialogues).unwrap_or(usize::MAX),
             service_code: config.ussd.service_code.clone(),
             next_id: AtomicU64::new(0),
             closed: tokio::sync::Notify::new(),
@@ -271,9 +274,11 @@ impl Ussd {
         };
         let key = Key { peer: label, msisdn: msisdn.clone(), session: session_part };
         match inb.op {
+            // Answered once the dialogue is closed, like every other request: a dial that
+            // follows the answer finds it gone.
             Some(op::USER_ABORT) => {
-                responder.respond(status::ESME_ROK, "").await;
                 self.abort(&key, "user abort").await;
+                responder.respond(status::ESME_ROK, "").await;
             }
             // The PDU is answered once the step's work is done, just before the screen goes
             // out: until then it holds its place in the inbound window, so the peer's window
@@ -303,6 +308,12 @@ impl Ussd {
         // A dialogue still open under this key is replaced: the subscriber dialled again.
         if self.dialogues.contains_key(&key) {
             self.abort(&key, "redial").await;
+        } else if self.dialogues.len() >= self.max_dialogues {
+            // The USSD centre tells the subscriber the service is busy; nothing is held.
+            crate::api::metrics::dialogue("refused");
+            debug!(msisdn = %mask_msisdn(&msisdn), "dialogue table full; dial refused");
+            responder.respond(status::ESME_RTHROTTLED, "").await;
+            return;
         }
         let opened_at_ms = crate::market::now_ms();
         crate::api::metrics::dialogue("opened");
@@ -518,6 +529,10 @@ impl Ussd {
         let cursor = dlg.resume_offer.take().map_or_else(|| dlg.cursor.clone(), |c| *c);
         // A dialogue still on its root with nothing typed has nothing worth resuming.
         if cursor.step == 0 {
+            return;
+        }
+        if self.suspended.len() >= self.max_dialogues {
+            warn!(msisdn = %mask_msisdn(&dlg.msisdn), why, "dialogue cut; too many kept for resume already");
             return;
         }
         info!(msisdn = %mask_msisdn(&dlg.msisdn), why, "dialogue cut; kept for resume");
