@@ -1118,8 +1118,13 @@ async fn metrics_should_count_pdus_dialogues_commits_and_the_outbox(db: TestDb) 
     );
     assert!(value(r#"chogate_ussd_dialogues_total{outcome="opened"}"#) >= 1.0);
     assert!(value(r#"chogate_ussd_steps_total{outcome="screen"}"#) >= 1.0);
+    // Every screen sent was timed before it was counted (other tests in this process add to
+    // both: the screens are read first).
+    let screens = value(r#"chogate_ussd_steps_total{outcome="screen"}"#);
+    assert!(value("chogate_ussd_step_seconds_count") >= screens, "{screens}");
     assert!(value(r#"chogate_outbox_messages{status="queued"}"#) >= 1.0);
     assert!(value("chogate_db_commit_seconds_count") >= 1.0);
+    assert!(value("chogate_db_action_seconds_count") >= 1.0);
     assert!(value("chogate_db_commits_total") >= 1.0);
     assert!(value(r#"chogate_http_responses_total{code="201"}"#) >= 1.0);
     assert!(value(r#"chogate_smpp_binds{peer="ussdc"}"#) >= 1.0);

@@ -46,6 +46,14 @@ pub fn dialogue(outcome: &str) {
     DIALOGUES[i].fetch_add(1, Relaxed);
 }
 
+static STEP_SECONDS: Seconds = Seconds::new();
+
+/// A subscriber's PDU took this long, from the read that brought it in to its answer and
+/// next screen being sent (the step's work and the wait for room in the window).
+pub fn step_latency(d: Duration) {
+    STEP_SECONDS.record(d);
+}
+
 const STEP_OUTCOMES: [&str; 3] = ["screen", "final", "undelivered"];
 static STEPS: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
 
@@ -152,19 +160,57 @@ pub fn pdu(direction: Direction, command_id: u32, command_status: u32) {
 
 // ---- database ------------------------------------------------------------------------------
 
-/// Upper bounds of the commit latency buckets, in seconds.
-const COMMIT_BUCKETS: [f64; 13] =
-    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
-/// Per bucket (not cumulative), plus one for +Inf.
-static COMMIT_COUNTS: [AtomicU64; 14] = [const { AtomicU64::new(0) }; 14];
-static COMMIT_SUM_MICROS: AtomicU64 = AtomicU64::new(0);
+/// Upper bounds of the latency buckets, in seconds.
+const BUCKETS: [f64; 13] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+
+/// A latency histogram over [`BUCKETS`]: a relaxed `fetch_add` per observation.
+struct Seconds {
+    /// Per bucket (not cumulative), plus one for +Inf.
+    counts: [AtomicU64; BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl Seconds {
+    const fn new() -> Self {
+        Seconds { counts: [const { AtomicU64::new(0) }; BUCKETS.len() + 1], sum_micros: AtomicU64::new(0) }
+    }
+
+    fn record(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = BUCKETS.iter().position(|b| secs <= *b).unwrap_or(BUCKETS.len());
+        self.counts[i].fetch_add(1, Relaxed);
+        self.sum_micros.fetch_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX), Relaxed);
+    }
+
+    /// The histogram in the exposition format, buckets cumulative.
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        header(out, name, "histogram", help);
+        let mut cumulative = 0;
+        for (i, le) in BUCKETS.iter().enumerate() {
+            cumulative += self.counts[i].load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+        }
+        cumulative += self.counts[BUCKETS.len()].load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+        let sum = self.sum_micros.load(Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}");
+        let _ = writeln!(out, "{name}_count {cumulative}");
+    }
+}
+
+static COMMITS: Seconds = Seconds::new();
 
 /// One group commit of the writer took this long (from its first statement to COMMIT).
 pub fn commit_latency(d: Duration) {
-    let secs = d.as_secs_f64();
-    let i = COMMIT_BUCKETS.iter().position(|b| secs <= *b).unwrap_or(COMMIT_BUCKETS.len());
-    COMMIT_COUNTS[i].fetch_add(1, Relaxed);
-    COMMIT_SUM_MICROS.fetch_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX), Relaxed);
+    COMMITS.record(d);
+}
+
+static ACTIONS: Seconds = Seconds::new();
+
+/// One action took this long as its caller saw it: the wait for room in the writer's queue,
+/// for the group before its own, and its own group's commit.
+pub fn action_latency(d: Duration) {
+    ACTIONS.record(d);
 }
 
 // ---- HTTP ----------------------------------------------------------------------------------
@@ -221,6 +267,11 @@ pub fn render(scrape: &Scrape) -> String {
     for (i, name) in STEP_OUTCOMES.iter().enumerate() {
         let _ = writeln!(out, "chogate_ussd_steps_total{{outcome=\"{name}\"}} {}", STEPS[i].load(Relaxed));
     }
+    STEP_SECONDS.render(
+        &mut out,
+        "chogate_ussd_step_seconds",
+        "Time from reading a subscriber's USSD PDU to sending its answer and the next screen.",
+    );
 
     header(
         &mut out,
@@ -266,17 +317,12 @@ pub fn render(scrape: &Scrape) -> String {
         }
     }
 
-    header(&mut out, "chogate_db_commit_seconds", "histogram", "Time of one group commit of the writer.");
-    let mut cumulative = 0;
-    for (i, le) in COMMIT_BUCKETS.iter().enumerate() {
-        cumulative += COMMIT_COUNTS[i].load(Relaxed);
-        let _ = writeln!(out, "chogate_db_commit_seconds_bucket{{le=\"{le}\"}} {cumulative}");
-    }
-    cumulative += COMMIT_COUNTS[COMMIT_BUCKETS.len()].load(Relaxed);
-    let _ = writeln!(out, "chogate_db_commit_seconds_bucket{{le=\"+Inf\"}} {cumulative}");
-    let sum = COMMIT_SUM_MICROS.load(Relaxed) as f64 / 1e6;
-    let _ = writeln!(out, "chogate_db_commit_seconds_sum {sum}");
-    let _ = writeln!(out, "chogate_db_commit_seconds_count {cumulative}");
+    COMMITS.render(&mut out, "chogate_db_commit_seconds", "Time of one group commit of the writer.");
+    ACTIONS.render(
+        &mut out,
+        "chogate_db_action_seconds",
+        "Time of one action from its caller handing it to the writer to its committed answer.",
+    );
 
     let w = &scrape.writer;
     for (name, help, v) in [

@@ -280,8 +280,11 @@ impl Market {
         check_key(&key)?;
         let (reply, answer) = oneshot::channel();
         let job = Job::Action(ActionJob { actor: actor.clone(), key, action, reply });
+        let sent = std::time::Instant::now();
         self.inner.jobs.send(job).await.map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        let done = answer.await.map_err(|_| StoreError::Closed)?;
+        crate::api::metrics::action_latency(sent.elapsed());
+        done
     }
 
     /// Whether a key has been used (so the writer will replay it): spares the Argon2 work

@@ -236,12 +236,19 @@ pub struct Responder {
     outbox: mpsc::Sender<Bytes>,
     _permit: OwnedSemaphorePermit,
     answered: bool,
+    /// When the read that brought the request in returned.
+    received: Instant,
 }
 
 impl Responder {
     /// The sequence number being answered.
     pub fn sequence(&self) -> u32 {
         self.sequence
+    }
+
+    /// When the read that brought the request in returned.
+    pub fn received(&self) -> Instant {
+        self.received
     }
 
     /// Answers with a status and message id (empty for deliver_sm_resp).
@@ -1111,6 +1118,7 @@ impl Reader {
             outbox: self.shared().outbox.clone(),
             _permit: permit,
             answered: false,
+            received: self.last_rx,
         };
         let req = InboundRequest { pdu, session: self.handle.clone(), responder };
         let tx = match &self.params.inbound {

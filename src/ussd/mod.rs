@@ -432,6 +432,7 @@ impl Ussd {
             }
         };
         let body = self.reply_body(dlg, &text, end);
+        crate::api::metrics::step_latency(responder.received().elapsed());
         // The answer and the screen leave in one write.
         let result = match slot {
             Ok(slot) => slot.answer_then_request(responder, body).await,
