@@ -1078,6 +1078,29 @@ async fn sqlite_url_should_create_the_database_file() {
 }
 
 #[tokio::test]
+async fn sqlite_commits_should_reach_the_database_file_through_the_checkpointer() {
+    let env = Env::open(common::db::sqlite_db()).await;
+    let (_, h) = village(&env).await;
+    let m = &env.market;
+    let na = m.products().await.unwrap()[0].id;
+    for i in 0..40 {
+        m.create_listing(&ussd(&h), key(format!("ck:{i}")), h.id, na, 10, 20_000).await.unwrap();
+    }
+    // Far fewer pages than the writer's own threshold: only the checkpointer copies them.
+    tokio::time::timeout(PATIENCE, m.store().checkpointed()).await.expect("never checkpointed");
+    // The database file alone (immutable: the WAL is not read) holds every listing.
+    let file = rusqlite::Connection::open_with_flags(
+        format!("file:{}?immutable=1", env.db.path("chogate.db").display()),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+    )
+    .unwrap();
+    let n: i64 = file.query_row("SELECT COUNT(*) FROM listings", [], |r| r.get(0)).unwrap();
+    assert_eq!(n, 40);
+    drop(file);
+    env.close().await;
+}
+
+#[tokio::test]
 async fn in_memory_sqlite_should_be_refused_with_a_reason() {
     let cfg = DatabaseConfig { url: "sqlite::memory:".into(), ..DatabaseConfig::default() };
     match Market::open(&cfg, CancellationToken::new()).await {

@@ -205,6 +205,13 @@ pub fn commit_latency(d: Duration) {
     COMMITS.record(d);
 }
 
+static CHECKPOINTS: AtomicU64 = AtomicU64::new(0);
+
+/// SQLite's checkpointer ran a checkpoint.
+pub fn checkpoint() {
+    CHECKPOINTS.fetch_add(1, Relaxed);
+}
+
 static ACTIONS: Seconds = Seconds::new();
 
 /// One action took this long as its caller saw it: the wait for room in the writer's queue,
@@ -330,6 +337,11 @@ pub fn render(scrape: &Scrape) -> String {
         ("chogate_db_actions_total", "Actions answered from committed groups.", w.actions),
         ("chogate_db_events_total", "Audit events written.", w.events),
         ("chogate_db_failed_groups_total", "Groups that failed as a whole.", w.failed_groups),
+        (
+            "chogate_db_checkpoints_total",
+            "Checkpoints of SQLite's WAL run by the checkpointer thread.",
+            CHECKPOINTS.load(Relaxed),
+        ),
         (
             "chogate_db_dropped_events_total",
             "Dialogue events dropped on a full write queue.",

@@ -14,6 +14,8 @@
 mod postgres;
 mod sqlite;
 
+pub use sqlite::Checkpointer;
+
 use std::borrow::Cow;
 
 use sqlx::migrate::{Migration, MigrationType, Migrator};
@@ -177,9 +179,21 @@ impl Store {
     /// A new dedicated connection for the writer task.
     pub async fn writer(&self) -> Result<WriterConn, StoreError> {
         Ok(match self {
-            Store::Sqlite(s) => WriterConn::Sqlite(s.open()?),
+            Store::Sqlite(s) => {
+                let (conn, checkpointer) = s.writer()?;
+                WriterConn::Sqlite(conn, checkpointer)
+            }
             Store::Postgres(s) => WriterConn::Postgres(s.connect_writer().await?),
         })
+    }
+
+    /// SQLite: waits until every commit made so far is in the database file itself, not
+    /// only in its WAL. PostgreSQL: at once. (A reader still on an older snapshot can keep
+    /// the last pages from being copied until the writer's next commit.)
+    pub async fn checkpointed(&self) {
+        if let Store::Sqlite(s) = self {
+            s.checkpointed().await;
+        }
     }
 
     /// Closes the read pool: PostgreSQL waits for borrowed connections to come back, SQLite
@@ -257,8 +271,8 @@ impl ReadConn {
 
 /// The writer task's own connection.
 pub enum WriterConn {
-    /// SQLite.
-    Sqlite(rusqlite::Connection),
+    /// SQLite, with the thread that checkpoints its WAL.
+    Sqlite(rusqlite::Connection, sqlite::Checkpointer),
     /// PostgreSQL.
     Postgres(PgConnection),
 }
@@ -267,8 +281,15 @@ impl WriterConn {
     /// The connection, to run statements on.
     pub fn conn(&mut self) -> Conn<'_> {
         match self {
-            WriterConn::Sqlite(c) => Conn::Sqlite(c),
+            WriterConn::Sqlite(c, _) => Conn::Sqlite(c),
             WriterConn::Postgres(c) => Conn::Postgres(c),
+        }
+    }
+
+    /// After each commit: SQLite's checkpointer is woken.
+    pub fn committed(&self) {
+        if let WriterConn::Sqlite(_, checkpointer) = self {
+            checkpointer.committed();
         }
     }
 
@@ -276,7 +297,7 @@ impl WriterConn {
     pub async fn close(self) {
         use sqlx::Connection as _;
         match self {
-            WriterConn::Sqlite(c) => {
+            WriterConn::Sqlite(c, _) => {
                 let _ = c.close();
             }
             WriterConn::Postgres(c) => {
