@@ -134,25 +134,31 @@ fn process_secret() -> Option<&'static [u8; 32]> {
 
 /// The idempotency key of an SMS from `msisdn` in `minute` (an SMSC that repeats a
 /// `deliver_sm` repeats it soon: a retransmission within the same minute is the same
-/// request). The text is kept as a digest, never as itself, and a payment text (`TT`, which
-/// carries the PIN, typed right or not) as a digest keyed with a secret of this process: a
-/// plain digest of a 4-digit PIN gives the PIN back after 10 000 tries. Its repeats are
-/// therefore recognised while this process runs, other texts' across restarts and nodes.
+/// request). The text itself is never kept:
+/// - a command that carries no secret (`DH`, `NHAN <order>`, `HD`) is keyed by its
+///   canonical form, so its repeats are recognised across restarts and nodes;
+/// - anything else (a payment with its PIN, or a text that parses to nothing, which may be a
+///   payment mistyped) by a digest keyed with a secret of this process: a plain digest of a
+///   text holding a 4-digit PIN gives the PIN back after 10 000 tries. Its repeats are
+///   recognised while this process runs.
 fn sms_key(msisdn: &str, minute: u64, body: &str) -> String {
     use crate::market::reports::sha256_hex;
-    let plain = text::unaccent(body).to_ascii_uppercase();
-    let words: Vec<&str> = plain.split_whitespace().collect();
-    let normal = words.join(" ");
-    let digest = if words.first() == Some(&"TT") {
+    let canonical = match parse(body) {
+        Command::Orders => Some("DH".to_owned()),
+        Command::Accept(order) => Some(format!("NHAN {order}")),
+        Command::Help if text::unaccent(body).trim().eq_ignore_ascii_case("HD") => Some("HD".to_owned()),
+        Command::Help | Command::Pay(..) => None,
+    };
+    let part = canonical.unwrap_or_else(|| {
+        let plain = text::unaccent(body).to_ascii_uppercase();
+        let normal = plain.split_whitespace().collect::<Vec<_>>().join(" ");
         match process_secret() {
             Some(secret) => sha256_hex(&[secret, normal.as_bytes()]),
             // No secret to key it with: a digest nobody can repeat (no deduplication).
             None => sha256_hex(&[normal.as_bytes(), format!("{:?}", std::time::Instant::now()).as_bytes()]),
         }
-    } else {
-        sha256_hex(&[normal.as_bytes()])
-    };
-    format!("sms:{msisdn}:{minute}:{digest}")
+    });
+    format!("sms:{msisdn}:{minute}:{part}")
 }
 
 /// Handles one SMS from a household: carries the keyword out, queues the answer, then
@@ -226,11 +232,18 @@ mod tests {
         assert_ne!(pay, sms_key("84987654321", 7, "TT D12 4821"), "another household");
         // Not the plain digest a dictionary of 10 000 PINs would find.
         assert!(!pay.ends_with(&crate::market::reports::sha256_hex(&[b"TT D12 4821"])));
-        let accept = sms_key("84912345678", 7, "nhận d12");
-        assert_eq!(
-            accept,
-            format!("sms:84912345678:7:{}", crate::market::reports::sha256_hex(&[b"NHAN D12"]))
-        );
+        // A PIN mistyped so that the text parses to nothing is kept no better than a PIN.
+        for typo in ["TTD12 4821", "T T D12 4821", "tt 12 48210"] {
+            let k = sms_key("84912345678", 7, typo);
+            assert!(!k.contains("4821"), "{k}");
+            assert!(
+                !k.ends_with(&crate::market::reports::sha256_hex(&[typo.to_ascii_uppercase().as_bytes()]))
+            );
+        }
+        // Commands without a secret: their canonical form, the same however typed.
+        assert_eq!(sms_key("84912345678", 7, "nhận d000012"), "sms:84912345678:7:NHAN 12");
+        assert_eq!(sms_key("84912345678", 7, " dh "), "sms:84912345678:7:DH");
+        assert_eq!(sms_key("84912345678", 7, "hd"), "sms:84912345678:7:HD");
         // Far under the key's limit of 200 characters, whatever the text's length, with
         // the reply's suffix.
         let long = sms_key("84912345678", 29_000_000, &"x".repeat(1000));

@@ -188,8 +188,8 @@ impl Store {
     }
 
     /// SQLite: waits until every commit made so far is in the database file itself, not
-    /// only in its WAL. PostgreSQL: at once. (A reader still on an older snapshot can keep
-    /// the last pages from being copied until the writer's next commit.)
+    /// only in its WAL (the checkpointer tries again every 50 ms while a reader on an older
+    /// snapshot keeps the last pages from being copied). PostgreSQL: at once.
     pub async fn checkpointed(&self) {
         if let Store::Sqlite(s) = self {
             s.checkpointed().await;
@@ -218,7 +218,11 @@ pub fn migrations(backend: Backend) -> &'static [(i64, &'static str, &'static st
             (5, "lean_writes", include_str!("../../migrations/sqlite/0005_lean_writes.sql")),
             (6, "plain_checks", include_str!("../../migrations/sqlite/0006_plain_checks.sql")),
             (7, "event_counts", include_str!("../../migrations/sqlite/0007_event_counts.sql")),
-            (8, "sms_key_digests", include_str!("../../migrations/sqlite/0008_sms_key_digests.sql")),
+            (
+                8,
+                "sms_keys_receipt_sweep",
+                include_str!("../../migrations/sqlite/0008_sms_keys_receipt_sweep.sql"),
+            ),
         ],
         Backend::Postgres => &[
             (1, "init", include_str!("../../migrations/postgres/0001_init.sql")),
@@ -226,7 +230,11 @@ pub fn migrations(backend: Backend) -> &'static [(i64, &'static str, &'static st
             (3, "api", include_str!("../../migrations/postgres/0003_api.sql")),
             (4, "outbox_indexes", include_str!("../../migrations/postgres/0004_outbox_indexes.sql")),
             (5, "lean_writes", include_str!("../../migrations/postgres/0005_lean_writes.sql")),
-            (6, "sms_key_digests", include_str!("../../migrations/postgres/0006_sms_key_digests.sql")),
+            (
+                6,
+                "sms_keys_receipt_sweep",
+                include_str!("../../migrations/postgres/0006_sms_keys_receipt_sweep.sql"),
+            ),
         ],
     }
 }
@@ -271,8 +279,8 @@ impl ReadConn {
 
 /// The writer task's own connection.
 pub enum WriterConn {
-    /// SQLite, with the thread that checkpoints its WAL.
-    Sqlite(rusqlite::Connection, sqlite::Checkpointer),
+    /// SQLite, with the thread that checkpoints its WAL (if it could be had).
+    Sqlite(rusqlite::Connection, Option<sqlite::Checkpointer>),
     /// PostgreSQL.
     Postgres(PgConnection),
 }
@@ -288,7 +296,7 @@ impl WriterConn {
 
     /// After each commit: SQLite's checkpointer is woken.
     pub fn committed(&self) {
-        if let WriterConn::Sqlite(_, checkpointer) = self {
+        if let WriterConn::Sqlite(_, Some(checkpointer)) = self {
             checkpointer.committed();
         }
     }
@@ -297,7 +305,9 @@ impl WriterConn {
     pub async fn close(self) {
         use sqlx::Connection as _;
         match self {
-            WriterConn::Sqlite(c, _) => {
+            WriterConn::Sqlite(c, checkpointer) => {
+                // The checkpoint under way ends first; then the connection.
+                drop(checkpointer);
                 let _ = c.close();
             }
             WriterConn::Postgres(c) => {

@@ -57,13 +57,20 @@ pub const WRITER_AUTOCHECKPOINT: u32 = 4_000;
 /// B-trees' upper levels) far more often, for little gain in how short the WAL stays.
 const CHECKPOINT_SPACING: Duration = Duration::from_millis(5);
 
+/// After a checkpoint that could not copy everything (a reader on an older snapshot, the
+/// writer's own checkpoint holding the lock, an error), the next one comes this soon even
+/// without a commit to wake it, so that the database file catches up when writes stop.
+const CHECKPOINT_RETRY: Duration = Duration::from_millis(50);
+
 /// Runs checkpoints on a thread of its own (`chogate-checkpoint`, with its own connection),
 /// woken by [`Checkpointer::committed`] after each commit of the writer. Wake-ups that come
-/// while a checkpoint runs are folded into one. The thread ends when this is dropped (with
-/// the writer's connection).
+/// while a checkpoint runs are folded into one. Dropping it ends the thread and waits for
+/// it (it finishes the checkpoint under way), so that two never overlap and none outlives
+/// the writer's connection.
 #[derive(Debug)]
 pub struct Checkpointer {
-    wake: SyncSender<()>,
+    wake: Option<SyncSender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
     progress: Progress,
 }
 
@@ -73,7 +80,7 @@ struct Progress {
     /// Commits signalled so far.
     commits: Arc<AtomicU64>,
     /// The commits the database file holds: every one up to this number was copied by a
-    /// checkpoint that left nothing in the WAL behind it.
+    /// checkpoint that left nothing in the WAL behind it. Never goes back.
     copied: Arc<watch::Sender<u64>>,
 }
 
@@ -81,63 +88,113 @@ impl Checkpointer {
     /// Tells the checkpointer that the writer committed.
     pub fn committed(&self) {
         self.progress.commits.fetch_add(1, Ordering::Release);
-        match self.wake.try_send(()) {
-            Ok(()) | Err(TrySendError::Full(())) => {}
-            // The thread is gone (it logged why); the writer's own checkpoints go on.
-            Err(TrySendError::Disconnected(())) => {}
+        if let Some(wake) = &self.wake {
+            match wake.try_send(()) {
+                // Full: a wake-up is pending already. Disconnected: the thread ended (it
+                // cannot, short of a panic); the writer's own checkpoints bound the WAL.
+                Ok(()) | Err(TrySendError::Full(())) | Err(TrySendError::Disconnected(())) => {}
+            }
         }
     }
 }
 
-/// Waits until `deadline`, folding in the wake-ups that come meanwhile; false if the writer
-/// has gone.
-fn pace(wake: &Receiver<()>, deadline: Instant) -> bool {
-    loop {
-        let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) else {
-            return true;
-        };
-        match wake.recv_timeout(left) {
-            Ok(()) => {}
-            Err(RecvTimeoutError::Timeout) => return true,
-            Err(RecvTimeoutError::Disconnected) => return false,
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.wake.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
     }
+}
+
+/// What a wait gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Woken {
+    /// A commit woke it.
+    Commit,
+    /// The time was up without one.
+    Quiet,
+    /// The writer has gone: end.
+    Gone,
+}
+
+/// Waits for a wake-up, or at most `limit` (when given).
+fn wait_wake(wake: &Receiver<()>, limit: Option<Duration>) -> Woken {
+    match limit {
+        None => match wake.recv() {
+            Ok(()) => Woken::Commit,
+            Err(_) => Woken::Gone,
+        },
+        Some(limit) => match wake.recv_timeout(limit) {
+            Ok(()) => Woken::Commit,
+            Err(RecvTimeoutError::Timeout) => Woken::Quiet,
+            Err(RecvTimeoutError::Disconnected) => Woken::Gone,
+        },
+    }
+}
+
+/// Waits until `deadline`, folding the wake-ups that come meanwhile into one: `Commit` if
+/// there was any.
+fn pace(wake: &Receiver<()>, deadline: Instant) -> Woken {
+    let mut woken = Woken::Quiet;
+    while let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
+        match wake.recv_timeout(left) {
+            Ok(()) => woken = Woken::Commit,
+            Err(RecvTimeoutError::Timeout) => break,
+            Err(RecvTimeoutError::Disconnected) => return Woken::Gone,
+        }
+    }
+    woken
 }
 
 /// The checkpointer's loop: a passive checkpoint (it never waits for a lock and never holds
-/// up the writer or the readers) per wake-up, at most one per [`CHECKPOINT_SPACING`].
+/// up the writer or the readers) per wake-up, [`CHECKPOINT_SPACING`] at least from the end
+/// of one to the start of the next, and [`CHECKPOINT_RETRY`] after one that left frames.
 fn checkpoint_loop(conn: Connection, wake: Receiver<()>, progress: Progress) {
     let mut failing = false;
-    let mut last: Option<Instant> = None;
-    while wake.recv().is_ok() {
-        if let Some(last) = last
-            && !pace(&wake, last + CHECKPOINT_SPACING)
-        {
+    let mut incomplete = false;
+    // A commit came while the last checkpoint was being paced: run the next one at once.
+    let mut pending = false;
+    loop {
+        if !pending && wait_wake(&wake, incomplete.then_some(CHECKPOINT_RETRY)) == Woken::Gone {
             break;
         }
-        last = Some(Instant::now());
         let upto = progress.commits.load(Ordering::Acquire);
-        // (busy, frames in the WAL, frames copied into the database file)
+        // (busy, frames in the WAL, frames copied into the database file); a checkpoint
+        // that did not get the lock (the writer's own running) gives (1, -1, -1).
         let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
             Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
         });
         match result {
-            Ok((_, log, done)) => {
+            Ok((0, log, done)) if log >= 0 => {
                 failing = false;
                 crate::api::metrics::checkpoint();
                 // A reader still on an older snapshot can keep the last frames from being
-                // copied; the next wake-up tries again.
-                if log == done {
-                    progress.copied.send_replace(upto);
+                // copied.
+                incomplete = log != done;
+                if !incomplete {
+                    progress.copied.send_if_modified(|c| {
+                        let later = upto > *c;
+                        if later {
+                            *c = upto;
+                        }
+                        later
+                    });
                 }
             }
+            Ok(_) => incomplete = true,
             Err(e) => {
                 // Once per run of failures: the writer's own checkpoints still bound the WAL.
                 if !failing {
                     warn!(error = %e, "checkpoint failed; the writer checkpoints by itself meanwhile");
                 }
                 failing = true;
+                incomplete = true;
             }
+        }
+        match pace(&wake, Instant::now() + CHECKPOINT_SPACING) {
+            Woken::Gone => break,
+            woken => pending = woken == Woken::Commit,
         }
     }
 }
@@ -232,18 +289,33 @@ impl SqliteStore {
         Ok(conn)
     }
 
-    /// The writer's connection, and the [`Checkpointer`] that keeps its WAL short.
-    pub fn writer(&self) -> Result<(Connection, Checkpointer), StoreError> {
+    /// The writer's connection, and the [`Checkpointer`] that keeps its WAL short. Without
+    /// a checkpointer (its connection or thread could not be had; logged), the writer
+    /// checkpoints by itself as SQLite does by default.
+    pub fn writer(&self) -> Result<(Connection, Option<Checkpointer>), StoreError> {
         let conn = self.open()?;
-        conn.execute_batch(&format!("PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT};"))?;
-        let checkpoints = self.open()?;
+        let checkpointer = match self.checkpointer() {
+            Ok(c) => {
+                conn.execute_batch(&format!("PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT};"))?;
+                Some(c)
+            }
+            Err(e) => {
+                warn!(error = %e, "no checkpointer thread; the writer checkpoints by itself");
+                None
+            }
+        };
+        Ok((conn, checkpointer))
+    }
+
+    fn checkpointer(&self) -> Result<Checkpointer, StoreError> {
+        let conn = self.open()?;
         let (wake, woken) = sync_channel(1);
         let progress = self.inner.checkpoints.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("chogate-checkpoint".into())
-            .spawn(move || checkpoint_loop(checkpoints, woken, progress))
+            .spawn(move || checkpoint_loop(conn, woken, progress))
             .map_err(|e| StoreError::Thread(e.to_string()))?;
-        Ok((conn, Checkpointer { wake, progress: self.inner.checkpoints.clone() }))
+        Ok(Checkpointer { wake: Some(wake), thread: Some(thread), progress: self.inner.checkpoints.clone() })
     }
 
     /// Waits until every commit the writer has made so far is in the database file itself,

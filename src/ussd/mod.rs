@@ -274,11 +274,15 @@ impl Ussd {
         };
         let key = Key { peer: label, msisdn: msisdn.clone(), session: session_part };
         match inb.op {
-            // Answered once the dialogue is closed, like every other request: a dial that
-            // follows the answer finds it gone.
+            // Answered once the dialogue is out of the table, so a dial that follows the
+            // answer finds it gone; recording its end (which may wait for a step under way)
+            // comes after.
             Some(op::USER_ABORT) => {
-                self.abort(&key, "user abort").await;
+                let cut = self.dialogues.remove(&key);
                 responder.respond(status::ESME_ROK, "").await;
+                if let Some((_, d)) = cut {
+                    self.end_cut(&key, &d, "user abort").await;
+                }
             }
             // The PDU is answered once the step's work is done, just before the screen goes
             // out: until then it holds its place in the inbound window, so the peer's window
@@ -515,6 +519,11 @@ impl Ussd {
     /// Ends a dialogue that was cut: it may be resumed within the resume window.
     async fn abort(&self, key: &Key, why: &str) {
         let Some((_, d)) = self.dialogues.remove(key) else { return };
+        self.end_cut(key, &d, why).await;
+    }
+
+    /// Records the end of a dialogue already out of the table, keeping it for resumption.
+    async fn end_cut(&self, key: &Key, d: &Mutex<Dialogue>, why: &str) {
         let mut guard = d.lock().await;
         self.suspend(key, &mut guard, why).await;
     }
@@ -532,8 +541,8 @@ impl Ussd {
         if cursor.step == 0 {
             return;
         }
-        if self.suspended.len() >= self.max_dialogues {
-            warn!(msisdn = %mask_msisdn(&dlg.msisdn), why, "dialogue cut; too many kept for resume already");
+        if self.suspended.len() >= self.max_dialogues && !self.suspended.contains_key(&dlg.msisdn) {
+            debug!(msisdn = %mask_msisdn(&dlg.msisdn), why, "dialogue cut; too many kept for resume already");
             return;
         }
         info!(msisdn = %mask_msisdn(&dlg.msisdn), why, "dialogue cut; kept for resume");
