@@ -153,14 +153,12 @@ impl Market {
             counters: counters.clone(),
             products: products.clone(),
         };
-        // The writer cancels `stopped` itself once it has committed its last group; the
-        // guard cancels it too should the writer panic, so that shutdown never waits for a
-        // writer that is gone.
+        // `stopped` is cancelled once the writer has committed its last group and closed its
+        // connection, or should it panic: shutdown never waits for a writer that is gone.
         let guard = stopped.clone();
-        let done = stopped.clone();
         let task = async move {
             let _stopped = guard.drop_guard();
-            writer.run(shutdown, done).await;
+            writer.run(shutdown).await;
         };
         match store.backend() {
             // SQLite statements run in the calling thread: the writer gets a thread of its

@@ -292,8 +292,8 @@ struct Group {
 
 impl Writer {
     /// Runs until `shutdown` is cancelled (or every sender is gone), then stops taking jobs,
-    /// commits what is queued, and cancels `stopped`.
-    pub async fn run(mut self, shutdown: CancellationToken, stopped: CancellationToken) {
+    /// commits what is queued, and closes its connection.
+    pub async fn run(mut self, shutdown: CancellationToken) {
         loop {
             let first = tokio::select! {
                 job = self.rx.recv() => match job {
@@ -314,7 +314,6 @@ impl Writer {
             conn.close().await;
         }
         info!(counters = ?self.counters.snapshot(), "database writer stopped");
-        stopped.cancel();
     }
 
     fn take_queued(&mut self, first: Job) -> Vec<Job> {

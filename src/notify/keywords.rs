@@ -141,23 +141,26 @@ fn process_secret() -> Option<&'static [u8; 32]> {
 ///   payment mistyped) by a digest keyed with a secret of this process: a plain digest of a
 ///   text holding a 4-digit PIN gives the PIN back after 10 000 tries. Its repeats are
 ///   recognised while this process runs.
-fn sms_key(msisdn: &str, minute: u64, body: &str) -> String {
+fn sms_key(msisdn: &str, minute: u64, body: &str, cmd: &Command) -> String {
     use crate::market::reports::sha256_hex;
-    let canonical = match parse(body) {
-        Command::Orders => Some("DH".to_owned()),
-        Command::Accept(order) => Some(format!("NHAN {order}")),
-        Command::Help if text::unaccent(body).trim().eq_ignore_ascii_case("HD") => Some("HD".to_owned()),
-        Command::Help | Command::Pay(..) => None,
-    };
-    let part = canonical.unwrap_or_else(|| {
-        let plain = text::unaccent(body).to_ascii_uppercase();
-        let normal = plain.split_whitespace().collect::<Vec<_>>().join(" ");
-        match process_secret() {
-            Some(secret) => sha256_hex(&[secret, normal.as_bytes()]),
-            // No secret to key it with: a digest nobody can repeat (no deduplication).
-            None => sha256_hex(&[normal.as_bytes(), format!("{:?}", std::time::Instant::now()).as_bytes()]),
+    let part = match cmd {
+        Command::Orders => "DH".to_owned(),
+        Command::Accept(order) => format!("NHAN {order}"),
+        Command::Help | Command::Pay(..) => {
+            let plain = text::unaccent(body).to_ascii_uppercase();
+            let normal = plain.split_whitespace().collect::<Vec<_>>().join(" ");
+            if normal == "HD" {
+                return format!("sms:{msisdn}:{minute}:HD");
+            }
+            match process_secret() {
+                Some(secret) => sha256_hex(&[secret, normal.as_bytes()]),
+                // No secret to key it with: a digest nobody can repeat (no deduplication).
+                None => {
+                    sha256_hex(&[normal.as_bytes(), format!("{:?}", std::time::Instant::now()).as_bytes()])
+                }
+            }
         }
-    });
+    };
     format!("sms:{msisdn}:{minute}:{part}")
 }
 
@@ -185,7 +188,7 @@ pub async fn handle(market: &Market, sm: &Sm, responder: Responder) {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() / 60)
         .unwrap_or(0);
-    let key = sms_key(&msisdn, minute, &body);
+    let key = sms_key(&msisdn, minute, &body, &cmd);
     let reply = match &household {
         Some(h) => run(market, &actor, &key, h, cmd).await,
         None => "Cho 384: so nay chua dang ky. Quay *384# de dang ky cua hang.".into(),
@@ -224,29 +227,30 @@ mod tests {
 
     #[test]
     fn sms_keys_should_hold_no_pin_and_match_the_same_text_in_the_same_minute() {
-        let pay = sms_key("84912345678", 7, "tt d12 4821");
+        let key = |msisdn: &str, minute: u64, body: &str| sms_key(msisdn, minute, body, &parse(body));
+        let pay = key("84912345678", 7, "tt d12 4821");
         assert!(!pay.contains("4821") && !pay.to_ascii_uppercase().contains("TT"), "{pay}");
-        assert_eq!(pay, sms_key("84912345678", 7, " TT  D12 4821 "), "the same text, however spaced");
-        assert_ne!(pay, sms_key("84912345678", 7, "TT D12 4822"), "another PIN is another request");
-        assert_ne!(pay, sms_key("84912345678", 8, "TT D12 4821"), "another minute");
-        assert_ne!(pay, sms_key("84987654321", 7, "TT D12 4821"), "another household");
+        assert_eq!(pay, key("84912345678", 7, " TT  D12 4821 "), "the same text, however spaced");
+        assert_ne!(pay, key("84912345678", 7, "TT D12 4822"), "another PIN is another request");
+        assert_ne!(pay, key("84912345678", 8, "TT D12 4821"), "another minute");
+        assert_ne!(pay, key("84987654321", 7, "TT D12 4821"), "another household");
         // Not the plain digest a dictionary of 10 000 PINs would find.
         assert!(!pay.ends_with(&crate::market::reports::sha256_hex(&[b"TT D12 4821"])));
         // A PIN mistyped so that the text parses to nothing is kept no better than a PIN.
         for typo in ["TTD12 4821", "T T D12 4821", "tt 12 48210"] {
-            let k = sms_key("84912345678", 7, typo);
+            let k = key("84912345678", 7, typo);
             assert!(!k.contains("4821"), "{k}");
             assert!(
                 !k.ends_with(&crate::market::reports::sha256_hex(&[typo.to_ascii_uppercase().as_bytes()]))
             );
         }
         // Commands without a secret: their canonical form, the same however typed.
-        assert_eq!(sms_key("84912345678", 7, "nhận d000012"), "sms:84912345678:7:NHAN 12");
-        assert_eq!(sms_key("84912345678", 7, " dh "), "sms:84912345678:7:DH");
-        assert_eq!(sms_key("84912345678", 7, "hd"), "sms:84912345678:7:HD");
+        assert_eq!(key("84912345678", 7, "nhận d000012"), "sms:84912345678:7:NHAN 12");
+        assert_eq!(key("84912345678", 7, " dh "), "sms:84912345678:7:DH");
+        assert_eq!(key("84912345678", 7, "hd"), "sms:84912345678:7:HD");
         // Far under the key's limit of 200 characters, whatever the text's length, with
         // the reply's suffix.
-        let long = sms_key("84912345678", 29_000_000, &"x".repeat(1000));
+        let long = key("84912345678", 29_000_000, &"x".repeat(1000));
         assert!(format!("{long}:reply").len() < crate::market::MAX_KEY_CHARS, "{long}");
     }
 

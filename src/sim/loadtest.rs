@@ -150,6 +150,15 @@ impl LoadOptions {
         Ok(())
     }
 
+    /// The account a listening role accepts binds with.
+    pub fn credentials(&self) -> Credentials {
+        Credentials {
+            system_id: self.system_id.clone(),
+            password: self.password.clone(),
+            window: self.window as usize,
+        }
+    }
+
     fn subscriber_tuning(&self) -> SmppTuning {
         let mut t = self.tuning.clone();
         // Every subscriber may have a screen in flight towards us.
@@ -264,11 +273,7 @@ async fn run_smsc(
     let counters = Arc::new(Counters::default());
     let capacity = opts.subscribers.saturating_mul(2).max(1024);
     let (tx, inbound) = mpsc::channel(capacity);
-    let auth = Credentials {
-        system_id: opts.system_id.clone(),
-        password: opts.password.clone(),
-        window: opts.window as usize,
-    };
+    let auth = opts.credentials();
     let listening =
         Listening::start(listen, auth, opts.subscriber_tuning(), tx.into(), TaskTracker::new()).await?;
     writeln!(

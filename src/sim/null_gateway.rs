@@ -23,12 +23,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::SimError;
-use super::link::{BIND_WAIT, Credentials, Listening};
+use super::link::{BIND_WAIT, Listening};
 use super::loadtest::LoadOptions;
 use super::stats::{Counters, GatewayReport, Snapshot, every_second, kind, per_second, round3};
 use super::subscriber::Script;
 use super::ussd::op;
-use crate::smpp::pdu::{Address, Body, Pdu, Sm, Tlvs, tag};
+use crate::smpp::pdu::{Body, Pdu, Sm, Tlvs, tag};
 use crate::smpp::session::{Inbound, InboundRequest};
 use crate::smpp::status;
 
@@ -100,7 +100,7 @@ fn screen(req: &Sm, end: bool) -> Body {
     }
     Body::DeliverSm(Box::new(Sm {
         service_type: "USSD".into(),
-        source: Address { ton: req.dest.ton, npi: req.dest.npi, addr: req.dest.addr.clone() },
+        source: req.dest.clone(),
         dest: req.source.clone(),
         esm_class: 0,
         data_coding: 0,
@@ -171,11 +171,7 @@ pub async fn run(
     let handler = Inbound::Handler(Arc::new(move |req: InboundRequest| {
         steps.spawn(step(dialogues.clone(), req));
     }));
-    let auth = Credentials {
-        system_id: opts.system_id.clone(),
-        password: opts.password.clone(),
-        window: opts.window as usize,
-    };
+    let auth = opts.credentials();
     let listening = Listening::start(listen, auth, opts.tuning.clone(), handler, tracker).await?;
     writeln!(progress, "null-gateway: listening on {} for system_id {}", listening.local, opts.system_id)?;
     progress.flush()?;
@@ -216,6 +212,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::smpp::pdu::Address;
 
     fn dialogues(lengths: &[usize]) -> Dialogues {
         Dialogues {

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::SimError;
-use super::link::{BIND_WAIT, Credentials, Listening, Uplink};
+use super::link::{BIND_WAIT, Listening, Uplink};
 use super::loadtest::LoadOptions;
 use super::stats::{Counters, SinkReport, Snapshot, every_second, kind, per_second, round3};
 use crate::smpp::pdu::{Address, Body, Sm, Tlvs, tag};
@@ -49,11 +49,7 @@ pub async fn run(
 ) -> Result<SinkReport, SimError> {
     let counters = Arc::new(Counters::default());
     let (tx, inbound) = mpsc::channel(4096);
-    let auth = Credentials {
-        system_id: opts.system_id.clone(),
-        password: opts.password.clone(),
-        window: opts.window as usize,
-    };
+    let auth = opts.credentials();
     let listening =
         Listening::start(listen, auth, opts.tuning.clone(), tx.into(), TaskTracker::new()).await?;
     writeln!(progress, "mt-sink: listening on {} for system_id {}", listening.local, opts.system_id)?;

@@ -99,7 +99,8 @@ fn next_checkpoint(waiting: u64, incomplete: bool, since: Duration) -> Option<Du
 pub struct Checkpointer {
     wake: Option<SyncSender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
-    progress: Progress,
+    /// The store's count of commits (see [`Progress`]).
+    commits: Arc<AtomicU64>,
 }
 
 /// How far checkpoints have come, kept by the store across writer connections.
@@ -115,7 +116,7 @@ struct Progress {
 impl Checkpointer {
     /// Tells the checkpointer that the writer committed.
     pub fn committed(&self) {
-        self.progress.commits.fetch_add(1, Ordering::Release);
+        self.commits.fetch_add(1, Ordering::Release);
         if let Some(wake) = &self.wake {
             match wake.try_send(()) {
                 // Full: a wake-up is pending already. Disconnected: the thread ended (it
@@ -312,11 +313,12 @@ impl SqliteStore {
         let conn = self.open()?;
         let (wake, woken) = sync_channel(1);
         let progress = self.inner.checkpoints.clone();
+        let commits = progress.commits.clone();
         let thread = std::thread::Builder::new()
             .name("chogate-checkpoint".into())
             .spawn(move || checkpoint_loop(conn, woken, progress))
             .map_err(|e| StoreError::Thread(e.to_string()))?;
-        Ok(Checkpointer { wake: Some(wake), thread: Some(thread), progress: self.inner.checkpoints.clone() })
+        Ok(Checkpointer { wake: Some(wake), thread: Some(thread), commits })
     }
 
     /// Waits until every commit the writer has made so far is in the database file itself,
