@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use chogate::api::auth::{Scope, create_token};
 use chogate::args;
-use chogate::market::{Actor, Channel, Household, IdemKey, Lang, Market, OrderStatus};
+use chogate::market::{Actor, Channel, Household, IdemKey, Lang, Market, OrderMove};
 use common::{PATIENCE, TestDaemon, base_config};
 use http_body_util::{BodyExt, Full};
 use hyper::header::HeaderMap;
@@ -593,12 +593,13 @@ async fn shipments_and_payments_should_move_the_order_to_paid(db: TestDb) {
     // Not accepted yet: the post office cannot have it.
     ship("shipped", "s0").await.error(409, "conflict", None);
     env.market
-        .set_order_status(
+        .move_order(
             &Actor::new(leader.msisdn.clone(), Channel::Ussd),
             key("acc"),
             leader.id,
             id,
-            OrderStatus::Accepted,
+            OrderMove::Accept,
+            None,
         )
         .await
         .unwrap();
@@ -654,12 +655,13 @@ async fn shipments_and_payments_should_move_the_order_to_paid(db: TestDb) {
     let o2 = Req::post("/v1/orders", &order_body(listing, 1)).token(&shop).key("o2").send(a).await.json();
     let id2 = o2["id"].as_i64().unwrap();
     env.market
-        .set_order_status(
+        .move_order(
             &Actor::new(leader.msisdn.clone(), Channel::Ussd),
             key("acc2"),
             leader.id,
             id2,
-            OrderStatus::Accepted,
+            OrderMove::Accept,
+            None,
         )
         .await
         .unwrap();
@@ -928,8 +930,8 @@ async fn reports_should_count_shares_orders_and_revenue_per_period(db: TestDb) {
     let o = Req::post("/v1/orders", &order_body(listing, 10)).token(&shop).key("o").send(a).await.json();
     let id = o["id"].as_i64().unwrap();
     let u = Actor::new(leader.msisdn.clone(), Channel::Ussd);
-    m.set_order_status(&u, key("a"), leader.id, id, OrderStatus::Accepted).await.unwrap();
-    m.set_order_status(&u, key("s"), leader.id, id, OrderStatus::Shipped).await.unwrap();
+    m.move_order(&u, key("a"), leader.id, id, OrderMove::Accept, None).await.unwrap();
+    m.move_order(&u, key("s"), leader.id, id, OrderMove::Ship, None).await.unwrap();
     let paid = Req::post("/v1/payments", &json!({ "order_id": id, "amount": 300_000 }))
         .token(&pay)
         .key("p")

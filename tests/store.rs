@@ -15,7 +15,7 @@ use chogate::args;
 use chogate::config::DatabaseConfig;
 use chogate::market::{
     Actor, Channel, Household, IdemKey, Lang, ListingChange, ListingStatus, Market, MarketError, Order,
-    OrderStatus, ReceiptUpdate,
+    OrderMove, OrderStatus, ReceiptUpdate,
 };
 use chogate::store::{Arg, StoreError};
 use tokio_util::sync::CancellationToken;
@@ -145,10 +145,8 @@ async fn shipped_order(env: &Env, h: &Household, tag: &str) -> Order {
     let listing = m.create_listing(&ussd(h), key(format!("{tag}:l")), h.id, na, 100, 30_000).await.unwrap();
     let order =
         m.place_order(&partner(), key(format!("{tag}:o")), listing.id, "Shopee", 10, 300_000).await.unwrap();
-    m.set_order_status(&ussd(h), key(format!("{tag}:a")), h.id, order.id, OrderStatus::Accepted)
-        .await
-        .unwrap();
-    m.set_order_status(&ussd(h), key(format!("{tag}:s")), h.id, order.id, OrderStatus::Shipped).await.unwrap()
+    m.move_order(&ussd(h), key(format!("{tag}:a")), h.id, order.id, OrderMove::Accept, None).await.unwrap();
+    m.move_order(&ussd(h), key(format!("{tag}:s")), h.id, order.id, OrderMove::Ship, None).await.unwrap()
 }
 
 fn not_leader<T>(r: &Result<T, MarketError>) -> bool {
@@ -227,8 +225,8 @@ async fn each_action_should_record_its_event_with_the_change(db: TestDb) {
     let listing = m.create_listing(&ussd(&h), key("k1"), h.id, na, 200, 35_000).await.unwrap();
     m.update_listing(&ussd(&h), key("k2"), h.id, listing.id, ListingChange::Price(40_000)).await.unwrap();
     let order = m.place_order(&partner(), key("k3"), listing.id, "Shopee", 50, 2_000_000).await.unwrap();
-    m.set_order_status(&ussd(&h), key("k4"), h.id, order.id, OrderStatus::Accepted).await.unwrap();
-    m.set_order_status(&ussd(&h), key("k5"), h.id, order.id, OrderStatus::Shipped).await.unwrap();
+    m.move_order(&ussd(&h), key("k4"), h.id, order.id, OrderMove::Accept, None).await.unwrap();
+    m.move_order(&ussd(&h), key("k5"), h.id, order.id, OrderMove::Ship, None).await.unwrap();
     m.mark_delivered(&partner(), key("k6"), order.id).await.unwrap();
     m.set_pin(&ussd(&h), key("k7"), h.id, "2468").await.unwrap();
     m.confirm_payment(&ussd(&h), key("k8"), h.id, order.id, "2468").await.unwrap();
@@ -415,36 +413,39 @@ async fn order_state_machine_should_allow_only_the_households_moves(db: TestDb) 
 
     let mv = |k: &str, o: &Order, to| {
         let (m, a, k, hid, oid) = (m.clone(), ussd(&h), key(k), h.id, o.id);
-        async move { m.set_order_status(&a, k, hid, oid, to).await }
+        async move { m.move_order(&a, k, hid, oid, to, None).await }
     };
-    let refused = |r: Result<Order, MarketError>| matches!(r, Err(MarketError::NotAllowed(_)));
-    assert!(refused(mv("a", &o1, Shipped).await));
-    assert!(refused(mv("b", &o1, Paid).await));
-    assert!(refused(mv("c", &o1, Delivered).await));
-    assert!(refused(mv("d", &o1, New).await));
-    assert!(refused(mv("e", &o1, Cancelled).await));
-    assert_eq!(mv("f", &o1, Accepted).await.unwrap().status, Accepted);
-    assert!(refused(mv("g", &o1, Accepted).await));
-    assert!(refused(mv("h", &o1, Rejected).await));
-    assert_eq!(mv("i", &o1, Shipped).await.unwrap().status, Shipped);
+    let refused = |r: Result<Order, MarketError>| matches!(r, Err(MarketError::OrderState { .. }));
+    assert!(refused(mv("a", &o1, OrderMove::Ship).await));
+    assert!(refused(mv("c", &o1, OrderMove::Deliver).await));
+    assert!(matches!(mv("b", &o1, OrderMove::Pay).await, Err(MarketError::NotAllowed(_))));
+    assert!(matches!(
+        mv("e", &o1, OrderMove::Cancel).await,
+        Err(MarketError::Invalid { field: "reason", .. })
+    ));
+    assert_eq!(mv("f", &o1, OrderMove::Accept).await.unwrap().status, Accepted);
+    assert!(refused(mv("g", &o1, OrderMove::Accept).await));
+    assert!(refused(mv("h", &o1, OrderMove::Reject).await));
+    assert_eq!(mv("i", &o1, OrderMove::Ship).await.unwrap().status, Shipped);
     assert!(m.open_orders(h.id).await.unwrap().iter().all(|o| o.id != o1.id));
     assert_eq!(m.orders_awaiting_payment(h.id).await.unwrap()[0].id, o1.id);
     // Only a shipped order can be delivered.
     let r = m.mark_delivered(&partner(), key("j"), o2.id).await;
-    assert!(matches!(r, Err(MarketError::NotAllowed(_))), "{r:?}");
+    assert!(matches!(r, Err(MarketError::OrderState { .. })), "{r:?}");
     assert_eq!(m.mark_delivered(&partner(), key("k"), o1.id).await.unwrap().status, Delivered);
-    assert!(refused(mv("l", &o1, Shipped).await));
+    let r = mv("l2", &o1, OrderMove::Ship).await;
+    assert!(matches!(r, Err(MarketError::OrderState { .. })), "{r:?}");
     // Rejecting puts the quantity back on offer.
     assert_eq!(m.listing(h.id, listing.id).await.unwrap().quantity_kg, 70);
-    assert_eq!(mv("m", &o2, Rejected).await.unwrap().status, Rejected);
+    assert_eq!(mv("m", &o2, OrderMove::Reject).await.unwrap().status, Rejected);
     assert_eq!(m.listing(h.id, listing.id).await.unwrap().quantity_kg, 90);
-    assert!(refused(mv("n", &o2, Accepted).await));
+    assert!(refused(mv("n", &o2, OrderMove::Accept).await));
     // Someone else's order does not exist for this household.
-    let r = m.set_order_status(&ussd(&leader), key("o"), leader.id, o1.id, Accepted).await;
+    let r = m.move_order(&ussd(&leader), key("o"), leader.id, o1.id, OrderMove::Accept, None).await;
     assert!(matches!(r, Err(MarketError::NotFound("order"))), "{r:?}");
     assert!(matches!(m.order(leader.id, o1.id).await, Err(MarketError::NotFound("order"))));
     assert_eq!(m.order(h.id, o1.id).await.unwrap().status, Delivered);
-    let r = m.set_order_status(&ussd(&h), key("p"), h.id, 999_999, Accepted).await;
+    let r = m.move_order(&ussd(&h), key("p"), h.id, 999_999, OrderMove::Accept, None).await;
     assert!(matches!(r, Err(MarketError::NotFound("order"))), "{r:?}");
     env.close().await;
 }
@@ -484,7 +485,7 @@ async fn listing_changes_and_orders_should_track_quantity(db: TestDb) {
     // More stock makes it active again; rejecting adds the order's quantity back.
     let l = m.update_listing(&ussd(&h), key("q"), h.id, l.id, ListingChange::Quantity(5)).await.unwrap();
     assert_eq!((l.quantity_kg, l.status), (5, ListingStatus::Active));
-    m.set_order_status(&ussd(&h), key("rej"), h.id, o.id, OrderStatus::Rejected).await.unwrap();
+    m.move_order(&ussd(&h), key("rej"), h.id, o.id, OrderMove::Reject, None).await.unwrap();
     assert_eq!(m.listing(h.id, l.id).await.unwrap().quantity_kg, 35);
     let listed: Vec<i64> = m.listings(h.id).await.unwrap().iter().map(|l| l.id).collect();
     assert_eq!(listed, [l.id]);
@@ -531,7 +532,7 @@ async fn pin_should_be_set_checked_counted_locked_and_reset(db: TestDb) {
     assert_eq!(m.confirm_payment(&a, key("ok1"), h.id, o1.id, "1357").await.unwrap(), paid);
     assert_eq!(env.count("SELECT COUNT(*) AS n FROM payments", args![]).await, 1);
     let r = m.confirm_payment(&a, key("again"), h.id, o1.id, "1357").await;
-    assert!(matches!(r, Err(MarketError::NotAllowed(_))), "paid twice: {r:?}");
+    assert!(matches!(r, Err(MarketError::OrderState { .. })), "paid twice: {r:?}");
 
     // Five wrong in a row lock payment confirmation for 15 minutes.
     let before = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use chogate::market::{Actor, Channel, Household, IdemKey, Lang, Market, OrderStatus};
+use chogate::market::{Actor, Channel, Household, IdemKey, Lang, Market, OrderMove, OrderStatus};
 use chogate::smpp::pdu::{BindKind, BindResp, Body, Pdu, Tlvs, empty_response};
 use chogate::smpp::status;
 use common::{Family, Peer, TestDaemon, Ussdc, base_config_with, subscriber_pdu, ussd_fields};
@@ -153,12 +153,8 @@ async fn payment_should_set_a_pin_confirm_and_lock_after_five_wrong() {
     let mut orders = Vec::new();
     for i in 0..2 {
         let o = m.place_order(&partner, IdemKey(format!("o{i}")), listing.id, "B", 1, 30000).await.unwrap();
-        m.set_order_status(&cli(), IdemKey(format!("a{i}")), hh.id, o.id, OrderStatus::Accepted)
-            .await
-            .unwrap();
-        m.set_order_status(&cli(), IdemKey(format!("s{i}")), hh.id, o.id, OrderStatus::Shipped)
-            .await
-            .unwrap();
+        m.move_order(&cli(), IdemKey(format!("a{i}")), hh.id, o.id, OrderMove::Accept, None).await.unwrap();
+        m.move_order(&cli(), IdemKey(format!("s{i}")), hh.id, o.id, OrderMove::Ship, None).await.unwrap();
         orders.push(o);
     }
     let mut u = Ussdc::bind(d.smpp, Family::DeliverSm).await;
@@ -437,7 +433,7 @@ async fn orders_should_be_rejected_or_handed_to_the_post_office() {
     assert_eq!(s[3].text, format!("Đã từ chối đơn {}.", a.code));
     assert_eq!(m.order(hh.id, a.id).await.unwrap().status, OrderStatus::Rejected);
     let b = m.place_order(&partner, IdemKey("o2".into()), listing.id, "C", 1, 30000).await.unwrap();
-    m.set_order_status(&cli(), IdemKey("a2".into()), hh.id, b.id, OrderStatus::Accepted).await.unwrap();
+    m.move_order(&cli(), IdemKey("a2".into()), hh.id, b.id, OrderMove::Accept, None).await.unwrap();
     let s = u.run(HOUSEHOLD, 65, &["2", "1", "3"]).await;
     assert_eq!(s[3].text, format!("Đơn {} đã giao bưu điện.", b.code));
     assert_eq!(m.order(hh.id, b.id).await.unwrap().status, OrderStatus::Shipped);

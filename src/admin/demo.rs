@@ -10,7 +10,7 @@ use std::io::Write;
 
 use super::AdminError;
 use crate::market::{
-    Actor, Channel, Household, IdemKey, Lang, Listing, Market, MarketError, Order, OrderStatus,
+    Actor, Channel, Household, IdemKey, Lang, Listing, Market, MarketError, Order, OrderMove, OrderStatus,
 };
 
 /// Xã Chi Lăng, Xã Bắc Sơn, Xã Vạn Linh (2025 list).
@@ -145,17 +145,17 @@ async fn advance(
     let step = |s: &str| key(format!("order:{n}:{s}"));
     let err = || context(format!("order {n}"));
     if to == Rejected {
-        m.set_order_status(a, step("reject"), h, order.id, Rejected).await.map_err(err())?;
+        m.move_order(a, step("reject"), h, order.id, OrderMove::Reject, None).await.map_err(err())?;
         return Ok(());
     }
     if to == New {
         return Ok(());
     }
-    m.set_order_status(a, step("accept"), h, order.id, Accepted).await.map_err(err())?;
+    m.move_order(a, step("accept"), h, order.id, OrderMove::Accept, None).await.map_err(err())?;
     if to == Accepted {
         return Ok(());
     }
-    m.set_order_status(a, step("ship"), h, order.id, Shipped).await.map_err(err())?;
+    m.move_order(a, step("ship"), h, order.id, OrderMove::Ship, None).await.map_err(err())?;
     if to == Shipped {
         return Ok(());
     }

@@ -185,6 +185,9 @@ impl From<MarketError> for ApiError {
                 field: referencing_field(what).map(str::to_owned),
             },
             MarketError::NotAllowed(message) => ApiError::Conflict { code: "conflict", field: None, message },
+            e @ MarketError::OrderState { .. } => {
+                ApiError::Conflict { code: "conflict", field: None, message: e.to_string() }
+            }
             MarketError::AlreadyRegistered => ApiError::Conflict {
                 code: "already_registered",
                 field: Some("msisdn".to_owned()),

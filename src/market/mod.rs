@@ -9,6 +9,7 @@
 
 pub mod household_import;
 mod notice;
+pub mod order_flow;
 mod outbox;
 mod pin;
 mod queries;
@@ -31,6 +32,7 @@ pub use types::{
 };
 
 pub use notice::money;
+pub use order_flow::{Mover, OrderMove};
 pub use outbox::{MessageStatus, OutboxMessage, OutboxOutcome, PENDING_RECEIPT_MS, ReceiptUpdate};
 
 use crate::args;
@@ -427,17 +429,33 @@ impl Market {
         }
     }
 
-    /// Moves one of the household's orders: New → Accepted | Rejected (the quantity goes
-    /// back on offer), Accepted → Shipped. Anything else is [`MarketError::NotAllowed`].
-    pub async fn set_order_status(
+    /// The household makes a move on one of its orders, as the order state machine
+    /// ([`order_flow`]) allows: accept or reject a new order (rejecting puts the quantity
+    /// back on offer), hand an accepted one to the post office (`detail`: the tracking code,
+    /// optional), or call off an accepted one (`detail`: the reason, required; the quantity
+    /// goes back on offer). A move the status does not allow is
+    /// [`MarketError::OrderState`]; paying goes through [`Market::confirm_payment`].
+    pub async fn move_order(
         &self,
         actor: &Actor,
         key: IdemKey,
         household_id: i64,
         order_id: i64,
-        to: OrderStatus,
+        mv: OrderMove,
+        detail: Option<&str>,
     ) -> Result<Order, MarketError> {
-        match self.act(actor, key, Action::SetOrderStatus { household_id, order_id, to }).await? {
+        let detail = match (mv, detail.map(str::trim).filter(|d| !d.is_empty())) {
+            (OrderMove::Pay, _) => {
+                return Err(MarketError::NotAllowed("a payment is confirmed with the PIN".to_owned()));
+            }
+            (OrderMove::Cancel, None) => {
+                return Err(MarketError::Invalid { field: "reason", reason: "must not be empty".to_owned() });
+            }
+            (OrderMove::Cancel, Some(d)) => Some(clean_name("reason", d)?),
+            (OrderMove::Ship, Some(d)) => Some(clean_name("tracking_code", d)?),
+            (_, _) => None,
+        };
+        match self.act(actor, key, Action::MoveOrder { household_id, order_id, mv, detail }).await? {
             Done::Order(o) => Ok(o),
             other => Err(unexpected(other)),
         }

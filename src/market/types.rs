@@ -361,6 +361,16 @@ pub enum MarketError {
     /// leader, an idempotency key used for another action, ...
     #[error("not allowed: {0}")]
     NotAllowed(String),
+    /// The order's status does not allow the move (see [`super::order_flow`]).
+    #[error("order {code} is {}: it cannot {}", status.as_str(), wanted.as_str())]
+    OrderState {
+        /// The order's code.
+        code: String,
+        /// Where it is.
+        status: OrderStatus,
+        /// What was asked.
+        wanted: super::order_flow::OrderMove,
+    },
     /// An argument is out of range or malformed.
     #[error("invalid {field}: {reason}")]
     Invalid {

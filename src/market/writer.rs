@@ -32,6 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::order_flow::{self, Mover, OrderMove};
 use super::pin::{LOCK_MS, MAX_FAILURES};
 use super::types::{
     Actor, Channel, Household, IdemKey, Lang, Listing, ListingChange, ListingStatus, MarketError, Order,
@@ -75,10 +76,12 @@ pub(crate) enum Action {
         quantity_kg: i64,
         price_per_kg: i64,
     },
-    SetOrderStatus {
+    MoveOrder {
         household_id: i64,
         order_id: i64,
-        to: OrderStatus,
+        mv: OrderMove,
+        /// The tracking code of a shipment, the reason of a cancellation.
+        detail: Option<String>,
     },
     SetPin {
         household_id: i64,
@@ -156,7 +159,7 @@ impl Action {
         match self {
             Action::Api { op, .. } => op.kind(),
             Action::CreateListing { .. } => "create_listing",
-            Action::SetOrderStatus { .. } => "set_order_status",
+            Action::MoveOrder { .. } => "move_order",
             Action::SetPin { .. } => "set_pin",
             Action::ConfirmPayment { .. } => "confirm_payment",
             Action::UpdateListing { .. } => "update_listing",
@@ -186,7 +189,7 @@ impl Action {
             Action::Api { .. } => Produces::Api,
             Action::ImportHouseholds(_) => Produces::Nothing,
             Action::CreateListing { .. } | Action::UpdateListing { .. } => Produces::Listing,
-            Action::SetOrderStatus { .. }
+            Action::MoveOrder { .. }
             | Action::ConfirmPayment { .. }
             | Action::PlaceOrder { .. }
             | Action::MarkDelivered { .. } => Produces::Order,
@@ -744,8 +747,8 @@ async fn apply(
         Action::CreateListing { household_id, product_id, quantity_kg, price_per_kg } => {
             create_listing(c, ev, products, now, household_id, product_id, quantity_kg, price_per_kg).await
         }
-        Action::SetOrderStatus { household_id, order_id, to } => {
-            set_order_status(c, ev, now, household_id, order_id, to).await
+        Action::MoveOrder { household_id, order_id, mv, detail } => {
+            household_move(c, ev, now, household_id, order_id, mv, detail).await
         }
         Action::SetPin { household_id, hash } => set_pin(c, ev, household_id, hash).await,
         Action::ConfirmPayment { household_id, order_id, pin_ok, checked_hash } => {
@@ -869,32 +872,53 @@ async fn set_status(c: &mut Conn<'_>, order: &Order, to: OrderStatus, now: i64) 
     Ok(())
 }
 
-async fn set_order_status(
+async fn household_move(
     c: &mut Conn<'_>,
     ev: &mut Events<'_>,
     now: i64,
     household_id: i64,
     order_id: i64,
-    to: OrderStatus,
+    mv: OrderMove,
+    detail: Option<String>,
 ) -> Result<Applied, MarketError> {
-    use OrderStatus::*;
     let mut order = own_order(c, household_id, order_id).await?;
-    let kind = match (order.status, to) {
-        (New, Accepted) => "order_accepted",
-        (New, Rejected) => "order_rejected",
-        (Accepted, Shipped) => "order_shipped",
-        (from, to) => {
-            return Err(MarketError::NotAllowed(format!(
-                "order {} cannot go from {} to {}",
-                order.code,
-                from.as_str(),
-                to.as_str()
-            )));
+    let to = order_flow::next(&order, mv, Mover::Household)?;
+    let extra = match (mv, &detail) {
+        (OrderMove::Cancel, reason) => {
+            c.execute("UPDATE orders SET cancel_reason = $2 WHERE id = $1", args![order.id, reason.clone()])
+                .await?;
+            json!({ "reason": reason })
         }
+        (OrderMove::Ship, tracking_code) => {
+            c.execute(
+                "INSERT INTO shipments (order_id, partner, status, tracking_code, at_ms) \
+                 VALUES ($1, 'household', 'shipped', $2, $3)",
+                args![order.id, tracking_code.clone(), now],
+            )
+            .await?;
+            json!({ "tracking_code": tracking_code })
+        }
+        _ => json!({}),
     };
-    set_status(c, &order, to, now).await?;
-    if to == Rejected {
-        // The quantity goes back on offer.
+    move_order(c, ev, now, &mut order, mv, to, extra).await?;
+    let id = order.id;
+    ok(Done::Order(order), id)
+}
+
+/// Applies a move the state machine allowed: the status (guarded against a change
+/// meanwhile), the quantity back on offer where the move restocks, and the move's event
+/// (`extra` merged into its data).
+async fn move_order(
+    c: &mut Conn<'_>,
+    ev: &mut Events<'_>,
+    now: i64,
+    order: &mut Order,
+    mv: OrderMove,
+    to: OrderStatus,
+    extra: serde_json::Value,
+) -> Result<(), MarketError> {
+    set_status(c, order, to, now).await?;
+    if mv.restocks() {
         c.execute(
             "UPDATE listings SET quantity_kg = quantity_kg + $2, \
              status = CASE WHEN status = 'sold_out' THEN 'active' ELSE status END, updated_at_ms = $3 \
@@ -903,10 +927,15 @@ async fn set_order_status(
         )
         .await?;
     }
-    ev.push(kind, format!("order:{}", order.id), json!({ "from": order.status.as_str(), "to": to.as_str() }));
+    let mut data = serde_json::Map::new();
+    data.insert("from".to_owned(), order.status.as_str().into());
+    data.insert("to".to_owned(), to.as_str().into());
+    if let serde_json::Value::Object(more) = extra {
+        data.extend(more);
+    }
+    ev.push(mv.event_kind(), format!("order:{}", order.id), serde_json::Value::Object(data));
     order.status = to;
-    let id = order.id;
-    ok(Done::Order(order), id)
+    Ok(())
 }
 
 async fn set_pin(
@@ -957,13 +986,7 @@ async fn confirm_payment(
         return Err(MarketError::NotAllowed("the PIN changed meanwhile; try again".to_owned()));
     }
     let mut order = own_order(c, household_id, order_id).await?;
-    if !matches!(order.status, OrderStatus::Shipped | OrderStatus::Delivered) {
-        return Err(MarketError::NotAllowed(format!(
-            "order {} is {}: only shipped or delivered orders can be paid",
-            order.code,
-            order.status.as_str()
-        )));
-    }
+    order_flow::next(&order, OrderMove::Pay, Mover::Household)?;
     let subject = format!("household:{household_id}");
     // A lock that has run out starts the count afresh.
     let failures_before = if locked_until > 0 { 0 } else { row.int("pin_failures")? };
@@ -1309,16 +1332,8 @@ async fn mark_delivered(
     order_id: i64,
 ) -> Result<Applied, MarketError> {
     let mut order = queries::order_by_id(c, order_id).await?.ok_or(MarketError::NotFound("order"))?;
-    if order.status != OrderStatus::Shipped {
-        return Err(MarketError::NotAllowed(format!(
-            "order {} is {}: only a shipped order can be delivered",
-            order.code,
-            order.status.as_str()
-        )));
-    }
-    set_status(c, &order, OrderStatus::Delivered, now).await?;
-    ev.push("order_delivered", format!("order:{}", order.id), json!({ "from": "shipped" }));
-    order.status = OrderStatus::Delivered;
+    let to = order_flow::next(&order, OrderMove::Deliver, Mover::Partner)?;
+    move_order(c, ev, now, &mut order, OrderMove::Deliver, to, json!({})).await?;
     let id = order.id;
     ok(Done::Order(order), id)
 }

@@ -12,7 +12,7 @@
 //! accent-insensitive (`nhận d12` works). The reply is queued in the outbox in the same
 //! transaction as the action, and the `deliver_sm` is answered only after that commit.
 
-use crate::market::{Actor, Channel, Household, IdemKey, Lang, Market, MarketError, OrderStatus, money};
+use crate::market::{Actor, Channel, Household, IdemKey, Lang, Market, MarketError, OrderMove, money};
 use crate::smpp::pdu::Sm;
 use crate::smpp::session::Responder;
 use crate::smpp::status;
@@ -100,10 +100,7 @@ async fn run(market: &Market, actor: &Actor, key: &str, h: &Household, cmd: Comm
             Err(e) => error_text(&e, lang),
         },
         Command::Accept(id) => {
-            match market
-                .set_order_status(actor, IdemKey(key.to_owned()), h.id, id, OrderStatus::Accepted)
-                .await
-            {
+            match market.move_order(actor, IdemKey(key.to_owned()), h.id, id, OrderMove::Accept, None).await {
                 Ok(o) if vi => format!("Da nhan don {}. Hay chuan bi hang.", o.code),
                 Ok(o) => format!("Order {} accepted. Prepare the goods.", o.code),
                 Err(e) => error_text(&e, lang),

@@ -223,6 +223,7 @@ pub fn migrations(backend: Backend) -> &'static [(i64, &'static str, &'static st
                 "sms_keys_receipt_sweep",
                 include_str!("../../migrations/sqlite/0008_sms_keys_receipt_sweep.sql"),
             ),
+            (9, "household_flows", include_str!("../../migrations/sqlite/0009_household_flows.sql")),
         ],
         Backend::Postgres => &[
             (1, "init", include_str!("../../migrations/postgres/0001_init.sql")),
@@ -235,6 +236,7 @@ pub fn migrations(backend: Backend) -> &'static [(i64, &'static str, &'static st
                 "sms_keys_receipt_sweep",
                 include_str!("../../migrations/postgres/0006_sms_keys_receipt_sweep.sql"),
             ),
+            (7, "household_flows", include_str!("../../migrations/postgres/0007_household_flows.sql")),
         ],
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::market::{
     Actor, Channel, Household, IdemKey, Lang as MarketLang, ListingChange, Market, MarketError, Order,
-    OrderStatus,
+    OrderMove,
 };
 use crate::menu::engine::{ActError, Backend, Item, Vars};
 use crate::menu::{Lang, Text};
@@ -157,12 +157,12 @@ impl MarketBackend<'_> {
         }
     }
 
-    async fn set_order(&self, key: &str, vars: &mut Vars, to: OrderStatus) -> Result<(), ActError> {
+    async fn set_order(&self, key: &str, vars: &mut Vars, mv: OrderMove) -> Result<(), ActError> {
         let h = self.household()?;
         let order = id(vars, "order")?;
         let o = self
             .market
-            .set_order_status(&self.actor(), IdemKey(key.to_owned()), h.id, order, to)
+            .move_order(&self.actor(), IdemKey(key.to_owned()), h.id, order, mv, None)
             .await
             .map_err(to_act_error)?;
         self.order_vars(vars, &o);
@@ -255,9 +255,9 @@ impl Backend for MarketBackend<'_> {
                 self.change_listing(key, vars, ListingChange::Quantity(qty)).await
             }
             "listing.stop" => self.change_listing(key, vars, ListingChange::Stop).await,
-            "order.accept" => self.set_order(key, vars, OrderStatus::Accepted).await,
-            "order.reject" => self.set_order(key, vars, OrderStatus::Rejected).await,
-            "order.ship" => self.set_order(key, vars, OrderStatus::Shipped).await,
+            "order.accept" => self.set_order(key, vars, OrderMove::Accept).await,
+            "order.reject" => self.set_order(key, vars, OrderMove::Reject).await,
+            "order.ship" => self.set_order(key, vars, OrderMove::Ship).await,
             "pin.set" => {
                 let h = self.household()?;
                 let pin = vars.get("pin1").cloned().unwrap_or_default();

@@ -19,7 +19,8 @@ use super::{
     register_leader, set_status,
 };
 use crate::args;
-use crate::market::types::{Lang, MarketError, OrderStatus};
+use crate::market::order_flow::{self, Mover, OrderMove};
+use crate::market::types::{Lang, MarketError};
 use crate::store::Conn;
 
 /// Applies one API write and stores its response under the partner's key.
@@ -174,20 +175,14 @@ async fn record_payment(
 ) -> Result<ApiResult, MarketError> {
     let order =
         crate::market::queries::order_by_id(c, order_id).await?.ok_or(MarketError::NotFound("order"))?;
-    if !matches!(order.status, OrderStatus::Shipped | OrderStatus::Delivered) {
-        return Err(MarketError::NotAllowed(format!(
-            "order {} is {}: only shipped or delivered orders can be paid",
-            order.code,
-            order.status.as_str()
-        )));
-    }
+    let to = order_flow::next(&order, OrderMove::Pay, Mover::Partner)?;
     if amount != order.amount {
         return Err(MarketError::Invalid {
             field: "amount",
             reason: format!("must be the order's amount, {}", order.amount),
         });
     }
-    set_status(c, &order, OrderStatus::Paid, now).await?;
+    set_status(c, &order, to, now).await?;
     c.execute(
         "INSERT INTO payments (order_id, household_id, amount, at_ms, actor, channel) VALUES ($1, $2, $3, $4, $5, $6)",
         args![order.id, order.household_id, amount, now, &ev.actor.msisdn, ev.actor.channel.as_str()],
@@ -226,21 +221,14 @@ async fn record_shipment(
     status: ShipmentStatus,
     tracking_code: Option<String>,
 ) -> Result<ApiResult, MarketError> {
-    use OrderStatus::*;
     let order =
         crate::market::queries::order_by_id(c, order_id).await?.ok_or(MarketError::NotFound("order"))?;
-    let (to, kind) = match (order.status, status) {
-        (Accepted, ShipmentStatus::Shipped) => (Shipped, "order_shipped"),
-        (Accepted | Shipped, ShipmentStatus::Delivered) => (Delivered, "order_delivered"),
-        (from, _) => {
-            return Err(MarketError::NotAllowed(format!(
-                "order {} is {}: it cannot be {}",
-                order.code,
-                from.as_str(),
-                status.as_str()
-            )));
-        }
+    let mv = match status {
+        ShipmentStatus::Shipped => OrderMove::Ship,
+        ShipmentStatus::Delivered => OrderMove::Deliver,
     };
+    let to = order_flow::next(&order, mv, Mover::Partner)?;
+    let kind = mv.event_kind();
     set_status(c, &order, to, now).await?;
     c.execute(
         "INSERT INTO shipments (order_id, partner, status, tracking_code, at_ms) VALUES ($1, $2, $3, $4, $5)",
