@@ -636,7 +636,7 @@ fn stored(r: &Row) -> Result<StoredResponse, StoreError> {
 pub(crate) async fn partner_order(c: &mut Conn<'_>, id: i64) -> Result<Option<PartnerOrder>, StoreError> {
     let Some(r) = c
         .fetch_optional(
-            "SELECT o.id, o.listing_id, o.household_id, p.code AS product_code, p.name_vi, p.name_en, \
+            "SELECT o.id, o.listing_id, o.household_id, p.code AS product_code, p.name_vi, p.name_en, p.unit, \
              o.buyer_name, o.quantity_kg, o.amount, o.status, o.created_at_ms, o.updated_at_ms, \
              ao.partner, ao.message_id, pay.amount AS paid_amount, pay.at_ms AS paid_at_ms, \
              pay.actor AS paid_by, pay.channel AS paid_channel, ap.reference AS paid_reference \
@@ -1020,13 +1020,13 @@ impl Market {
         let rows = r
             .conn()
             .fetch_all(
-                "SELECT l.id, l.household_id, l.product_id, p.code AS product_code, p.name_vi, p.name_en, \
+                "SELECT l.id, l.household_id, l.product_id, p.code AS product_code, p.name_vi, p.name_en, p.unit, \
                  l.quantity_kg, l.price_per_kg, l.status, l.created_at_ms, v.id AS village_id, \
                  v.name AS village_name, c.code AS commune_code, c.name AS commune_name \
                  FROM listings l JOIN products p ON p.id = l.product_id \
                  JOIN households h ON h.id = l.household_id JOIN villages v ON v.id = h.village_id \
                  JOIN communes c ON c.code = v.commune_code \
-                 WHERE l.status = 'active' AND l.id > $1 AND ($2 = 0 OR l.product_id = $2) \
+                 WHERE l.status = 'active' AND NOT h.pending AND l.id > $1 AND ($2 = 0 OR l.product_id = $2) \
                  AND ($3 = 0 OR v.commune_code = $3) ORDER BY l.id LIMIT $4",
                 args![f.after, f.product_id.unwrap_or(0), f.commune_code.map_or(0, i64::from), f.limit],
             )
@@ -1044,6 +1044,7 @@ impl Market {
                         product_id: r.int("product_id")?,
                         product_name_vi: r.text("name_vi")?,
                         product_name_en: r.text("name_en")?,
+                        unit: r.text("unit")?,
                         quantity_kg: r.int("quantity_kg")?,
                         price_per_kg: r.int("price_per_kg")?,
                         status: ListingStatus::parse(&status)
