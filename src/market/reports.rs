@@ -694,7 +694,7 @@ macro_rules! admin_household_select {
         "SELECT h.id, h.msisdn, h.name, h.village_id, v.name AS village_name, \
          c.code AS commune_code, c.name AS commune_name, h.language, h.has_epay, h.pending, h.created_at_ms, \
          EXISTS (SELECT 1 FROM teams t WHERE t.leader_household_id = h.id) AS is_leader, \
-         (h.pin_hash IS NOT NULL) AS has_pin \
+         (h.pin_hash IS NOT NULL) AS has_pin, h.pin_locked_until_ms \
          FROM households h JOIN villages v ON v.id = h.village_id \
          JOIN communes c ON c.code = v.commune_code"
     };

@@ -317,7 +317,7 @@ impl MarketBackend<'_> {
                 name.contains(&q).then(|| (!bare.starts_with(&q), c))
             })
             .collect();
-        found.sort_by(|a, b| a.0.cmp(&b.0));
+        found.sort_by_key(|f| f.0);
         Ok(found.into_iter().map(|(_, c)| c).collect())
     }
 }
