@@ -63,6 +63,9 @@ start_postgres() {
     return 1
 }
 
+step "chogate menus check --walk (every path of the shipped menus against a worst-case market)"
+cargo run --locked --quiet -- menus check --walk menus
+
 step "PostgreSQL for the store tests"
 start_postgres
 

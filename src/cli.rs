@@ -80,6 +80,21 @@ pub enum MenusAction {
     Check {
         /// The menu directory (default: `[ussd] menus_dir` of the configuration, or `menus`).
         dir: Option<PathBuf>,
+        /// Also drive every reachable path against a worst-case market (longest names, many
+        /// orders and listings, largest numbers, both languages and encodings) and fail on
+        /// any screen that does not fit, cuts a prompt or an entry, moves a list after an
+        /// invalid key, or shows no way back.
+        #[arg(long)]
+        walk: bool,
+    },
+    /// Write every screen of the tree as a printable guide (Markdown) for the community
+    /// technology teams who train households.
+    Print {
+        /// The menu directory (default: `[ussd] menus_dir` of the configuration, or `menus`).
+        dir: Option<PathBuf>,
+        /// Language: vi (default) or en.
+        #[arg(long, default_value = "vi")]
+        lang: String,
     },
 }
 
@@ -216,19 +231,51 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Menus { action: MenusAction::Check { dir } } => {
-            let dir = match dir {
-                Some(d) => d,
-                None => Config::load(&cli.config)
-                    .map(|c| c.ussd.menus_dir)
-                    .unwrap_or_else(|_| PathBuf::from("menus")),
-            };
+        Command::Menus { action: MenusAction::Check { ref dir, walk } } => {
+            let dir = menus_dir(&cli, dir.clone());
             let menus = crate::menu::Menus::load_dir(&dir)?;
             println!(
-                "{}: ok ({} screens, every one fits one USSD message)",
+                "{}: ok ({} screens, every one fits one USSD message with its placeholders at {} characters)",
                 dir.display(),
-                menus.screens.len()
+                menus.screens.len(),
+                crate::menu::engine::PLACEHOLDER_BUDGET
             );
+            if walk {
+                let worst = crate::ussd::backend::worst_case();
+                let report = runtime()?.block_on(crate::menu::walk::walk(&menus, &worst, WALK_DEPTH));
+                for p in &report.problems {
+                    eprintln!(
+                        "{}: screen `{}` ({:?}/{:?}) {} after inputs [{}]:\n{}\n",
+                        dir.display(),
+                        p.screen,
+                        p.target.lang,
+                        p.target.mode,
+                        p.what,
+                        p.path.join(", "),
+                        p.text
+                    );
+                }
+                if !report.problems.is_empty() {
+                    anyhow::bail!("{} screens break the household-screen rules", report.problems.len());
+                }
+                println!(
+                    "walk: ok ({} screens rendered, {} of {} screens reached, worst-case market, 2 languages x 2 encodings)",
+                    report.screens,
+                    report.reached,
+                    menus.screens.len()
+                );
+            }
+            Ok(())
+        }
+        Command::Menus { action: MenusAction::Print { ref dir, ref lang } } => {
+            let dir = menus_dir(&cli, dir.clone());
+            let menus = crate::menu::Menus::load_dir(&dir)?;
+            let lang = match lang.as_str() {
+                "vi" => crate::menu::Lang::Vi,
+                "en" => crate::menu::Lang::En,
+                other => anyhow::bail!("--lang {other}: vi or en"),
+            };
+            print!("{}", crate::menu::guide::markdown(&menus, lang));
             Ok(())
         }
         Command::Phone(ref args) => phone(&cli, args),
@@ -246,6 +293,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             crate::logging::init(&config.log);
             let rt = runtime()?;
             rt.block_on(serve(config))
+        }
+    }
+}
+
+/// How many inputs deep `menus check --walk` goes from each root.
+const WALK_DEPTH: usize = 14;
+
+fn menus_dir(cli: &Cli, dir: Option<PathBuf>) -> PathBuf {
+    match dir {
+        Some(d) => d,
+        None => {
+            Config::load(&cli.config).map(|c| c.ussd.menus_dir).unwrap_or_else(|_| PathBuf::from("menus"))
         }
     }
 }

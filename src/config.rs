@@ -456,7 +456,7 @@ pub enum DialogueKey {
 }
 
 /// How USSD screen text is encoded towards a peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TextMode {
     /// Vietnamese with accents, encoded as UCS2 (`"ucs2"`).

@@ -55,6 +55,17 @@ pub const MAX_KEY_CHARS: usize = 200;
 /// Most entries a household's lists (orders) return.
 pub const MAX_LISTED: i64 = 64;
 
+/// The product catalogue a new database is seeded with: (Vietnamese name, English name,
+/// unit), in menu order. For `menus check --walk`, which needs no database.
+pub fn seed_catalogue() -> Vec<(String, String, String)> {
+    seed::PRODUCTS.iter().map(|p| (p.name_vi.to_owned(), p.name_en.to_owned(), p.unit.to_owned())).collect()
+}
+
+/// The names of the communes of the 2025 list (empty if the embedded list cannot be read).
+pub fn seed_commune_names() -> Vec<String> {
+    seed::communes_2025().map(|cs| cs.into_iter().map(|c| c.name).collect()).unwrap_or_default()
+}
+
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()

@@ -25,7 +25,9 @@
 //! shown).
 
 pub mod engine;
+pub mod guide;
 pub mod registry;
+pub mod walk;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -616,7 +618,7 @@ fn build_screen(
 }
 
 /// How a screen's text is sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Target {
     /// Language.
     pub lang: Lang,

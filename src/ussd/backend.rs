@@ -11,6 +11,7 @@ use crate::market::{
 };
 use crate::menu::engine::{ActError, Backend, Item, Vars};
 use crate::menu::{Lang, Text};
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use tracing::warn;
 
@@ -185,62 +186,15 @@ impl MarketBackend<'_> {
     }
 
     fn order_vars(&self, vars: &mut Vars, o: &Order) {
-        let lang = to_market(self.lang);
-        vars.insert("order.code".into(), o.code.clone());
-        vars.insert("order.amount".into(), money(o.amount, self.lang));
-        vars.insert("order.qty".into(), crate::text::group_thousands(o.quantity_kg, self.sep()));
-        vars.insert("order.unit".into(), o.unit.clone());
-        vars.insert("order.product".into(), self.pick(&o.product_name_vi, &o.product_name_en).to_owned());
-        vars.insert("order.status".into(), o.status.label(lang).to_owned());
-        vars.insert("order.buyer".into(), o.buyer_name.clone());
-        vars.insert("order.ship".into(), self.pick("chưa có địa chỉ", "no address yet").to_owned());
-    }
-
-    fn sep(&self) -> char {
-        if self.lang == Lang::Vi { '.' } else { ',' }
+        fill_order_vars(vars, o, self.lang);
     }
 
     fn order_item(&self, o: &Order) -> Item {
-        let label = |lang: Lang| {
-            let name = if lang == Lang::Vi { &o.product_name_vi } else { &o.product_name_en };
-            format!(
-                "{} {} {}{} {}",
-                o.code,
-                name,
-                o.quantity_kg,
-                o.unit,
-                o.status.short_label(to_market(lang))
-            )
-        };
-        Item {
-            id: o.id.to_string(),
-            label: both(label),
-            fields: vec![
-                ("code".into(), o.code.clone()),
-                ("amount".into(), money(o.amount, self.lang)),
-                ("status".into(), o.status.as_str().to_owned()),
-            ],
-        }
+        order_entry(o, self.lang)
     }
 
     fn listing_item(&self, l: &crate::market::Listing) -> Item {
-        let label = |lang: Lang| {
-            let name = if lang == Lang::Vi { &l.product_name_vi } else { &l.product_name_en };
-            let price = crate::market::money(l.price_per_kg, to_market(lang));
-            let cur = if lang == Lang::Vi { "đ" } else { "d" };
-            format!("{} {name} {}{} {price}{cur}", l.code, l.quantity_kg, l.unit)
-        };
-        Item {
-            id: l.id.to_string(),
-            label: both(label),
-            fields: vec![
-                ("code".into(), l.code.clone()),
-                ("product".into(), self.pick(&l.product_name_vi, &l.product_name_en).to_owned()),
-                ("qty".into(), crate::text::group_thousands(l.quantity_kg, self.sep())),
-                ("unit".into(), l.unit.clone()),
-                ("price".into(), money(l.price_per_kg, self.lang)),
-            ],
-        }
+        listing_entry(l, self.lang)
     }
 
     async fn move_order(
@@ -319,6 +273,95 @@ impl MarketBackend<'_> {
             .collect();
         found.sort_by_key(|f| f.0);
         Ok(found.into_iter().map(|(_, c)| c).collect())
+    }
+}
+
+fn sep(lang: Lang) -> char {
+    if lang == Lang::Vi { '.' } else { ',' }
+}
+
+fn pick_in<'s>(lang: Lang, vi: &'s str, en: &'s str) -> &'s str {
+    if lang == Lang::Vi { vi } else { en }
+}
+
+/// An order's placeholders (`{order.code}`, `{order.amount}`, ...), as the household reads
+/// them.
+fn fill_order_vars(vars: &mut Vars, o: &Order, lang: Lang) {
+    vars.insert("order.code".into(), o.code.clone());
+    vars.insert("order.amount".into(), money(o.amount, lang));
+    vars.insert("order.qty".into(), crate::text::group_thousands(o.quantity_kg, sep(lang)));
+    vars.insert("order.unit".into(), o.unit.clone());
+    vars.insert("order.product".into(), pick_in(lang, &o.product_name_vi, &o.product_name_en).to_owned());
+    vars.insert("order.status".into(), o.status.label(to_market(lang)).to_owned());
+    vars.insert("order.buyer".into(), o.buyer_name.clone());
+    vars.insert("order.ship".into(), pick_in(lang, "chưa có địa chỉ", "no address yet").to_owned());
+}
+
+/// An order in the household's lists: code, product, quantity and unit, status.
+fn order_entry(o: &Order, lang: Lang) -> Item {
+    let label = |l: Lang| {
+        let name = pick_in(l, &o.product_name_vi, &o.product_name_en);
+        let qty = crate::text::group_thousands(o.quantity_kg, sep(l));
+        format!("{} {} {qty}{} {}", o.code, name, o.unit, o.status.short_label(to_market(l)))
+    };
+    Item {
+        id: o.id.to_string(),
+        label: both(label),
+        fields: vec![
+            ("code".into(), o.code.clone()),
+            ("amount".into(), money(o.amount, lang)),
+            ("status".into(), o.status.as_str().to_owned()),
+        ],
+    }
+}
+
+/// A listing in the household's shop: code, product, quantity and unit, price.
+fn listing_entry(l: &crate::market::Listing, lang: Lang) -> Item {
+    let label = |lg: Lang| {
+        let name = pick_in(lg, &l.product_name_vi, &l.product_name_en);
+        let price = crate::market::money(l.price_per_kg, to_market(lg));
+        let cur = if lg == Lang::Vi { "đ" } else { "d" };
+        let qty = crate::text::group_thousands(l.quantity_kg, sep(lg));
+        format!("{} {name} {qty}{} {price}{cur}", l.code, l.unit)
+    };
+    Item {
+        id: l.id.to_string(),
+        label: both(label),
+        fields: vec![
+            ("code".into(), l.code.clone()),
+            ("product".into(), pick_in(lang, &l.product_name_vi, &l.product_name_en).to_owned()),
+            ("qty".into(), crate::text::group_thousands(l.quantity_kg, sep(lang))),
+            ("unit".into(), l.unit.clone()),
+            ("price".into(), money(l.price_per_kg, lang)),
+        ],
+    }
+}
+
+/// A household in its leader's lists: the name, and the masked number (sign-ups to confirm)
+/// or where it stands (the village's households).
+fn household_entry(r: &crate::market::VillageHousehold, pending_list: bool) -> Item {
+    let phone = masked_national(&r.msisdn);
+    // Short: a village has dozens of households to page through.
+    let state = |l: Lang| match (l, r.pending, r.selling) {
+        (Lang::Vi, true, _) => "chờ",
+        (Lang::Vi, false, true) => "bán",
+        (Lang::Vi, false, false) => "chưa bán",
+        (Lang::En, true, _) => "new",
+        (Lang::En, false, true) => "sells",
+        (Lang::En, false, false) => "not yet",
+    };
+    let label = |l: Lang| {
+        if pending_list { format!("{} {phone}", r.name) } else { format!("{}: {}", r.name, state(l)) }
+    };
+    Item {
+        id: r.id.to_string(),
+        label: both(label),
+        fields: vec![
+            ("name".into(), r.name.clone()),
+            ("phone".into(), phone.clone()),
+            ("msisdn".into(), r.msisdn.clone()),
+            ("epay".into(), if r.has_epay { "1" } else { "0" }.into()),
+        ],
     }
 }
 
@@ -414,38 +457,7 @@ impl Backend for MarketBackend<'_> {
                 let h = self.household()?;
                 let pending = source == "households.pending";
                 let rows = self.market.village_households(h.id, pending).await.map_err(self.err())?;
-                rows.into_iter()
-                    .filter(|r| r.id != h.id)
-                    .map(|r| {
-                        let phone = masked_national(&r.msisdn);
-                        // Short: a village has dozens of households to page through.
-                        let state = |l: Lang| match (l, r.pending, r.selling) {
-                            (Lang::Vi, true, _) => "chờ",
-                            (Lang::Vi, false, true) => "bán",
-                            (Lang::Vi, false, false) => "chưa bán",
-                            (Lang::En, true, _) => "new",
-                            (Lang::En, false, true) => "sells",
-                            (Lang::En, false, false) => "not yet",
-                        };
-                        let label = |l: Lang| {
-                            if pending {
-                                format!("{} {phone}", r.name)
-                            } else {
-                                format!("{}: {}", r.name, state(l))
-                            }
-                        };
-                        Item {
-                            id: r.id.to_string(),
-                            label: both(label),
-                            fields: vec![
-                                ("name".into(), r.name.clone()),
-                                ("phone".into(), phone.clone()),
-                                ("msisdn".into(), r.msisdn.clone()),
-                                ("epay".into(), if r.has_epay { "1" } else { "0" }.into()),
-                            ],
-                        }
-                    })
-                    .collect()
+                rows.into_iter().filter(|r| r.id != h.id).map(|r| household_entry(&r, pending)).collect()
             }
             other => {
                 warn!(source = other, "unknown data source");
@@ -661,6 +673,181 @@ impl Backend for MarketBackend<'_> {
             }
         }
     }
+}
+
+/// The longest a person's name is taken to be on screens (the inputs allow 25 characters).
+const WORST_NAME: &str = "Nguyễn Thị Thanh Hương Ly";
+/// The longest village name taken on screens.
+const WORST_VILLAGE: &str = "Thôn Khuổi Bó Nà Lầm Pác";
+
+/// The worst-case market for `menus check --walk`, built with the formatters the dialogues
+/// use: the longest product and commune names, the largest codes, quantities, prices and
+/// amounts, the longest status and reason labels, long names.
+pub fn worst_case() -> crate::menu::walk::WorstCase {
+    use crate::market::{
+        Listing, ListingStatus, MAX_AMOUNT, OrderStatus, PRICE_PER_KG, QUANTITY_KG, VillageHousehold,
+        listing_code, order_code,
+    };
+    use crate::menu::walk::WorstCase;
+    let longest = |v: Vec<String>| v.into_iter().max_by_key(|s| s.chars().count()).unwrap_or_default();
+    let catalogue = crate::market::seed_catalogue();
+    let (vi, en) = (
+        longest(catalogue.iter().map(|p| p.0.clone()).collect()),
+        longest(catalogue.iter().map(|p| p.1.clone()).collect()),
+    );
+    let unit = longest(catalogue.iter().map(|p| p.2.clone()).collect());
+    let commune = longest(crate::market::seed_commune_names());
+    let status = |short: bool| {
+        let all = [
+            OrderStatus::New,
+            OrderStatus::Accepted,
+            OrderStatus::Rejected,
+            OrderStatus::Shipped,
+            OrderStatus::Delivered,
+            OrderStatus::Paid,
+            OrderStatus::Cancelled,
+        ];
+        let pick = |lang| {
+            all.iter()
+                .copied()
+                .max_by_key(|s| if short { s.short_label(lang) } else { s.label(lang) }.chars().count())
+                .unwrap_or(OrderStatus::New)
+        };
+        (pick(MarketLang::Vi), pick(MarketLang::En))
+    };
+    let order = |st: OrderStatus| Order {
+        id: 9_999_999,
+        code: order_code(9_999_999),
+        listing_id: 9_999_999,
+        household_id: 1,
+        product_name_vi: vi.clone(),
+        product_name_en: en.clone(),
+        unit: unit.clone(),
+        buyer_name: WORST_NAME.to_owned(),
+        quantity_kg: *QUANTITY_KG.end(),
+        amount: MAX_AMOUNT,
+        status: st,
+        created_at_ms: 0,
+    };
+    let listing = Listing {
+        id: 9_999_999,
+        code: listing_code(9_999_999),
+        household_id: 1,
+        product_id: 1,
+        product_name_vi: vi.clone(),
+        product_name_en: en.clone(),
+        unit: unit.clone(),
+        quantity_kg: *QUANTITY_KG.end(),
+        price_per_kg: *PRICE_PER_KG.end(),
+        status: ListingStatus::Active,
+        created_at_ms: 0,
+    };
+    let household = |pending: bool| VillageHousehold {
+        id: 9_999,
+        name: WORST_NAME.to_owned(),
+        msisdn: "84912345678".into(),
+        pending,
+        selling: false,
+        has_epay: false,
+    };
+    let mut wc = WorstCase::default();
+    let mut set = |k: &str, vi: String, en: String| {
+        wc.values.insert(k.to_owned(), Text { vi, en });
+    };
+    // The order of the longest status, in both languages, and every placeholder it sets.
+    let (sv, se) = status(false);
+    let (mut ov, mut oe) = (Vars::default(), Vars::default());
+    fill_order_vars(&mut ov, &order(sv), Lang::Vi);
+    fill_order_vars(&mut oe, &order(se), Lang::En);
+    for (k, v) in &ov {
+        set(k, v.clone(), oe.get(k).cloned().unwrap_or_default());
+    }
+    let address = "Nguyễn Thị Thanh Hương Ly, 0912345678, Số 125 đường Trần Đăng Ninh, Phường Lương Văn Tri";
+    set("order.ship", address.into(), address.into());
+    let le = listing_entry(&listing, Lang::En);
+    for (k, v) in listing_entry(&listing, Lang::Vi).fields {
+        let e = le.fields.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()).unwrap_or_default();
+        set(&format!("listing.{k}"), v, e);
+    }
+    set("product.label", vi.clone(), en.clone());
+    set("product.unit", unit.clone(), unit.clone());
+    set("qty.fmt", money(*QUANTITY_KG.end(), Lang::Vi), money(*QUANTITY_KG.end(), Lang::En));
+    set("price.fmt", money(*PRICE_PER_KG.end(), Lang::Vi), money(*PRICE_PER_KG.end(), Lang::En));
+    for name in ["hh_name", "new_name", "hh.name", "village_name"] {
+        set(name, WORST_NAME.into(), WORST_NAME.into());
+    }
+    set("new_msisdn", "0912345678".into(), "0912345678".into());
+    set("hh.phone", masked_national("84912345678"), masked_national("84912345678"));
+    for name in ["village.label", "village.name", "progress.village"] {
+        set(name, WORST_VILLAGE.into(), WORST_VILLAGE.into());
+    }
+    set("commune.label", commune.clone(), commune.clone());
+    let reason_vi = longest(CANCEL_REASONS.iter().map(|r| r.1.to_owned()).collect());
+    let reason_en = longest(CANCEL_REASONS.iter().map(|r| r.2.to_owned()).collect());
+    set("reason.label", reason_vi, reason_en);
+    set("leader.who", format!("tổ trưởng {WORST_NAME}"), format!("team leader {WORST_NAME}"));
+    set(
+        "leader.contact",
+        format!("tổ trưởng {WORST_NAME} (0912345678)"),
+        format!("team leader {WORST_NAME} (0912345678)"),
+    );
+    set("lock.until", "23:59".into(), "23:59".into());
+    for n in [
+        "progress.households",
+        "progress.listing",
+        "progress.epay",
+        "progress.pending",
+        "sales.month_orders",
+        "sales.all_orders",
+    ] {
+        set(n, "100.000".into(), "100,000".into());
+    }
+    for n in ["sales.month_amount", "sales.all_amount"] {
+        set(n, money(MAX_AMOUNT, Lang::Vi), money(MAX_AMOUNT, Lang::En));
+    }
+    set("tracking", "EB123456789VN".into(), "EB123456789VN".into());
+    // The lists, each entry at its longest.
+    let (shv, she) = status(true);
+    let entry =
+        |vi_item: Item, en_item: Item| (Text { vi: vi_item.label.vi, en: en_item.label.en }, vi_item.fields);
+    let orders = entry(order_entry(&order(shv), Lang::Vi), order_entry(&order(she), Lang::En));
+    let mut entries = HashMap::new();
+    for source in ["orders.open", "orders.history"] {
+        entries.insert(source.to_owned(), orders.clone());
+    }
+    let amount = money(MAX_AMOUNT, Lang::Vi);
+    let pay = Text {
+        vi: format!("{} {amount}đ", order_code(9_999_999)),
+        en: format!("{} {}d", order_code(9_999_999), money(MAX_AMOUNT, Lang::En)),
+    };
+    entries.insert("orders.awaiting_payment".to_owned(), (pay, orders.1.clone()));
+    let listings = (listing_entry(&listing, Lang::Vi).label, listing_entry(&listing, Lang::Vi).fields);
+    entries.insert("listings.active".to_owned(), listings.clone());
+    entries.insert("listings.stopped".to_owned(), listings);
+    entries.insert(
+        "products".to_owned(),
+        (Text { vi: vi.clone(), en: en.clone() }, vec![("unit".into(), unit.clone())]),
+    );
+    let reason = wc_text(&wc, "reason.label");
+    entries.insert("cancel_reasons".to_owned(), (reason, Vec::new()));
+    entries.insert("communes.match".to_owned(), (Text { vi: commune.clone(), en: commune }, Vec::new()));
+    entries.insert(
+        "villages.of_commune".to_owned(),
+        (
+            Text { vi: WORST_VILLAGE.into(), en: WORST_VILLAGE.into() },
+            vec![("name".into(), WORST_VILLAGE.into())],
+        ),
+    );
+    let pending = household_entry(&household(true), true);
+    entries.insert("households.pending".to_owned(), (pending.label, pending.fields));
+    let all = household_entry(&household(false), false);
+    entries.insert("village.households".to_owned(), (all.label, all.fields));
+    wc.entries = entries;
+    wc
+}
+
+fn wc_text(wc: &crate::menu::walk::WorstCase, k: &str) -> Text {
+    wc.values.get(k).cloned().unwrap_or(Text { vi: String::new(), en: String::new() })
 }
 
 #[cfg(test)]
