@@ -27,7 +27,7 @@ const EXAMPLES: &[(&str, &str, &str)] = &[
     ("name", "Lý Thị Mai", "Lý Thị Mai"),
     ("hh_name", "Lý Thị Mai", "Lý Thị Mai"),
     ("new_name", "Lý Thị Mai", "Lý Thị Mai"),
-    ("new_msisdn", "0912345678", "0912345678"),
+    ("new_phone", "0912345678", "0912345678"),
     ("phone", "0912***678", "0912***678"),
     ("village", "Thôn Đồng Lâm", "Thôn Đồng Lâm"),
     ("commune.label", "Xã Chi Lăng", "Xã Chi Lăng"),

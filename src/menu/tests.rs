@@ -294,7 +294,7 @@ async fn a_first_payment_should_create_the_pin_and_pay_with_it_and_never_keep_it
     assert_eq!(screens[5], "Nhập lại mã PIN:\n* Quay lại");
     assert_eq!(screens[6], "Hai mã PIN không khớp.\nNhập lại mã PIN:\n* Quay lại");
     assert_eq!(screens[7], create, "a mistyped first PIN can be redone");
-    assert_eq!(screens[9], "PIN khớp. Tạo PIN, xác nhận đã nhận 250.000đ (DH000007)?\n1. Đồng ý\n2. Không");
+    assert_eq!(screens[9], "Tạo PIN, xác nhận đã nhận 250.000đ (DH000007)?\n1. Đồng ý\n2. Không");
     assert_eq!(screens[10], "Đã tạo mã PIN và xác nhận thanh toán DH000007. Nhớ PIN, không cho ai biết.");
     for secret in ["pin", "pin1", "pin2"] {
         assert!(!c.vars.contains_key(secret), "{secret} kept after use");

@@ -580,7 +580,10 @@ impl Backend for MarketBackend<'_> {
                 let msisdn = vars.get("new_msisdn").cloned().unwrap_or_default();
                 match self.market.household_by_msisdn(&msisdn).await.map_err(self.err())? {
                     Some(_) => Err(ActError::reask("already_registered")),
-                    None => Ok(()),
+                    None => {
+                        vars.insert("new_phone".into(), national(&msisdn));
+                        Ok(())
+                    }
                 }
             }
             "leader.register_household" => {
@@ -776,7 +779,7 @@ pub fn worst_case() -> crate::menu::walk::WorstCase {
     for name in ["hh_name", "new_name", "hh.name", "village_name"] {
         set(name, WORST_NAME.into(), WORST_NAME.into());
     }
-    set("new_msisdn", "0912345678".into(), "0912345678".into());
+    set("new_phone", "0912345678".into(), "0912345678".into());
     set("hh.phone", masked_national("84912345678"), masked_national("84912345678"));
     for name in ["village.label", "village.name", "progress.village"] {
         set(name, WORST_VILLAGE.into(), WORST_VILLAGE.into());
