@@ -922,7 +922,21 @@ async fn reports_should_count_shares_orders_and_revenue_per_period(db: TestDb) {
         .await
         .unwrap();
     m.set_epay(&cli(), key("h2:epay"), h2.id, true).await.unwrap();
-    m.register_leader(&cli(), key("bs"), "0912000003", "C", BAC_SON, "Bản Chắt", Lang::Vi).await.unwrap();
+    let bs =
+        m.register_leader(&cli(), key("bs"), "0912000003", "C", BAC_SON, "Bản Chắt", Lang::Vi).await.unwrap();
+    // Not counted: a self-registration its leader has not confirmed (it cannot sell), and a
+    // listing no longer on sale.
+    let pending = m
+        .self_register(&cli(), key("pend"), "0912000004", CHI_LANG, "Thôn Nà Lầm", "Chờ Xác Nhận", Lang::Vi)
+        .await
+        .unwrap();
+    m.set_epay(&cli(), key("pend:epay"), pending.id, true).await.unwrap();
+    let r = m.create_listing(&cli(), key("pend:l"), pending.id, 1, 5, 30_000).await;
+    assert!(matches!(r, Err(chogate::market::MarketError::NotAllowed(_))), "{r:?}");
+    let l = m.create_listing(&cli(), key("bs:l"), bs.id, 1, 5, 30_000).await.unwrap();
+    m.update_listing(&cli(), key("bs:stop"), bs.id, l.id, chogate::market::ListingChange::Stop)
+        .await
+        .unwrap();
     let shop = env.token("shopee", &[Scope::OrdersWrite]).await;
     let pay = env.token("vnpay", &[Scope::PaymentsWrite]).await;
     let officials = env.token("ubnd-tinh", &[Scope::ReportsRead]).await;

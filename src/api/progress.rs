@@ -1,8 +1,13 @@
 //! Progress reports (scope `reports:read`), replacing the daily hand-filled forms: per
-//! commune, or per village of a commune, households with a digital shop (a listing) and with
-//! an e-payment account as shares of all households, against the province's targets (50% by
+//! commune, or per village of a commune, households with a digital shop and with an
+//! e-payment account as shares of the households, against the province's targets (50% by
 //! 2025, 80% by 2030), and orders and revenue, for a day or a range of days (Vietnam time).
 //! JSON, or CSV with `Accept: text/csv`.
+//!
+//! The definitions are the leader's village progress's (`Market::village_progress`): a
+//! household counts once its leader confirmed it (pending self-registrations do not); a
+//! digital shop is a listing on sale now (active, quantity left); e-payment is an account
+//! recorded for a confirmed household.
 
 use axum::Json;
 use axum::extract::State;

@@ -816,7 +816,7 @@ async fn progress(
                 counts(
                     c,
                     "SELECT v.commune_code AS k, COUNT(*) AS n FROM households h \
-                     JOIN villages v ON v.id = h.village_id WHERE h.created_at_ms < $1 GROUP BY v.commune_code",
+                     JOIN villages v ON v.id = h.village_id WHERE h.created_at_ms < $1 AND NOT h.pending GROUP BY v.commune_code",
                     a.clone(),
                 )
                 .await?,
@@ -824,7 +824,8 @@ async fn progress(
                     c,
                     "SELECT v.commune_code AS k, COUNT(DISTINCT h.id) AS n FROM listings l \
                      JOIN households h ON h.id = l.household_id JOIN villages v ON v.id = h.village_id \
-                     WHERE l.created_at_ms < $1 AND h.created_at_ms < $1 GROUP BY v.commune_code",
+                     WHERE l.created_at_ms < $1 AND h.created_at_ms < $1 AND NOT h.pending \
+                     AND l.status = 'active' AND l.quantity_kg > 0 GROUP BY v.commune_code",
                     a.clone(),
                 )
                 .await?,
@@ -832,7 +833,7 @@ async fn progress(
                     c,
                     "SELECT v.commune_code AS k, COUNT(*) AS n FROM households h \
                      JOIN villages v ON v.id = h.village_id WHERE h.created_at_ms < $1 AND h.has_epay \
-                     GROUP BY v.commune_code",
+                     AND NOT h.pending GROUP BY v.commune_code",
                     a,
                 )
                 .await?,
@@ -869,7 +870,7 @@ async fn progress(
                 counts(
                     c,
                     "SELECT v.id AS k, COUNT(*) AS n FROM households h JOIN villages v ON v.id = h.village_id \
-                     WHERE h.created_at_ms < $1 AND v.commune_code = $2 GROUP BY v.id",
+                     WHERE h.created_at_ms < $1 AND NOT h.pending AND v.commune_code = $2 GROUP BY v.id",
                     a.clone(),
                 )
                 .await?,
@@ -877,14 +878,15 @@ async fn progress(
                     c,
                     "SELECT v.id AS k, COUNT(DISTINCT h.id) AS n FROM listings l \
                      JOIN households h ON h.id = l.household_id JOIN villages v ON v.id = h.village_id \
-                     WHERE l.created_at_ms < $1 AND h.created_at_ms < $1 AND v.commune_code = $2 GROUP BY v.id",
+                     WHERE l.created_at_ms < $1 AND h.created_at_ms < $1 AND NOT h.pending \
+                     AND l.status = 'active' AND l.quantity_kg > 0 AND v.commune_code = $2 GROUP BY v.id",
                     a.clone(),
                 )
                 .await?,
                 counts(
                     c,
                     "SELECT v.id AS k, COUNT(*) AS n FROM households h JOIN villages v ON v.id = h.village_id \
-                     WHERE h.created_at_ms < $1 AND h.has_epay AND v.commune_code = $2 GROUP BY v.id",
+                     WHERE h.created_at_ms < $1 AND h.has_epay AND NOT h.pending AND v.commune_code = $2 GROUP BY v.id",
                     a,
                 )
                 .await?,

@@ -852,15 +852,22 @@ async fn create_listing(
     price_per_kg: i64,
 ) -> Result<Applied, MarketError> {
     let product = products.iter().find(|p| p.id == product_id).ok_or(MarketError::NotFound("product"))?;
-    // The household is checked by the foreign key (the product, known, was checked above).
-    let id = c
-        .insert(
+    // One statement checks the household too: it must exist and be confirmed by its leader
+    // (a pending self-registration cannot sell); only a refusal reads it again, to say why.
+    let inserted = c
+        .insert_or_skip(
             "INSERT INTO listings (household_id, product_id, quantity_kg, price_per_kg, status, created_at_ms, \
-             updated_at_ms) VALUES ($1, $2, $3, $4, 'active', $5, $5)",
+             updated_at_ms) SELECT id, $2, $3, $4, 'active', $5, $5 FROM households WHERE id = $1 AND NOT pending",
             args![household_id, product_id, quantity_kg, price_per_kg, now],
         )
-        .await
-        .map_err(|e| if e.is_foreign_key_violation() { MarketError::NotFound("household") } else { e.into() })?;
+        .await?;
+    let Some(id) = inserted else {
+        return Err(if household_exists(c, household_id).await? {
+            MarketError::NotAllowed("the household waits for its team leader's confirmation".to_owned())
+        } else {
+            MarketError::NotFound("household")
+        });
+    };
     #[derive(serde::Serialize)]
     struct Created<'a> {
         household_id: i64,
