@@ -224,8 +224,23 @@ async fn seed(env: &Env) -> (Household, i64) {
     (leader, listing.id)
 }
 
+/// Phường Lương Văn Tri (2025 list).
+const LUONG_VAN_TRI: u32 = 5983;
+
 fn order_body(listing: i64, kg: i64) -> Value {
-    json!({ "listing_id": listing, "buyer_name": "Nguyễn Văn Mua", "quantity_kg": kg, "amount": kg * 30_000 })
+    json!({
+        "listing_id": listing,
+        "buyer_name": "Nguyễn Văn Mua",
+        "buyer_phone": "0913 456 789",
+        "quantity_kg": kg,
+        "amount": kg * 30_000,
+        "delivery": {
+            "name": "Nguyễn Thị Nhận",
+            "phone": "+84 977 000 111",
+            "address": "  Số 12   Trần Đăng Ninh ",
+            "commune_code": LUONG_VAN_TRI,
+        },
+    })
 }
 
 // ---- tests -----------------------------------------------------------------------------
@@ -417,6 +432,15 @@ async fn an_order_should_be_placed_once_per_key_and_notify_the_household(db: Tes
     assert_eq!(order["amount"], 300_000);
     assert_eq!(order["partner"], "shopee");
     assert_eq!(order["product"]["code"], "na");
+    assert_eq!(order["product"]["unit"], "kg");
+    // What the seller needs, normalised: numbers as 84…, the address trimmed, the commune named.
+    assert_eq!(order["buyer_phone"], "84913456789");
+    assert_eq!(
+        order["delivery"],
+        json!({ "name": "Nguyễn Thị Nhận", "phone": "84977000111", "address": "Số 12 Trần Đăng Ninh",
+                "commune": { "code": LUONG_VAN_TRI, "name": "Phường Lương Văn Tri" } })
+    );
+    assert_eq!((order["cancel_reason"].clone(), order["tracking_code"].clone()), (Value::Null, Value::Null));
     let id = order["id"].as_i64().unwrap();
     assert_eq!(order["code"], format!("D{id:06}"));
 
@@ -495,29 +519,68 @@ async fn bad_order_bodies_should_be_400_naming_the_field(db: TestDb) {
     let a = env.addr();
     let post = |body: Value, k: &'static str| Req::post("/v1/orders", &body).token(&t).key(k).send(a);
 
-    post(json!({ "listing_id": listing, "quantity_kg": 1, "amount": 1 }), "a").await.error(
-        400,
-        "invalid",
-        Some("buyer_name"),
-    );
-    post(json!({ "listing_id": listing, "buyer_name": "B", "quantity_kg": "ten", "amount": 1 }), "b")
-        .await
-        .error(400, "invalid", Some("quantity_kg"));
+    // A good body with one change (`null` removes the field).
+    let with = |path: &[&str], v: Value| {
+        let mut b = order_body(listing, 1);
+        let mut at = &mut b;
+        for p in &path[..path.len() - 1] {
+            at = &mut at[*p];
+        }
+        let last = path[path.len() - 1];
+        match v {
+            Value::Null => {
+                at.as_object_mut().unwrap().remove(last);
+            }
+            v => at[last] = v,
+        }
+        b
+    };
+    let cases: Vec<(&[&str], Value, &str)> = vec![
+        (&["buyer_name"], Value::Null, "buyer_name"),
+        (&["buyer_name"], json!("   "), "buyer_name"),
+        (&["quantity_kg"], json!("ten"), "quantity_kg"),
+        (&["quantity_kg"], json!(0), "quantity_kg"),
+        (&["amount"], json!(0), "amount"),
+        (&["colour"], json!(1), "colour"),
+        (&["buyer_phone"], Value::Null, "buyer_phone"),
+        (&["buyer_phone"], json!("12345"), "buyer_phone"),
+        (&["buyer_phone"], json!("+1 202 555 0100"), "buyer_phone"),
+        (&["delivery"], Value::Null, "delivery"),
+        (&["delivery"], json!("Số 12 Trần Đăng Ninh"), "delivery"),
+        (&["delivery", "name"], Value::Null, "delivery.name"),
+        (&["delivery", "name"], json!(" "), "delivery.name"),
+        (&["delivery", "name"], json!("x".repeat(81)), "delivery.name"),
+        (&["delivery", "phone"], Value::Null, "delivery.phone"),
+        (&["delivery", "phone"], json!("0212345678"), "delivery.phone"),
+        (&["delivery", "address"], Value::Null, "delivery.address"),
+        (&["delivery", "address"], json!(""), "delivery.address"),
+        (&["delivery", "address"], json!("x".repeat(201)), "delivery.address"),
+        (&["delivery", "address"], json!("Số 12\u{7}"), "delivery.address"),
+        (&["delivery", "commune_code"], Value::Null, "delivery.commune_code"),
+        (&["delivery", "commune_code"], json!("Lương Văn Tri"), "delivery.commune_code"),
+        (&["delivery", "commune_code"], json!(-1), "delivery.commune_code"),
+        // Before the reform: not a commune of the 2025 list.
+        (&["delivery", "commune_code"], json!(5971), "delivery.commune_code"),
+        (&["delivery", "colour"], json!("red"), "delivery.colour"),
+    ];
+    for (i, (path, v, field)) in cases.into_iter().enumerate() {
+        let body = with(path, v);
+        let r = Req::post("/v1/orders", &body).token(&t).key(&format!("bad-{i}")).send(a).await;
+        assert_eq!(r.status, 400, "{body}: {}", r.text());
+        r.error(400, "invalid", Some(field));
+    }
+    // The amount is the listing's price (30.000đ/kg) times the quantity: the 400 says so.
+    let r = post(with(&["amount"], json!(1)), "cheap").await;
+    r.error(400, "invalid", Some("amount"));
+    let message = r.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("30000"), "the expected figure: {message}");
     post(
-        json!({ "listing_id": listing, "buyer_name": "B", "quantity_kg": 1, "amount": 1, "colour": 1 }),
-        "c",
+        json!({ "listing_id": listing, "buyer_name": "B", "buyer_phone": "0913456789", "quantity_kg": 2,
+                  "amount": 59_999, "delivery": order_body(listing, 1)["delivery"] }),
+        "cheap2",
     )
     .await
-    .error(400, "invalid", Some("colour"));
-    post(json!({ "listing_id": listing, "buyer_name": "B", "quantity_kg": 0, "amount": 1 }), "d")
-        .await
-        .error(400, "invalid", Some("quantity_kg"));
-    post(json!({ "listing_id": listing, "buyer_name": "B", "quantity_kg": 1, "amount": 0 }), "e")
-        .await
-        .error(400, "invalid", Some("amount"));
-    post(json!({ "listing_id": listing, "buyer_name": "   ", "quantity_kg": 1, "amount": 1 }), "f")
-        .await
-        .error(400, "invalid", Some("buyer_name"));
+    .error(400, "invalid", Some("amount"));
     // More than is on offer.
     post(order_body(listing, 101), "g").await.error(400, "invalid", Some("quantity_kg"));
     // No such listing.
@@ -671,6 +734,31 @@ async fn shipments_and_payments_should_move_the_order_to_paid(db: TestDb) {
         .send(a)
         .await;
     assert_eq!((d.status, d.json()["status"].as_str()), (201, Some("delivered")));
+
+    // The household hands a parcel to the post office itself, with its tracking code: the
+    // partner sees the code, and keeps seeing it once the post office reports the delivery.
+    let o3 = Req::post("/v1/orders", &order_body(listing, 1)).token(&shop).key("o3").send(a).await.json();
+    let id3 = o3["id"].as_i64().unwrap();
+    let hh = Actor::new(leader.msisdn.clone(), Channel::Ussd);
+    env.market.move_order(&hh, key("acc3"), leader.id, id3, OrderMove::Accept, None).await.unwrap();
+    env.market
+        .move_order(&hh, key("ship3"), leader.id, id3, OrderMove::Ship, Some("RR123456789VN"))
+        .await
+        .unwrap();
+    let seen = Req::get(format!("/v1/orders/{id3}")).token(&shop).send(a).await.json();
+    assert_eq!(seen["status"], "shipped");
+    assert_eq!(seen["tracking_code"], "RR123456789VN");
+    assert_eq!(seen["shipment"]["partner"], "household");
+    let d = Req::post("/v1/shipments", &json!({ "order_id": id3, "status": "delivered" }))
+        .token(&post)
+        .key("d3")
+        .send(a)
+        .await
+        .json();
+    assert_eq!(
+        (d["status"].as_str(), d["tracking_code"].as_str()),
+        (Some("delivered"), Some("RR123456789VN"))
+    );
     env.stop().await;
 }
 

@@ -468,7 +468,14 @@ async fn listing_changes_and_orders_should_track_quantity(db: TestDb) {
     // Ordering more than is on offer is refused; all of it sells the listing out.
     let r = m.place_order(&partner(), key("o0"), l.id, "Shopee", 31, 1_000_000).await;
     assert!(matches!(r, Err(MarketError::Invalid { field: "quantity_kg", .. })), "{r:?}");
+    // The amount is the listing's price (110.000đ/kg, as changed) times the quantity.
+    let r = m.place_order(&partner(), key("o-cheap"), l.id, "Shopee", 30, 3_600_000).await;
+    assert!(
+        matches!(&r, Err(MarketError::Invalid { field: "amount", reason }) if reason.contains("3300000")),
+        "{r:?}"
+    );
     let o = m.place_order(&partner(), key("o1"), l.id, "Shopee", 30, 3_300_000).await.unwrap();
+    assert_eq!((o.unit.as_str(), o.buyer_phone.as_ref(), o.delivery.as_ref()), ("kg", None, None));
     assert_eq!(m.listing(h.id, l.id).await.unwrap().status, ListingStatus::SoldOut);
     assert!(m.listings(h.id).await.unwrap().is_empty());
     let r = m.place_order(&partner(), key("o2"), l.id, "Shopee", 1, 110_000).await;

@@ -13,6 +13,7 @@ use super::body::{JsonBody, Params, PathParam, idempotency_key, path_id, stored_
 use super::error::ApiError;
 use super::{AppState, views};
 use crate::market::reports::{ApiCall, ApiOp, ListingFilter, Render, ShipmentStatus};
+use crate::market::{Delivery, NewOrder};
 
 /// Applies an API write under the caller's idempotency key: a repeat of the same request
 /// gets the first response (`Idempotent-Replayed: true`), another request under the same
@@ -84,11 +85,24 @@ pub async fn listings(
 pub struct OrderRequest {
     listing_id: i64,
     buyer_name: String,
+    buyer_phone: String,
     quantity_kg: i64,
     amount: i64,
+    delivery: DeliveryRequest,
 }
 
-/// `POST /v1/orders` (Idempotency-Key required).
+/// Where the parcel goes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryRequest {
+    name: String,
+    phone: String,
+    address: String,
+    commune_code: u32,
+}
+
+/// `POST /v1/orders` (Idempotency-Key required): the buyer's number and the delivery
+/// address are required; the amount must be the quantity times the listing's price.
 pub async fn place_order(
     Authed(caller, _): Authed<NeedOrders>,
     State(st): State<AppState>,
@@ -96,8 +110,16 @@ pub async fn place_order(
     body: JsonBody<OrderRequest>,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers, true)?;
-    let OrderRequest { listing_id, buyer_name, quantity_kg, amount } = body.value;
-    let op = ApiOp::PlaceOrder { listing_id, buyer_name, quantity_kg, amount };
+    let OrderRequest { listing_id, buyer_name, buyer_phone, quantity_kg, amount, delivery } = body.value;
+    let DeliveryRequest { name, phone, address, commune_code } = delivery;
+    let op = ApiOp::PlaceOrder(NewOrder {
+        listing_id,
+        buyer_name,
+        quantity_kg,
+        amount,
+        buyer_phone: Some(buyer_phone),
+        delivery: Some(Delivery { name, phone, address, commune_code }),
+    });
     write(&st, &caller, key, body.hash, views::order_created, op).await
 }
 

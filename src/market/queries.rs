@@ -2,7 +2,7 @@
 //! backends, rows mapped to the market's types.
 
 use super::types::{
-    Commune, Household, Lang, Leader, Listing, ListingStatus, Order, OrderStatus, Product, Stats,
+    Commune, Delivery, Household, Lang, Leader, Listing, ListingStatus, Order, OrderStatus, Product, Stats,
     VillageProgress, listing_code, order_code,
 };
 use crate::args;
@@ -29,7 +29,8 @@ macro_rules! listing_select {
 
 macro_rules! order_select {
     () => {
-        "SELECT o.id, o.listing_id, o.household_id, p.name_vi, p.name_en, o.buyer_name, \
+        "SELECT o.id, o.listing_id, o.household_id, p.name_vi, p.name_en, p.unit, o.buyer_name, \
+         o.buyer_phone, o.delivery_name, o.delivery_phone, o.delivery_address, o.delivery_commune_code, \
          o.quantity_kg, o.amount, o.status, o.created_at_ms \
          FROM orders o JOIN listings l ON l.id = o.listing_id JOIN products p ON p.id = l.product_id"
     };
@@ -77,6 +78,19 @@ fn listing(r: &Row) -> Result<Listing, StoreError> {
     })
 }
 
+/// An order's delivery columns: all set (a partner's order) or none.
+fn delivery(r: &Row) -> Result<Option<Delivery>, StoreError> {
+    let Some(commune_code) = r.opt_int("delivery_commune_code")? else {
+        return Ok(None);
+    };
+    Ok(Some(Delivery {
+        name: r.opt_text("delivery_name")?.unwrap_or_default(),
+        phone: r.opt_text("delivery_phone")?.unwrap_or_default(),
+        address: r.opt_text("delivery_address")?.unwrap_or_default(),
+        commune_code: to_u32("orders.delivery_commune_code", commune_code)?,
+    }))
+}
+
 pub(super) fn order(r: &Row) -> Result<Order, StoreError> {
     let id = r.int("id")?;
     let status = r.text("status")?;
@@ -87,7 +101,10 @@ pub(super) fn order(r: &Row) -> Result<Order, StoreError> {
         household_id: r.int("household_id")?,
         product_name_vi: r.text("name_vi")?,
         product_name_en: r.text("name_en")?,
+        unit: r.text("unit")?,
         buyer_name: r.text("buyer_name")?,
+        buyer_phone: r.opt_text("buyer_phone")?,
+        delivery: delivery(r)?,
         quantity_kg: r.int("quantity_kg")?,
         amount: r.int("amount")?,
         status: OrderStatus::parse(&status).ok_or_else(|| corrupt("orders.status", &status))?,
@@ -153,6 +170,11 @@ pub(crate) async fn products(c: &mut Conn<'_>) -> Result<Vec<Product>, StoreErro
             })
         })
         .collect()
+}
+
+/// A product's unit of sale.
+pub(crate) async fn product_unit(c: &mut Conn<'_>, product_id: i64) -> Result<String, StoreError> {
+    c.fetch_one("SELECT unit FROM products WHERE id = $1", args![product_id]).await?.text("unit")
 }
 
 /// A household's orders in two states, newest first.

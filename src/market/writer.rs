@@ -114,12 +114,7 @@ pub(crate) enum Action {
         leader_household_id: i64,
         msisdn: String,
     },
-    PlaceOrder {
-        listing_id: i64,
-        buyer_name: String,
-        quantity_kg: i64,
-        amount: i64,
-    },
+    PlaceOrder(super::types::NewOrder),
     MarkDelivered {
         order_id: i64,
     },
@@ -166,7 +161,7 @@ impl Action {
             Action::SelfRegister { .. } => "self_register",
             Action::RegisterHousehold { .. } => "register_household",
             Action::ResetPin { .. } => "reset_pin",
-            Action::PlaceOrder { .. } => "place_order",
+            Action::PlaceOrder(_) => "place_order",
             Action::MarkDelivered { .. } => "mark_delivered",
             Action::RegisterLeader { .. } => "register_leader",
             Action::SetEpay { .. } => "set_epay",
@@ -191,7 +186,7 @@ impl Action {
             Action::CreateListing { .. } | Action::UpdateListing { .. } => Produces::Listing,
             Action::MoveOrder { .. }
             | Action::ConfirmPayment { .. }
-            | Action::PlaceOrder { .. }
+            | Action::PlaceOrder(_)
             | Action::MarkDelivered { .. } => Produces::Order,
             Action::SelfRegister { .. }
             | Action::RegisterHousehold { .. }
@@ -766,9 +761,7 @@ async fn apply(
         Action::ResetPin { leader_household_id, msisdn } => {
             reset_pin(c, ev, leader_household_id, msisdn).await
         }
-        Action::PlaceOrder { listing_id, buyer_name, quantity_kg, amount } => {
-            place_order(c, ev, now, listing_id, buyer_name, quantity_kg, amount).await
-        }
+        Action::PlaceOrder(order) => place_order(c, ev, now, order).await,
         Action::MarkDelivered { order_id } => mark_delivered(c, ev, now, order_id).await,
         Action::RegisterLeader { msisdn, name, commune_code, village_name, lang } => {
             register_leader(c, ev, now, msisdn, name, commune_code, village_name, lang).await
@@ -1260,11 +1253,9 @@ async fn place_order(
     c: &mut Conn<'_>,
     ev: &mut Events<'_>,
     now: i64,
-    listing_id: i64,
-    buyer_name: String,
-    quantity_kg: i64,
-    amount: i64,
+    new: super::types::NewOrder,
 ) -> Result<Applied, MarketError> {
+    let super::types::NewOrder { listing_id, buyer_name, quantity_kg, amount, buyer_phone, delivery } = new;
     let listing = queries::listing_by_id(c, listing_id).await?.ok_or(MarketError::NotFound("listing"))?;
     if listing.status != ListingStatus::Active {
         return Err(MarketError::NotAllowed(format!(
@@ -1279,11 +1270,57 @@ async fn place_order(
             reason: format!("only {} kg on offer", listing.quantity_kg),
         });
     }
+    // The amount is the listing's price, not whatever the partner says.
+    match quantity_kg.checked_mul(listing.price_per_kg) {
+        Some(expected) if expected == amount => {}
+        expected => {
+            return Err(MarketError::Invalid {
+                field: "amount",
+                reason: match expected {
+                    Some(expected) => format!(
+                        "must be quantity_kg × the listing's price_per_kg: {quantity_kg} × {} = {expected}, got {amount}",
+                        listing.price_per_kg
+                    ),
+                    None => "quantity_kg × the listing's price_per_kg is out of range".to_owned(),
+                },
+            });
+        }
+    }
+    if let Some(d) = &delivery
+        && queries::commune(c, d.commune_code).await?.is_none()
+    {
+        return Err(MarketError::Invalid {
+            field: "delivery.commune_code",
+            reason: format!("no commune {} in the 2025 list", d.commune_code),
+        });
+    }
+    let (d_name, d_phone, d_address, d_commune) = match &delivery {
+        Some(d) => (
+            Some(d.name.clone()),
+            Some(d.phone.clone()),
+            Some(d.address.clone()),
+            Some(i64::from(d.commune_code)),
+        ),
+        None => (None, None, None, None),
+    };
     let id = c
         .insert(
             "INSERT INTO orders (listing_id, household_id, buyer_name, quantity_kg, amount, status, created_at_ms, \
-             updated_at_ms) VALUES ($1, $2, $3, $4, $5, 'new', $6, $6)",
-            args![listing.id, listing.household_id, &buyer_name, quantity_kg, amount, now],
+             updated_at_ms, buyer_phone, delivery_name, delivery_phone, delivery_address, delivery_commune_code) \
+             VALUES ($1, $2, $3, $4, $5, 'new', $6, $6, $7, $8, $9, $10, $11)",
+            args![
+                listing.id,
+                listing.household_id,
+                &buyer_name,
+                quantity_kg,
+                amount,
+                now,
+                buyer_phone.clone(),
+                d_name,
+                d_phone,
+                d_address,
+                d_commune
+            ],
         )
         .await?;
     // Guarded: another node (PostgreSQL) may have taken some of it meanwhile.
@@ -1305,7 +1342,10 @@ async fn place_order(
         household_id: listing.household_id,
         product_name_vi: listing.product_name_vi.clone(),
         product_name_en: listing.product_name_en.clone(),
+        unit: queries::product_unit(c, listing.product_id).await?,
         buyer_name,
+        buyer_phone,
+        delivery,
         quantity_kg,
         amount,
         status: OrderStatus::New,

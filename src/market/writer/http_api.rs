@@ -20,7 +20,7 @@ use super::{
 };
 use crate::args;
 use crate::market::order_flow::{self, Mover, OrderMove};
-use crate::market::types::{Lang, MarketError};
+use crate::market::types::{Lang, MarketError, NewOrder};
 use crate::store::Conn;
 
 /// Applies one API write and stores its response under the partner's key.
@@ -46,9 +46,7 @@ pub(super) async fn apply(
         });
     };
     let result = match op {
-        ApiOp::PlaceOrder { listing_id, buyer_name, quantity_kg, amount } => {
-            api_place_order(c, ev, now, &call.partner, listing_id, buyer_name, quantity_kg, amount).await?
-        }
+        ApiOp::PlaceOrder(order) => api_place_order(c, ev, now, &call.partner, order).await?,
         ApiOp::RecordPayment { order_id, amount, reference } => {
             record_payment(c, ev, now, &call.partner, order_id, amount, reference).await?
         }
@@ -110,18 +108,14 @@ async fn admin_household(c: &mut Conn<'_>, id: i64) -> Result<reports::AdminHous
     reports::admin_household_by_id(c, id).await?.ok_or(MarketError::NotFound("household"))
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn api_place_order(
     c: &mut Conn<'_>,
     ev: &mut Events<'_>,
     now: i64,
     partner: &str,
-    listing_id: i64,
-    buyer_name: String,
-    quantity_kg: i64,
-    amount: i64,
+    order: NewOrder,
 ) -> Result<ApiResult, MarketError> {
-    let applied = place_order(c, ev, now, listing_id, buyer_name, quantity_kg, amount).await?;
+    let applied = place_order(c, ev, now, order).await?;
     let order_id = match applied.reply? {
         Done::Order(o) => o.id,
         other => return Err(corrupt("place_order", format!("{other:?}"))),
