@@ -37,6 +37,7 @@ both_backends!(
     bad_order_bodies_should_be_400_naming_the_field,
     concurrent_repeats_of_one_key_should_make_one_order,
     shipments_and_payments_should_move_the_order_to_paid,
+    a_partner_should_cancel_its_own_new_or_accepted_orders,
     admin_should_create_update_and_list_households,
     csv_import_should_be_all_or_nothing_and_report_existing_lines,
     villages_teams_and_leaders_should_be_managed,
@@ -758,6 +759,99 @@ async fn shipments_and_payments_should_move_the_order_to_paid(db: TestDb) {
     assert_eq!(
         (d["status"].as_str(), d["tracking_code"].as_str()),
         (Some("delivered"), Some("RR123456789VN"))
+    );
+    env.stop().await;
+}
+
+async fn a_partner_should_cancel_its_own_new_or_accepted_orders(db: TestDb) {
+    let env = Env::start(db, "").await;
+    let (leader, listing) = seed(&env).await;
+    let shop = env.token("shopee", &[Scope::OrdersWrite]).await;
+    let lazada = env.token("lazada", &[Scope::OrdersWrite]).await;
+    let pay = env.token("vnpay", &[Scope::PaymentsWrite]).await;
+    let admin = env.token("ops", &[Scope::Admin]).await;
+    let a = env.addr();
+    let hh = Actor::new(leader.msisdn.clone(), Channel::Ussd);
+    let on_offer = || async { env.market.listing(leader.id, listing).await.unwrap() };
+    let place = |k: &'static str, kg: i64| {
+        Req::post("/v1/orders", &order_body(listing, kg)).token(&shop).key(k).send(a)
+    };
+    let cancel = |id: i64, t: &String, k: &'static str, body: Value| {
+        let t = t.clone();
+        async move { Req::post(format!("/v1/orders/{id}/cancel"), &body).token(&t).key(k).send(a).await }
+    };
+    let why = json!({ "reason": "  Người mua đổi ý " });
+
+    let o = place("o1", 10).await.json();
+    let id = o["id"].as_i64().unwrap();
+    assert_eq!(on_offer().await.quantity_kg, 90);
+    // Only the partner that placed it: another's is not found; other scopes are forbidden.
+    cancel(id, &lazada, "c0", why.clone()).await.error(404, "not_found", None);
+    cancel(id, &pay, "c0", why.clone()).await.error(403, "forbidden", None);
+    cancel(999_999, &shop, "c0", why.clone()).await.error(404, "not_found", None);
+    // A reason and a key are required.
+    cancel(id, &shop, "c1", json!({})).await.error(400, "invalid", Some("reason"));
+    cancel(id, &shop, "c1", json!({ "reason": " " })).await.error(400, "invalid", Some("reason"));
+    Req::post(format!("/v1/orders/{id}/cancel"), &why).token(&shop).send(a).await.error(
+        400,
+        "invalid",
+        Some("Idempotency-Key"),
+    );
+    // New → cancelled: the quantity is back on offer, the reason kept.
+    let r = cancel(id, &shop, "c2", why.clone()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(
+        (v["status"].as_str(), v["cancel_reason"].as_str()),
+        (Some("cancelled"), Some("Người mua đổi ý"))
+    );
+    assert_eq!(on_offer().await.quantity_kg, 100);
+    // The same request again: the same answer, nothing applied twice; a new key: 409.
+    let again = cancel(id, &shop, "c2", why.clone()).await;
+    assert_eq!((again.status, &again.body), (200, &r.body));
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    assert_eq!(on_offer().await.quantity_kg, 100);
+    cancel(id, &shop, "c3", why.clone()).await.error(409, "conflict", None);
+    assert_eq!(
+        env.count("SELECT COUNT(*) AS n FROM events WHERE kind = 'order_cancelled'").await,
+        1,
+        "one cancellation"
+    );
+
+    // Accepted → cancelled, and a sold-out listing is on offer again.
+    let all = place("o2", 100).await.json();
+    let all_id = all["id"].as_i64().unwrap();
+    assert_eq!(on_offer().await.status, chogate::market::ListingStatus::SoldOut);
+    env.market.move_order(&hh, key("acc2"), leader.id, all_id, OrderMove::Accept, None).await.unwrap();
+    let v = cancel(all_id, &shop, "c4", json!({ "reason": "Hết hàng" })).await.json();
+    assert_eq!(v["status"], "cancelled");
+    let l = on_offer().await;
+    assert_eq!((l.status, l.quantity_kg), (chogate::market::ListingStatus::Active, 100));
+
+    // Shipped: too late.
+    let o3 = place("o3", 1).await.json()["id"].as_i64().unwrap();
+    env.market.move_order(&hh, key("acc3"), leader.id, o3, OrderMove::Accept, None).await.unwrap();
+    env.market.move_order(&hh, key("ship3"), leader.id, o3, OrderMove::Ship, None).await.unwrap();
+    let r = cancel(o3, &shop, "c5", why.clone()).await;
+    r.error(409, "conflict", None);
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("shipped"), "{}", r.text());
+    assert_eq!(on_offer().await.quantity_kg, 99);
+
+    // An admin may call off any partner's order.
+    let o4 = place("o4", 1).await.json()["id"].as_i64().unwrap();
+    assert_eq!(cancel(o4, &admin, "c6", why.clone()).await.json()["status"], "cancelled");
+
+    // The household's own cancellation (after accepting) shows its reason too.
+    let o5 = place("o5", 1).await.json()["id"].as_i64().unwrap();
+    env.market.move_order(&hh, key("acc5"), leader.id, o5, OrderMove::Accept, None).await.unwrap();
+    env.market
+        .move_order(&hh, key("cancel5"), leader.id, o5, OrderMove::Cancel, Some("Hàng bị hỏng"))
+        .await
+        .unwrap();
+    let seen = Req::get(format!("/v1/orders/{o5}")).token(&shop).send(a).await.json();
+    assert_eq!(
+        (seen["status"].as_str(), seen["cancel_reason"].as_str()),
+        (Some("cancelled"), Some("Hàng bị hỏng"))
     );
     env.stop().await;
 }

@@ -217,6 +217,24 @@ fn ops() -> Vec<Op> {
         },
         Op {
             method: "post",
+            path: "/v1/orders/{id}/cancel",
+            id: "cancelOrder",
+            summary: "Call off an order the partner placed, while it is new or accepted (409 after); the \
+                quantity goes back on the listing and the household is told by SMS.",
+            tag: "partners",
+            scopes: &["orders:write"],
+            params: vec![path_id("Order id.")],
+            idempotency: Some(true),
+            body: Some(json_body(object(
+                &["reason"],
+                json!({ "reason": { "type": "string", "minLength": 1, "maxLength": 80,
+                    "description": "Why; stored as the order's cancel_reason and told to the household." } }),
+            ))),
+            ok: ("200", r("Order")),
+            errors: &["400", "404", "409", "413", "415"],
+        },
+        Op {
+            method: "post",
             path: "/v1/payments",
             id: "recordPayment",
             summary: "Money received for a shipped or delivered order (→ paid); the household is told.",

@@ -141,6 +141,35 @@ pub async fn order(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct CancelRequest {
+    reason: String,
+}
+
+/// `POST /v1/orders/{id}/cancel` (Idempotency-Key required): the partner that placed the
+/// order calls it off, while it is new or accepted; the quantity goes back on offer and
+/// the household is told by SMS.
+pub async fn cancel_order(
+    Authed(caller, _): Authed<NeedOrders>,
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    PathParam(id): PathParam,
+    body: JsonBody<CancelRequest>,
+) -> Result<Response, ApiError> {
+    let id = path_id(&id, "order")?;
+    let key = idempotency_key(&headers, true)?;
+    let any_partner = caller.has(Scope::Admin);
+    // Checked again in the writer's transaction; here so that another partner's order is a
+    // plain 404, like GET.
+    let po = st.market.partner_order(id).await?.ok_or_else(|| ApiError::not_found("order"))?;
+    if !any_partner && po.partner.as_deref() != Some(caller.partner.as_str()) {
+        return Err(ApiError::not_found("order"));
+    }
+    let op = ApiOp::CancelOrder { order_id: id, reason: body.value.reason, any_partner };
+    write(&st, &caller, key, body.hash, views::order_updated, op).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PaymentRequest {
     order_id: i64,
     amount: i64,

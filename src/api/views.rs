@@ -162,6 +162,14 @@ pub fn order_created(r: &ApiResult) -> (u16, Value) {
     }
 }
 
+/// 200 with the changed order (cancelled).
+pub fn order_updated(r: &ApiResult) -> (u16, Value) {
+    match r {
+        ApiResult::Order(o) => (200, order(o)),
+        other => unexpected(other),
+    }
+}
+
 /// 201 with the new household.
 pub fn household_created(r: &ApiResult) -> (u16, Value) {
     match r {

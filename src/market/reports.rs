@@ -184,6 +184,16 @@ pub struct ImportReport {
 pub enum ApiOp {
     /// A partner's order for an active listing; the household is told by SMS.
     PlaceOrder(NewOrder),
+    /// The partner that placed an order calls it off (new or accepted → cancelled, as the
+    /// order state machine allows; the quantity goes back on offer).
+    CancelOrder {
+        /// The order.
+        order_id: i64,
+        /// Why (stored with the order, told to the household).
+        reason: String,
+        /// Whether the caller may cancel any partner's order (admin).
+        any_partner: bool,
+    },
     /// Money received for a shipped or delivered order (→ Paid); the household is told.
     RecordPayment {
         /// The order.
@@ -287,6 +297,7 @@ impl ApiOp {
     pub(crate) fn kind(&self) -> &'static str {
         match self {
             ApiOp::PlaceOrder(_) => "api_place_order",
+            ApiOp::CancelOrder { .. } => "api_cancel_order",
             ApiOp::RecordPayment { .. } => "api_record_payment",
             ApiOp::RecordShipment { .. } => "api_record_shipment",
             ApiOp::CreateHousehold { .. } => "api_create_household",
@@ -304,6 +315,9 @@ impl ApiOp {
     fn checked(self) -> Result<ApiOp, MarketError> {
         Ok(match self {
             ApiOp::PlaceOrder(order) => ApiOp::PlaceOrder(check_new_order(order)?),
+            ApiOp::CancelOrder { order_id, reason, any_partner } => {
+                ApiOp::CancelOrder { order_id, reason: clean_name("reason", &reason)?, any_partner }
+            }
             ApiOp::RecordPayment { order_id, amount, reference } => {
                 check_range("amount", amount, &(1..=MAX_AMOUNT))?;
                 ApiOp::RecordPayment { order_id, amount, reference: reference_text("reference", reference)? }

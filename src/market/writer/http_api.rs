@@ -47,6 +47,9 @@ pub(super) async fn apply(
     };
     let result = match op {
         ApiOp::PlaceOrder(order) => api_place_order(c, ev, now, &call.partner, order).await?,
+        ApiOp::CancelOrder { order_id, reason, any_partner } => {
+            cancel_order(c, ev, now, &call.partner, order_id, reason, any_partner).await?
+        }
         ApiOp::RecordPayment { order_id, amount, reference } => {
             record_payment(c, ev, now, &call.partner, order_id, amount, reference).await?
         }
@@ -134,6 +137,44 @@ async fn api_place_order(
     )
     .await?;
     partner_order(c, order_id).await
+}
+
+/// The partner that placed an order (or, with `any_partner`, an admin) calls it off.
+async fn cancel_order(
+    c: &mut Conn<'_>,
+    ev: &mut Events<'_>,
+    now: i64,
+    partner: &str,
+    order_id: i64,
+    reason: String,
+    any_partner: bool,
+) -> Result<ApiResult, MarketError> {
+    let mut order =
+        crate::market::queries::order_by_id(c, order_id).await?.ok_or(MarketError::NotFound("order"))?;
+    if !any_partner {
+        let placed_by = c
+            .fetch_optional("SELECT partner FROM api_orders WHERE order_id = $1", args![order_id])
+            .await?
+            .map(|r| r.text("partner"))
+            .transpose()?;
+        // Another partner's order is not found, as if it did not exist.
+        if placed_by.as_deref() != Some(partner) {
+            return Err(MarketError::NotFound("order"));
+        }
+    }
+    let to = order_flow::next(&order, OrderMove::Cancel, Mover::Partner)?;
+    c.execute("UPDATE orders SET cancel_reason = $2 WHERE id = $1", args![order.id, &reason]).await?;
+    super::move_order(
+        c,
+        ev,
+        now,
+        &mut order,
+        OrderMove::Cancel,
+        to,
+        json!({ "reason": reason, "partner": partner }),
+    )
+    .await?;
+    partner_order(c, order.id).await
 }
 
 /// "Payment received" for the selling household, in its language.
