@@ -38,6 +38,7 @@ both_backends!(
     concurrent_repeats_of_one_key_should_make_one_order,
     shipments_and_payments_should_move_the_order_to_paid,
     a_partner_should_cancel_its_own_new_or_accepted_orders,
+    households_should_hear_by_sms_of_what_others_do_to_their_orders,
     admin_should_create_update_and_list_households,
     csv_import_should_be_all_or_nothing_and_report_existing_lines,
     villages_teams_and_leaders_should_be_managed,
@@ -852,6 +853,180 @@ async fn a_partner_should_cancel_its_own_new_or_accepted_orders(db: TestDb) {
     assert_eq!(
         (seen["status"].as_str(), seen["cancel_reason"].as_str()),
         (Some("cancelled"), Some("Hàng bị hỏng"))
+    );
+    env.stop().await;
+}
+
+/// The texts queued for a number, oldest first, of one kind.
+async fn sms(env: &Env, msisdn: &str, kind: &str) -> Vec<String> {
+    let mut r = env.market.store().read().await.unwrap();
+    let rows = r
+        .conn()
+        .fetch_all("SELECT text FROM outbox WHERE msisdn = $1 AND kind = $2 ORDER BY id", args![msisdn, kind])
+        .await
+        .unwrap();
+    rows.iter().map(|row| row.text("text").unwrap()).collect()
+}
+
+async fn households_should_hear_by_sms_of_what_others_do_to_their_orders(db: TestDb) {
+    let env = Env::start(db, "").await;
+    let (leader, listing) = seed(&env).await;
+    let shop = env.token("shopee", &[Scope::OrdersWrite]).await;
+    let post = env.token("vnpost", &[Scope::ShipmentsWrite]).await;
+    let pay = env.token("vnpay", &[Scope::PaymentsWrite]).await;
+    let admin = env.token("ops", &[Scope::Admin]).await;
+    let a = env.addr();
+    let hh = Actor::new(leader.msisdn.clone(), Channel::Ussd);
+    let me = leader.msisdn.as_str();
+    let place = |k: &'static str, kg: i64| {
+        let t = shop.clone();
+        async move {
+            let o = Req::post("/v1/orders", &order_body(listing, kg)).token(&t).key(k).send(a).await.json();
+            o["id"].as_i64().unwrap()
+        }
+    };
+    let accept =
+        |id: i64, k: &'static str| env.market.move_order(&hh, key(k), leader.id, id, OrderMove::Accept, None);
+
+    // A new order, in the words of the screens.
+    let o1 = place("o1", 10).await;
+    let c1 = format!("D{o1:06}");
+    assert_eq!(
+        sms(&env, me, "order_new").await,
+        [format!(
+            "Đơn mới {c1}: 10 kg Na, 300.000đ, người mua Nguyễn Văn Mua. Bấm *384#, chọn 2 (Đơn hàng) để Nhận \
+             đơn hoặc Từ chối."
+        )]
+    );
+    // Called off by the partner.
+    let r = Req::post(format!("/v1/orders/{o1}/cancel"), &json!({ "reason": "Người mua đổi ý" }))
+        .token(&shop)
+        .key("c1")
+        .send(a)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        sms(&env, me, "order_cancelled").await,
+        [format!(
+            "Đơn {c1} (10 kg Na, 300.000đ) đã bị shopee hủy. Lý do: Người mua đổi ý. Không gửi hàng cho đơn này; \
+             số hàng đã được cộng lại vào tin bán."
+        )]
+    );
+
+    // Taken by the post office, delivered, paid through a payment partner.
+    let o2 = place("o2", 5).await;
+    let c2 = format!("D{o2:06}");
+    accept(o2, "a2").await.unwrap();
+    let shipment = |status: &str, k: &'static str| {
+        Req::post(
+            "/v1/shipments",
+            &json!({ "order_id": o2, "status": status, "tracking_code": "EB123456789VN" }),
+        )
+        .token(&post)
+        .key(k)
+        .send(a)
+    };
+    assert_eq!(shipment("shipped", "s2").await.status, 201);
+    assert_eq!(shipment("delivered", "d2").await.status, 201);
+    let paid = Req::post("/v1/payments", &json!({ "order_id": o2, "amount": 150_000 }))
+        .token(&pay)
+        .key("p2")
+        .send(a)
+        .await;
+    assert_eq!(paid.status, 201, "{}", paid.text());
+    assert_eq!(
+        sms(&env, me, "order_shipped").await,
+        [format!(
+            "Đơn {c2} (5 kg Na) đã giao bưu điện (vnpost), mã vận đơn EB123456789VN. Có tin giao hàng sẽ báo qua \
+             SMS."
+        )]
+    );
+    let delivered = |code: &str, kg: i64, amount: &str| {
+        format!(
+            "Đơn {code} ({kg} kg Na) đã giao tới người mua. Khi nhận được {amount}, bấm *384#, chọn 3 (Xác nhận \
+             thanh toán)."
+        )
+    };
+    assert_eq!(sms(&env, me, "order_delivered").await, [delivered(&c2, 5, "150.000đ")]);
+    assert_eq!(
+        sms(&env, me, "payment_received").await,
+        [format!("Đơn {c2} (5 kg Na) đã được thanh toán 150.000đ qua vnpay. Không cần Xác nhận thanh toán.")]
+    );
+
+    // The household's own moves tell it nothing; a delivery recorded otherwise does.
+    let o3 = place("o3", 2).await;
+    accept(o3, "a3").await.unwrap();
+    env.market.move_order(&hh, key("s3"), leader.id, o3, OrderMove::Ship, Some("RR1VN")).await.unwrap();
+    assert_eq!(sms(&env, me, "order_shipped").await.len(), 1);
+    env.market.mark_delivered(&cli(), key("d3"), o3).await.unwrap();
+    assert_eq!(
+        sms(&env, me, "order_delivered").await,
+        [delivered(&c2, 5, "150.000đ"), delivered(&format!("D{o3:06}"), 2, "60.000đ")]
+    );
+    assert_eq!(env.count("SELECT COUNT(*) AS n FROM outbox WHERE text LIKE '%84912%'").await, 0);
+
+    // A PIN reset: in Vietnamese, and in English for a household that reads English.
+    let m = &env.market;
+    let vi = m.register_household(&cli(), key("h-vi"), leader.id, "0912000002", "Vi Thị Hoa").await.unwrap();
+    let en = Req::post(
+        "/v1/admin/households",
+        &json!({ "msisdn": "0912000003", "name": "Lý Văn Nam", "commune_code": CHI_LANG,
+                 "village_name": "Thôn Nà Lầm", "language": "en" }),
+    )
+    .token(&admin)
+    .send(a)
+    .await;
+    assert_eq!(en.status, 201, "{}", en.text());
+    for (msisdn, k) in [(&vi.msisdn, "r-vi"), (&"84912000003".to_owned(), "r-en")] {
+        m.reset_pin(&hh, key(k), leader.id, msisdn).await.unwrap();
+    }
+    assert_eq!(
+        sms(&env, &vi.msisdn, "pin_reset").await,
+        [
+            "Tổ trưởng Hoàng Văn Tổ (0912000001) đã đặt lại mã PIN của bạn. Lần thanh toán tới, bấm *384#, chọn 3 \
+          (Xác nhận thanh toán) để tạo PIN mới. Nếu bạn không yêu cầu, hãy gọi tổ trưởng."
+        ]
+    );
+    assert_eq!(
+        sms(&env, "84912000003", "pin_reset").await,
+        [
+            "Your team leader Hoàng Văn Tổ (0912000001) reset your PIN. At your next payment, dial *384#, choose 3 \
+          (Confirm payment) to create a new one. If you did not ask for this, call your leader."
+        ]
+    );
+
+    // In English, for a shop whose household reads English.
+    let en_leader = m
+        .register_leader(&cli(), key("l-en"), "0912000009", "Lường Văn B", BAC_SON, "Bản Chắt", Lang::En)
+        .await
+        .unwrap();
+    let hoi = m.products().await.unwrap().iter().find(|p| p.code == "hoa_hoi").unwrap().id;
+    let l2 = m.create_listing(&cli(), key("l-en:1"), en_leader.id, hoi, 20, 150_000).await.unwrap();
+    let mut body = order_body(l2.id, 2);
+    body["amount"] = json!(300_000);
+    let o4 =
+        Req::post("/v1/orders", &body).token(&shop).key("o4").send(a).await.json()["id"].as_i64().unwrap();
+    let c4 = format!("D{o4:06}");
+    let r = Req::post(format!("/v1/orders/{o4}/cancel"), &json!({ "reason": "Out of stock at the buyer" }))
+        .token(&shop)
+        .key("c4")
+        .send(a)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let me = en_leader.msisdn.as_str();
+    assert_eq!(
+        sms(&env, me, "order_new").await,
+        [format!(
+            "New order {c4}: 2 kg star anise, 300,000 VND, buyer Nguyễn Văn Mua. Dial *384#, choose 2 (Orders) to \
+             accept or reject it."
+        )]
+    );
+    assert_eq!(
+        sms(&env, me, "order_cancelled").await,
+        [format!(
+            "Order {c4} (2 kg star anise, 300,000 VND) was cancelled by shopee. Reason: Out of stock at the buyer. \
+             Do not send the goods; the quantity is back on your listing."
+        )]
     );
     env.stop().await;
 }

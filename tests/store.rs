@@ -244,9 +244,23 @@ async fn each_action_should_record_its_event_with_the_change(db: TestDb) {
         env.events(&format!("household:{}", h.id)).await,
         ["household_registered", "pin_set", "pin_reset"]
     );
-    // The SMS to the household was queued with its event.
-    assert_eq!(env.count("SELECT COUNT(*) AS n FROM outbox", args![]).await, 1);
-    assert_eq!(env.count("SELECT COUNT(*) AS n FROM events WHERE kind = 'sms_queued'", args![]).await, 1);
+    // The SMS to the household (the new order; the delivery and the PIN reset, which
+    // others did) were queued with their events.
+    let mut r = m.store().read().await.unwrap();
+    let kinds: Vec<String> = r
+        .conn()
+        .fetch_all("SELECT kind, msisdn FROM outbox ORDER BY id", args![])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| {
+            assert_eq!(row.text("msisdn").unwrap(), h.msisdn);
+            row.text("kind").unwrap()
+        })
+        .collect();
+    drop(r);
+    assert_eq!(kinds, ["order_new", "order_delivered", "pin_reset"]);
+    assert_eq!(env.count("SELECT COUNT(*) AS n FROM events WHERE kind = 'sms_queued'", args![]).await, 3);
     assert_eq!(env.count("SELECT COUNT(*) AS n FROM payments", args![]).await, 1);
 
     // Who, channel, when.

@@ -1246,6 +1246,13 @@ async fn reset_pin(
     )
     .await?;
     ev.push("pin_reset", format!("household:{id}"), json!({ "leader_household_id": leader_household_id }));
+    // The household hears of it: who did it, how to make a new PIN, whom to call if it did
+    // not ask for this.
+    let leader =
+        c.fetch_one("SELECT name, msisdn FROM households WHERE id = $1", args![leader_household_id]).await?;
+    let (leader_name, leader_msisdn) = (leader.text("name")?, leader.text("msisdn")?);
+    let text = |lang| notice::pin_reset(&leader_name, &leader_msisdn, lang);
+    tell_household(c, ev, id, "pin_reset", text, json!({ "household_id": id })).await?;
     ok(Done::Nothing, id)
 }
 
@@ -1375,6 +1382,8 @@ async fn mark_delivered(
     let to = order_flow::next(&order, OrderMove::Deliver, Mover::Partner)?;
     move_order(c, ev, now, &mut order, OrderMove::Deliver, to, json!({})).await?;
     let id = order.id;
+    let text = |lang| notice::order_delivered(&order, lang);
+    tell_household(c, ev, order.household_id, "order_delivered", text, json!({ "order_id": id })).await?;
     ok(Done::Order(order), id)
 }
 
@@ -1469,6 +1478,21 @@ async fn enqueue_sms(
     }
     ev.push("sms_queued", format!("outbox:{id}"), serde_json::Value::Object(data));
     Ok(id)
+}
+
+/// Tells a household something by SMS, in its language (`text` writes it), in the
+/// transaction of the action that causes it; returns the message's id.
+async fn tell_household(
+    c: &mut Conn<'_>,
+    ev: &mut Events<'_>,
+    household_id: i64,
+    kind: &str,
+    text: impl FnOnce(Lang) -> String,
+    about: serde_json::Value,
+) -> Result<i64, MarketError> {
+    let (msisdn, lang) = household_contact(c, household_id).await?;
+    let sms = Sms { msisdn: &msisdn, text: text(lang), lang, kind, ttl_ms: notice::NOTICE_TTL_MS };
+    enqueue_sms(c, ev, sms, about).await
 }
 
 /// A household's number and language, to tell it something by SMS.

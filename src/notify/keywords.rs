@@ -54,7 +54,7 @@ pub fn parse(input: &str) -> Command {
 
 fn help(lang: Lang) -> String {
     match lang {
-        Lang::Vi => "Cho 384: DH = xem don hang; NHAN <ma don> = nhan don; TT <ma don> <PIN> = xac nhan thanh toan. Hoac quay *384#.".into(),
+        Lang::Vi => "Cho 384: DH = xem don hang; NHAN <ma don> = nhan don; TT <ma don> <PIN> = xac nhan thanh toan. Hoac bam *384#.".into(),
         Lang::En => "Market 384: DH = open orders; NHAN <order> = accept; TT <order> <PIN> = confirm payment. Or dial *384#.".into(),
     }
 }
@@ -66,11 +66,11 @@ fn error_text(e: &MarketError, lang: Lang) -> String {
         MarketError::PinWrong { remaining } => format!("Wrong PIN. {remaining} tries left."),
         MarketError::PinLocked { .. } if vi => "Sai PIN 5 lan. Tam khoa xac nhan thanh toan 15 phut.".into(),
         MarketError::PinLocked { .. } => "5 wrong PINs. Payment confirmation locked for 15 min.".into(),
-        MarketError::PinNotSet if vi => "Chua co ma PIN. Quay *384#, chon 3 de tao PIN.".into(),
+        MarketError::PinNotSet if vi => "Chua co ma PIN. Bam *384#, chon 3 de tao PIN.".into(),
         MarketError::PinNotSet => "No PIN yet. Dial *384#, choose 3 to set one.".into(),
         MarketError::NotFound(_) if vi => "Khong tim thay don hang.".into(),
         MarketError::NotFound(_) => "Order not found.".into(),
-        _ if vi => "Khong the thuc hien. Quay *384# hoac goi to truong.".into(),
+        _ if vi => "Khong the thuc hien. Bam *384# hoac goi to truong.".into(),
         _ => "This cannot be done. Dial *384# or call your team leader.".into(),
     }
 }
@@ -188,7 +188,7 @@ pub async fn handle(market: &Market, sm: &Sm, responder: Responder) {
     let key = sms_key(&msisdn, minute, &body, &cmd);
     let reply = match &household {
         Some(h) => run(market, &actor, &key, h, cmd).await,
-        None => "Cho 384: so nay chua dang ky. Quay *384# de dang ky cua hang.".into(),
+        None => "Cho 384: so nay chua dang ky. Bam *384# de dang ky cua hang.".into(),
     };
     let lang = household.as_ref().map(|h| h.language).unwrap_or(Lang::Vi);
     match market

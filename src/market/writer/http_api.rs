@@ -16,7 +16,7 @@ use super::super::reports::{
 };
 use super::{
     Applied, Done, Events, corrupt, find_or_create_village, insert_household, msisdn_taken, place_order,
-    register_leader, set_status,
+    register_leader, set_status, tell_household,
 };
 use crate::args;
 use crate::market::order_flow::{self, Mover, OrderMove};
@@ -174,29 +174,10 @@ async fn cancel_order(
         json!({ "reason": reason, "partner": partner }),
     )
     .await?;
+    let text = |lang| notice::order_cancelled(&order, partner, &reason, lang);
+    tell_household(c, ev, order.household_id, "order_cancelled", text, json!({ "order_id": order.id }))
+        .await?;
     partner_order(c, order.id).await
-}
-
-/// "Payment received" for the selling household, in its language.
-fn payment_text(order: &crate::market::Order, partner: &str, lang: Lang) -> String {
-    match lang {
-        Lang::Vi => format!(
-            "Đã nhận {}đ cho đơn {} ({} kg {}) qua {}.",
-            notice::money(order.amount, lang),
-            order.code,
-            order.quantity_kg,
-            order.product_name_vi,
-            partner
-        ),
-        Lang::En => format!(
-            "Payment of {} VND received for order {} ({} kg {}) via {}.",
-            notice::money(order.amount, lang),
-            order.code,
-            order.quantity_kg,
-            order.product_name_en.to_lowercase(),
-            partner
-        ),
-    }
 }
 
 async fn record_payment(
@@ -233,16 +214,9 @@ async fn record_payment(
         format!("order:{}", order.id),
         json!({ "from": order.status.as_str(), "amount": amount, "partner": partner, "reference": reference }),
     );
-    let (msisdn, lang) = super::household_contact(c, order.household_id).await?;
-    let text = payment_text(&order, partner, lang);
-    let sms = super::Sms {
-        msisdn: &msisdn,
-        text,
-        lang,
-        kind: "payment_received",
-        ttl_ms: notice::NEW_ORDER_TTL_MS,
-    };
-    super::enqueue_sms(c, ev, sms, json!({ "order_id": order.id })).await?;
+    let text = |lang| notice::payment_received(&order, partner, lang);
+    tell_household(c, ev, order.household_id, "payment_received", text, json!({ "order_id": order.id }))
+        .await?;
     partner_order(c, order.id).await
 }
 
@@ -275,6 +249,18 @@ async fn record_shipment(
         format!("order:{}", order.id),
         json!({ "from": order.status.as_str(), "partner": partner, "tracking_code": tracking_code }),
     );
+    // The household hears of what the post office did with its parcel.
+    let about = json!({ "order_id": order.id });
+    match status {
+        ShipmentStatus::Shipped => {
+            let text = |lang| notice::order_shipped(&order, partner, tracking_code.as_deref(), lang);
+            tell_household(c, ev, order.household_id, "order_shipped", text, about).await?;
+        }
+        ShipmentStatus::Delivered => {
+            let text = |lang| notice::order_delivered(&order, lang);
+            tell_household(c, ev, order.household_id, "order_delivered", text, about).await?;
+        }
+    }
     partner_order(c, order.id).await
 }
 
