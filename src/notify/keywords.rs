@@ -379,12 +379,16 @@ fn process_secret() -> Option<&'static [u8; 32]> {
 /// The idempotency key of an SMS from `msisdn` in `minute` (an SMSC that repeats a
 /// `deliver_sm` repeats it soon: a retransmission within the same minute is the same
 /// request). The text itself is never kept:
-/// - a command that carries no secret (`DH`, `NHAN <order>`, `HD`) is keyed by its
-///   canonical form, so its repeats are recognised across restarts and nodes;
+/// - a command that carries no secret (`DH`, `NHAN`, `HUY`, `GUI` with their arguments,
+///   `HD`) is keyed by its canonical form, so its repeats are recognised across restarts and
+///   nodes;
 /// - anything else (a payment with its PIN, or a text that parses to nothing, which may be a
 ///   payment mistyped) by a digest keyed with a secret of this process: a plain digest of a
 ///   text holding a 4-digit PIN gives the PIN back after 10 000 tries. Its repeats are
 ///   recognised while this process runs.
+///
+/// The key applies a command once; the reply has a key of its own for every text received
+/// ([`reply_nonce`]), so that a repeat is answered too.
 fn sms_key(msisdn: &str, minute: u64, body: &str, cmd: &Command) -> String {
     use crate::market::reports::sha256_hex;
     let part = match cmd {
