@@ -592,6 +592,11 @@ pub struct UssdConfig {
     /// of memory. Dialogues kept for resumption are capped at the same number.
     #[serde(default = "default_max_dialogues")]
     pub max_dialogues: u64,
+    /// The number help screens give where a village has no team leader (and to leaders
+    /// themselves), e.g. the programme's hotline. Empty (the default): the commune's
+    /// People's Committee is named instead.
+    #[serde(default)]
+    pub hotline: String,
 }
 
 fn default_max_dialogues() -> u64 {
@@ -622,6 +627,7 @@ impl Default for UssdConfig {
             service_code: default_service_code(),
             menus_dir: default_menus_dir(),
             max_dialogues: default_max_dialogues(),
+            hotline: String::new(),
         }
     }
 }

@@ -31,4 +31,5 @@ pub mod smpp;
 pub mod store;
 pub mod text;
 pub mod thread;
+pub mod time;
 pub mod ussd;

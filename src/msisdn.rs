@@ -32,26 +32,10 @@ pub fn normalize(input: &str) -> Option<String> {
     Some(out)
 }
 
-/// `84912345678` → `0912345678`: a normalised number as people write it (anything else
-/// is returned as it is).
-pub fn national(msisdn: &str) -> String {
-    match msisdn.strip_prefix("84") {
-        Some(rest) if !rest.is_empty() => format!("0{rest}"),
-        _ => msisdn.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
-
-    #[test]
-    fn national_form_should_start_with_zero() {
-        assert_eq!(national("84912345678"), "0912345678");
-        assert_eq!(national("0912345678"), "0912345678");
-        assert_eq!(national("84"), "84");
-    }
 
     #[test]
     fn every_written_form_should_normalise_to_one_number() {

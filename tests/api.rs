@@ -1297,10 +1297,10 @@ async fn reports_should_count_shares_orders_and_revenue_per_period(db: TestDb) {
     assert_eq!(paid.status, 201);
 
     // A range around now (Vietnam days): everything counts.
-    let today = chogate::api::time::vn_day(
+    let today = chogate::time::vn_day(
         i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap(),
     );
-    let (from, to) = (chogate::api::time::format_date(today - 1), chogate::api::time::format_date(today + 1));
+    let (from, to) = (chogate::time::format_date(today - 1), chogate::time::format_date(today + 1));
     let r = Req::get(format!("/v1/reports/communes?from={from}&to={to}")).token(&officials).send(a).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
@@ -1330,7 +1330,7 @@ async fn reports_should_count_shares_orders_and_revenue_per_period(db: TestDb) {
     assert_eq!(old["from"], "2021-06-01");
     // Today by default.
     let default = Req::get("/v1/reports/communes").token(&officials).send(a).await.json();
-    assert_eq!(default["from"], chogate::api::time::format_date(today));
+    assert_eq!(default["from"], chogate::time::format_date(today));
 
     // CSV for the spreadsheets that replace the hand-filled forms.
     let csv = Req::get(format!("/v1/reports/communes?from={from}&to={to}"))

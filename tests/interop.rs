@@ -360,7 +360,7 @@ async fn smpplib(daemon: &TestDaemon, system_id: &str, password: &str, scenario:
 }
 
 /// Issue 4's proof through a peer that is not ours: 1 000 subscribers with their dialogues
-/// open at once over one smpplib bind, each registering through the menus (dial, then four
+/// open at once over one smpplib bind, each registering through the menus (dial, then six
 /// answers). The script checks every screen: deliver_sm to the right number, op 2 while
 /// inputs remain and 17 at the end, its_session_info echoed with the end bit exactly on the
 /// final screen, every submit_sm_resp status 0.
@@ -372,7 +372,7 @@ async fn smpplib_1000_concurrent_subscribers_should_register_with_correct_ops_an
     assert!(done.status.success(), "smpplib load failed ({})\n{}", done.status, done.report);
     let result = done.line("RESULT ");
     assert!(
-        result.starts_with("completed=1000 of 1000 ") && result.ends_with("screens=5000 errors={}"),
+        result.starts_with("completed=1000 of 1000 ") && result.ends_with("screens=7000 errors={}"),
         "{result}"
     );
     // Every one of them is registered now.

@@ -22,7 +22,10 @@ const BIN: &str = env!("CARGO_BIN_EXE_chogate");
 /// Every run is bounded by its --duration; this only turns a hang into a failure.
 const PROCESS_PATIENCE: Duration = Duration::from_secs(90);
 
-const REGISTRATION: &str = "6001,Bản Chu,Hoàng Văn A,1";
+/// Self-registration whether the village exists yet or not: the commune by name, the first
+/// village of its list ("another village" while there is none, then a village name; or the
+/// village, then the household's name), a name (or a wrong key on the confirmation), yes.
+const REGISTRATION: &str = "doan ket,1,1,Bản Chu,Hoàng Văn A,1";
 const SELL: &str = "1,1,10,25000,1";
 
 async fn daemon(extra: &str) -> (TestDaemon, tempfile::TempDir) {
@@ -100,11 +103,35 @@ async fn ussdc_role_should_register_subscribers_then_sell_without_errors() {
     assert_eq!(r["role"], "ussdc");
     assert_eq!(r["subscribers"], 20);
     assert_eq!(r["dialogues"], 20, "{r}");
-    assert_eq!(r["steps"], 20 * 5, "{r}");
+    assert_eq!(r["steps"], 20 * 7, "{r}");
     errors_should_be_empty(&r);
     assert!(r["latency_ms"]["p50"].as_f64().unwrap() > 0.0, "{r}");
 
-    // Now registered: list produce for 2 s, with a little think time.
+    // Their village's team leader confirms them.
+    use chogate::market::{Actor, Channel, IdemKey, Lang, LeaderDecision};
+    let m = d.daemon.as_ref().unwrap().market.clone();
+    let cli = Actor::new("test", Channel::Cli);
+    let leader = m
+        .register_leader(
+            &cli,
+            IdemKey("l".into()),
+            "84987000001",
+            "Hoàng Văn Minh",
+            6001,
+            "Bản Chu",
+            Lang::Vi,
+        )
+        .await
+        .unwrap();
+    let pending = m.village_households(leader.id, true).await.unwrap();
+    assert_eq!(pending.len(), 20, "every one in the one village");
+    for h in pending {
+        m.leader_decides(&cli, IdemKey(format!("c{}", h.id)), leader.id, h.id, LeaderDecision::Confirm)
+            .await
+            .unwrap();
+    }
+
+    // Now registered and confirmed: list produce for 2 s, with a little think time.
     let mut cmd = loadtest(common);
     cmd.args(["--subscribers", "20", "--duration", "2", "--script", SELL, "--think-ms", "5"]);
     let r = report(&output(cmd).await);

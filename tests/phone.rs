@@ -64,7 +64,7 @@ async fn phone_should_show_the_registration_screen_with_its_encoding_to_an_unkno
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{}", text(&out.stderr));
     assert!(stdout.contains("Enter = dial *384#"), "{stdout}");
-    assert!(stdout.contains("Chợ 384: đăng ký cửa hàng"), "{stdout}");
+    assert!(stdout.contains("Chợ 384: đăng ký bán hàng"), "{stdout}");
     let encoding = stdout.lines().find(|l| l.starts_with("[UCS2 ")).expect("an encoding line");
     assert!(encoding.ends_with("/80]"), "{encoding}");
     assert!(stdout.contains("(dialogue aborted)"), "{stdout}");
@@ -75,14 +75,17 @@ async fn phone_should_show_the_registration_screen_with_its_encoding_to_an_unkno
 async fn phone_should_register_then_show_the_main_menu_on_the_next_dial() {
     let (d, dir) = daemon().await;
     // A whole registration dialogue, then a second dial, then end of input (which aborts).
-    let out = phone(&d, &dir, "0912345679", PASSWORD, "\n6001\nBản Chu\nHoàng Văn A\n1\n\n").await;
+    let out = phone(&d, &dir, "0912345679", PASSWORD, "\ndoan ket\n1\n1\nBản Chu\nHoàng Văn A\n1\n\n").await;
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{}", text(&out.stderr));
     assert!(stdout.contains("Bound to chogate") && stdout.contains("phone number 84912345679"), "{stdout}");
     let end = stdout.find("(end of dialogue)").expect("the registration ends on a final screen");
-    assert!(stdout[..end].contains("Đăng ký xong!"), "{stdout}");
-    assert!(stdout[end..].contains("1. Đăng bán sản phẩm"), "main menu on the next dial: {stdout}");
-    assert!(stdout.contains("(end of input: dialogue aborted)"), "{stdout}");
+    assert!(stdout[..end].contains("Đã gửi đăng ký."), "{stdout}");
+    assert!(
+        stdout[end..].contains("Đăng ký chờ xác nhận"),
+        "waits for its leader on the next dial: {stdout}"
+    );
+    assert!(stdout.trim_end().ends_with("Unbinding."), "{stdout}");
     d.stop().await;
 }
 

@@ -170,7 +170,12 @@ async fn seeds_should_be_present_once(db: TestDb) {
     let codes: Vec<&str> = products.iter().map(|p| p.code.as_str()).collect();
     assert_eq!(&codes[..6], ["na", "hoa_hoi", "thach_den", "rau_bo_khai", "lap_suon", "che_van_linh"]);
     assert_eq!((products[0].name_vi.as_str(), products[0].name_en.as_str()), ("Na", "Custard apple"));
-    assert!(products.iter().all(|p| p.unit == "kg" && p.min_price < p.max_price));
+    assert!(products.iter().all(|p| p.min_price < p.max_price));
+    let unit = |code: &str| products.iter().find(|p| p.code == code).map(|p| p.unit.clone());
+    assert_eq!(
+        (unit("na"), unit("mat_ong"), unit("rau_bo_khai")),
+        (Some("kg".into()), Some("lít".into()), Some("bó".into()))
+    );
 
     // Opening again migrates nothing and seeds nothing twice.
     let db = env.close().await;
@@ -244,8 +249,8 @@ async fn each_action_should_record_its_event_with_the_change(db: TestDb) {
         env.events(&format!("household:{}", h.id)).await,
         ["household_registered", "pin_set", "pin_reset"]
     );
-    // The SMS to the household (the new order; the delivery and the PIN reset, which
-    // others did) were queued with their events.
+    // The SMS to the household (its welcome, the new order; the delivery and the PIN
+    // reset, which others did) were queued with their events.
     let mut r = m.store().read().await.unwrap();
     let kinds: Vec<String> = r
         .conn()
@@ -259,8 +264,8 @@ async fn each_action_should_record_its_event_with_the_change(db: TestDb) {
         })
         .collect();
     drop(r);
-    assert_eq!(kinds, ["order_new", "order_delivered", "pin_reset"]);
-    assert_eq!(env.count("SELECT COUNT(*) AS n FROM events WHERE kind = 'sms_queued'", args![]).await, 3);
+    assert_eq!(kinds, ["welcome", "order_new", "order_delivered", "pin_reset"]);
+    assert_eq!(env.count("SELECT COUNT(*) AS n FROM events WHERE kind = 'sms_queued'", args![]).await, 4);
     assert_eq!(env.count("SELECT COUNT(*) AS n FROM payments", args![]).await, 1);
 
     // Who, channel, when.
@@ -395,7 +400,7 @@ async fn idempotent_repeat_should_return_the_first_outcome_and_create_nothing(db
     let o2 = m.place_order(&partner(), key("shopee:req-1"), listing.id, "Shopee", 10, 300_000).await.unwrap();
     assert_eq!(o1, o2);
     assert_eq!(env.count("SELECT COUNT(*) AS n FROM orders", args![]).await, 1);
-    assert_eq!(env.count("SELECT COUNT(*) AS n FROM outbox", args![]).await, 1);
+    assert_eq!(env.count("SELECT COUNT(*) AS n FROM outbox WHERE kind = 'order_new'", args![]).await, 1);
     assert_eq!(m.listing(h.id, listing.id).await.unwrap().quantity_kg, 90);
 
     // Registration: the same household back.
@@ -496,7 +501,11 @@ async fn listing_changes_and_orders_should_track_quantity(db: TestDb) {
     assert!(matches!(r, Err(MarketError::NotAllowed(_))), "{r:?}");
     // The household hears of the order in its language.
     let mut r = m.store().read().await.unwrap();
-    let row = r.conn().fetch_one("SELECT msisdn, text, lang, status FROM outbox", args![]).await.unwrap();
+    let row = r
+        .conn()
+        .fetch_one("SELECT msisdn, text, lang, status FROM outbox WHERE kind = 'order_new'", args![])
+        .await
+        .unwrap();
     drop(r);
     assert_eq!(row.text("msisdn").unwrap(), h.msisdn);
     assert_eq!(row.text("lang").unwrap(), "vi");
@@ -853,7 +862,8 @@ async fn stats_should_count_everything(db: TestDb) {
     assert_eq!(s.orders_by_status, [("new".to_owned(), 1), ("paid".to_owned(), 1)]);
     assert_eq!(s.payments, 1);
     assert_eq!(s.dialogues, 2);
-    assert_eq!(s.outbox_by_status, [("queued".to_owned(), 2)]);
+    // The two orders' SMS and the registered household's welcome.
+    assert_eq!(s.outbox_by_status, [("queued".to_owned(), 3)]);
     assert_eq!(s.events, env.count("SELECT COUNT(*) AS n FROM events", args![]).await);
     assert_eq!(s.events as u64, m.writer_counters().events);
     // The counts by kind are those of the events themselves.

@@ -13,6 +13,7 @@ use serde_json::json;
 
 const LEADER: &str = "84987000001";
 const HOUSEHOLD: &str = "84912345678";
+const MAIN: &str = "1. Đăng bán hàng\n2. Đơn hàng\n3. Thanh toán\n4. Cửa hàng\n5. Trợ giúp";
 
 fn cli() -> Actor {
     Actor { msisdn: "test".into(), channel: Channel::Cli }
@@ -55,15 +56,12 @@ async fn new_listing_dial_should_end_on_the_final_screen_with_the_listing_stored
     let before = m.stats().await.unwrap();
     let mut u = Ussdc::bind(d.smpp, Family::DeliverSm).await;
     let screens = u.run(HOUSEHOLD, 7, &["1", "1", "10", "25000", "1"]).await;
-    assert_eq!(
-        screens[0].text,
-        "1. Đăng bán sản phẩm\n2. Đơn hàng\n3. Xác nhận thanh toán\n4. Cửa hàng\n5. Trợ giúp"
-    );
+    assert_eq!(screens[0].text, MAIN);
     assert!(screens[1].text.starts_with("Chọn sản phẩm:\n1. Na\n"), "{}", screens[1].text);
-    assert_eq!(screens[2].text, "Na: số lượng (kg)?");
-    assert_eq!(screens[4].text, "Bán 10 kg Na, giá 25000 đ/kg?\n1. Đồng ý\n2. Hủy");
+    assert_eq!(screens[2].text, "Na: số lượng (kg)?\n* Quay lại");
+    assert_eq!(screens[4].text, "Bán 10kg Na, 25.000đ/kg?\n1. Đồng ý\n2. Không");
     let last = screens.last().unwrap();
-    assert!(last.text.starts_with("Đã đăng bán. Mã tin: L"), "{}", last.text);
+    assert!(last.text.starts_with("Đã đăng bán, mã L"), "{}", last.text);
     assert!(last.is_final());
     for s in &screens[..5] {
         assert_eq!(s.op, 2, "{s:?}");
@@ -83,13 +81,31 @@ async fn new_listing_dial_should_end_on_the_final_screen_with_the_listing_stored
 }
 
 #[tokio::test]
-async fn help_should_end_on_the_team_leader_screen() {
+async fn help_should_name_the_team_leader_the_sms_keywords_and_how_to_resume() {
     let (d, _dir) = daemon().await;
     village(&market(&d)).await;
     let mut u = Ussdc::bind(d.smpp, Family::DeliverSm).await;
-    let screens = u.run(HOUSEHOLD, 1, &["5"]).await;
-    assert_eq!(screens[1].text, "Hỗ trợ: tổ trưởng Hoàng Văn Minh, ĐT 0987000001.");
-    assert!(screens[1].is_final());
+    let screens = u.run(HOUSEHOLD, 1, &["5", "1", "9", "2", "9", "3"]).await;
+    assert_eq!(screens[2].text, "Cần giúp, gọi tổ trưởng Hoàng Văn Minh (0987000001).\n9. Quay lại");
+    assert!(screens[4].text.contains("DH") && screens[4].text.contains("HUY"), "{}", screens[4].text);
+    assert!(screens[6].text.contains("*384#"), "{}", screens[6].text);
+    // The leader is pointed at the hotline, not at himself; without one, at the commune.
+    let s = u.run(LEADER, 2, &["5", "5", "1"]).await;
+    assert_eq!(s[3].text, "Cần giúp, gọi UBND Xã Đoàn Kết.\n9. Quay lại");
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn help_should_give_the_hotline_where_a_village_has_no_leader() {
+    let (d, _dir) = daemon_with("", "[ussd]\nhotline = \"1900 1234\"").await;
+    let m = market(&d);
+    // A household whose village has no team: registered through the admin import path.
+    let leader = m
+        .register_leader(&cli(), IdemKey("l1".into()), LEADER, "Hoàng Văn Minh", 6001, "Bản Chu", Lang::Vi)
+        .await
+        .unwrap();
+    let s = Ussdc::bind(d.smpp, Family::DeliverSm).await.run(&leader.msisdn, 3, &["5", "5", "1"]).await;
+    assert_eq!(s[3].text, "Cần giúp, gọi đường dây nóng 1900 1234.\n9. Quay lại");
     d.stop().await;
 }
 
@@ -98,28 +114,76 @@ async fn shortcut_dial_string_should_run_its_inputs() {
     let (d, _dir) = daemon().await;
     village(&market(&d)).await;
     let mut u = Ussdc::bind(d.smpp, Family::DeliverSm).await;
-    let screen = u.send(HOUSEHOLD, "*384*5#", 1, Some(3), None).await;
-    assert!(screen.text.starts_with("Hỗ trợ:"), "{}", screen.text);
-    assert!(screen.is_final());
+    let screen = u.send(HOUSEHOLD, "*384*5*1#", 1, Some(3), None).await;
+    assert!(screen.text.starts_with("Cần giúp, gọi tổ trưởng"), "{}", screen.text);
+    let screen = u.send(HOUSEHOLD, "*384*2#", 1, Some(4), None).await;
+    assert!(screen.is_final(), "no orders: the list ends the dialogue");
     d.stop().await;
 }
 
 #[tokio::test]
 async fn unregistered_number_should_self_register_then_get_the_main_menu() {
-    let (d, _dir) = daemon().await;
+    let (d, dir) = daemon().await;
     let m = market(&d);
     let mut u = Ussdc::bind(d.smpp, Family::DeliverSm).await;
-    let s = u.run("84911111111", 2, &["9999", "6001", "Bản Chu", "Hoàng Văn An", "1"]).await;
-    assert!(s[0].text.starts_with("Chợ 384: đăng ký cửa hàng"), "{}", s[0].text);
-    assert!(s[1].text.starts_with("Mã xã không có trong danh sách."), "{}", s[1].text);
-    assert_eq!(s[2].text, "Xã Đoàn Kết. Tên thôn/bản:");
-    assert_eq!(s[4].text, "Đăng ký hộ Hoàng Văn An, Bản Chu, Xã Đoàn Kết?\n1. Đồng ý\n2. Hủy");
-    assert!(s[5].is_final(), "{s:?}");
+    let (leader, _) = village(&m).await;
+    let s = u
+        .run(
+            "84911111111",
+            2,
+            &["99999", "doan ket", "1", "2", "ban  CHU", "0912345678", "Hoàng Văn An", "1"],
+        )
+        .await;
+    assert_eq!(s[0].text, "Chợ 384: đăng ký bán hàng. Nhập tên xã/phường (vd: chi lang):");
+    // A name that is no commune: asked again, the hint in the title's place, never paged.
+    assert_eq!(s[1].text, "Không tìm thấy xã/phường này. Nhập lại vài chữ của tên:");
+    assert_eq!(s[2].text, "Chọn xã/phường:\n1. Xã Đoàn Kết\n9. Quay lại");
+    assert_eq!(s[3].text, "Chọn thôn/bản:\n1. Bản Chu\n2. Thôn/bản khác\n9. Quay lại");
+    assert_eq!(s[4].text, "Tên thôn/bản của bạn:\n* Quay lại");
+    assert_eq!(
+        s[6].text, "Tên chỉ gồm chữ cái và dấu cách.\nHọ tên chủ hộ:\n* Quay lại",
+        "a number is no name"
+    );
+    // "ban  CHU" is the commune's Bản Chu, not a new village.
+    assert_eq!(s[7].text, "Đăng ký hộ Hoàng Văn An, Bản Chu, Xã Đoàn Kết?\n1. Đồng ý\n2. Không");
+    assert_eq!(s[8].text, "Đã gửi đăng ký. Chờ tổ trưởng Hoàng Văn Minh xác nhận, bạn sẽ nhận SMS.");
+    assert!(s[8].is_final(), "{s:?}");
     let h = m.household_by_msisdn("0911111111").await.unwrap().expect("registered");
-    assert_eq!((h.name.as_str(), h.commune_code), ("Hoàng Văn An", 6001));
+    assert_eq!(
+        (h.name.as_str(), h.commune_code, h.village_id, h.pending),
+        ("Hoàng Văn An", 6001, leader.village_id, true)
+    );
+    // Until the leader confirms, it cannot sell, and it is told whom to call.
     let again = u.dial("84911111111", 3).await;
-    assert!(again.text.starts_with("1. Đăng bán sản phẩm"), "{}", again.text);
+    assert_eq!(again.text, "Đăng ký chờ xác nhận, có SMS báo. Gọi tổ trưởng Hoàng Văn Minh (0987000001).");
+    assert!(again.is_final());
+    // The leader was told by SMS, and confirms from the leader menu.
+    let sms = outbox_texts(&dir, LEADER);
+    assert_eq!(
+        sms,
+        [
+            "Hộ Hoàng Văn An (0911111111) đăng ký bán hàng ở Bản Chu. Bấm *384#, chọn 1 (Chờ xác nhận) để xác nhận."
+        ]
+    );
+    let l = u.run(LEADER, 4, &["1", "1", "1"]).await;
+    assert_eq!(l[1].text, "Chờ xác nhận:\n1. Hoàng Văn An 0911***111\n9. Quay lại");
+    assert_eq!(l[2].text, "Hoàng Văn An 0911***111:\n1. Xác nhận\n2. Không phải hộ trong thôn\n9. Quay lại");
+    assert!(l[3].is_final() && l[3].text.starts_with("Đã xác nhận hộ Hoàng Văn An."), "{}", l[3].text);
+    let welcome = outbox_texts(&dir, "84911111111");
+    assert!(
+        welcome[0].starts_with("Chào Hoàng Văn An! Cửa hàng Chợ 384 của bạn đã sẵn sàng."),
+        "{welcome:?}"
+    );
+    let again = u.dial("84911111111", 5).await;
+    assert_eq!(again.text, MAIN);
     d.stop().await;
+}
+
+/// The texts of the SMS queued for a number, oldest first, read from the daemon's file.
+fn outbox_texts(dir: &tempfile::TempDir, msisdn: &str) -> Vec<String> {
+    let db = rusqlite::Connection::open(dir.path().join("chogate.db")).unwrap();
+    let mut q = db.prepare("SELECT text FROM outbox WHERE msisdn = ?1 ORDER BY id").unwrap();
+    q.query_map([msisdn], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
 }
 
 #[tokio::test]
@@ -132,13 +196,22 @@ async fn orders_should_be_listed_and_accepted() {
     let order =
         m.place_order(&partner, IdemKey("o1".into()), listing.id, "Nguyễn Văn B", 5, 150000).await.unwrap();
     let mut u = Ussdc::bind(d.smpp, Family::DeliverSm).await;
-    let s = u.run(HOUSEHOLD, 4, &["2", "1", "1"]).await;
-    assert!(s[1].text.contains(&order.code), "{}", s[1].text);
+    let s = u.run(HOUSEHOLD, 4, &["2", "1", "3", "9", "1"]).await;
+    assert_eq!(s[1].text, format!("Đơn hàng:\n1. {} Na 5kg Mới\n9. Quay lại", order.code));
+    // A new order offers what a new order allows: no "handed to the post office".
     assert_eq!(
         s[2].text,
-        format!("{}: 150.000đ\n1. Nhận đơn\n2. Từ chối\n3. Đã giao bưu điện\n9. Quay lại", order.code)
+        format!("{} mới:\n1. Nhận đơn\n2. Từ chối\n3. Xem chi tiết\n9. Quay lại", order.code)
     );
-    assert_eq!(s[3].text, format!("Đã nhận đơn {}. Hãy chuẩn bị hàng.", order.code));
+    assert!(
+        s[3].text.starts_with(&format!("{}: 5kg Na, 150.000đ. Người mua: Nguyễn Văn B.", order.code)),
+        "{}",
+        s[3].text
+    );
+    assert_eq!(
+        s[5].text,
+        format!("Đã nhận đơn {}. Gửi hàng ở bưu điện, rồi chọn Đã giao bưu điện.", order.code)
+    );
     assert_eq!(m.order(hh.id, order.id).await.unwrap().status, OrderStatus::Accepted);
     d.stop().await;
 }
@@ -158,11 +231,15 @@ async fn payment_should_set_a_pin_confirm_and_lock_after_five_wrong() {
         orders.push(o);
     }
     let mut u = Ussdc::bind(d.smpp, Family::DeliverSm).await;
-    let s = u.run(HOUSEHOLD, 5, &["3", "1", "1234", "1234", "1234"]).await;
-    assert_eq!(s[2].text, "Tạo mã PIN 4 số để xác nhận thanh toán:");
-    assert_eq!(s[3].text, "Nhập lại mã PIN:");
-    assert!(s[4].text.starts_with("Nhập PIN xác nhận đã nhận 30.000đ"), "{}", s[4].text);
-    assert!(s[5].is_final() && s[5].text.starts_with("Đã xác nhận thanh toán"), "{}", s[5].text);
+    let s = u.run(HOUSEHOLD, 5, &["3", "1", "1", "1234", "1234", "1"]).await;
+    assert_eq!(s[3].text, "Chưa có mã PIN. Tạo PIN 4 số (giữ bí mật):\n* Quay lại");
+    assert_eq!(s[4].text, "Nhập lại mã PIN:\n* Quay lại");
+    assert!(s[5].text.starts_with("PIN khớp. Tạo PIN, xác nhận đã nhận 30.000đ"), "{}", s[5].text);
+    assert!(
+        s[6].is_final() && s[6].text.starts_with("Đã tạo mã PIN và xác nhận thanh toán"),
+        "{}",
+        s[6].text
+    );
     let mut paid = 0;
     for o in &orders {
         paid += usize::from(m.order(hh.id, o.id).await.unwrap().status == OrderStatus::Paid);
@@ -170,17 +247,30 @@ async fn payment_should_set_a_pin_confirm_and_lock_after_five_wrong() {
     assert_eq!(paid, 1);
 
     // Five wrong PINs lock payment confirmation.
-    let mut s = u.run(HOUSEHOLD, 6, &["3", "1"]).await;
-    assert!(s[2].text.starts_with("Nhập PIN"), "{}", s[2].text);
+    let mut s = u.run(HOUSEHOLD, 6, &["3", "1", "1"]).await;
+    assert!(s[3].text.starts_with("Nhập PIN"), "{}", s[3].text);
     for i in 0..5 {
         let screen = u.answer(HOUSEHOLD, 6, "0000").await;
         s.push(screen.clone());
         if i < 4 {
             assert!(screen.text.starts_with(&format!("Sai mã PIN. Còn {} lần.", 4 - i)), "{}", screen.text);
         } else {
-            assert!(screen.is_final() && screen.text.starts_with("Sai PIN 5 lần."), "{}", screen.text);
+            assert!(
+                screen.is_final() && screen.text.starts_with("Sai PIN 5 lần: khóa xác nhận thanh toán đến"),
+                "{}",
+                screen.text
+            );
         }
     }
+    // During the lock the PIN is not asked for: the screen says until when, and who can unlock.
+    let s = u.run(HOUSEHOLD, 7, &["3", "1", "1"]).await;
+    assert!(s[3].is_final(), "{s:?}");
+    assert!(s[3].text.starts_with("Khóa đến "), "{}", s[3].text);
+    assert!(
+        s[3].text.ends_with("do sai PIN 5 lần. Gọi tổ trưởng Hoàng Văn Minh (0987000001)."),
+        "{}",
+        s[3].text
+    );
     d.stop().await;
 }
 
@@ -191,17 +281,14 @@ async fn aborted_dialogue_should_resume_where_it_was_and_apply_once() {
     let (_, hh) = village(&m).await;
     let mut u = Ussdc::bind(d.smpp, Family::DeliverSm).await;
     let s = u.run(HOUSEHOLD, 8, &["1", "1", "10"]).await;
-    assert_eq!(s[3].text, "Giá bán mỗi kg (đồng)?");
+    assert_eq!(s[3].text, "Giá mỗi kg (đồng)?\n* Quay lại");
     u.abort(HOUSEHOLD, 8).await;
     let offer = u.dial(HOUSEHOLD, 9).await;
     assert_eq!(offer.text, "Bạn đang làm dở.\n1. Tiếp tục\n2. Bắt đầu lại");
     let back = u.answer(HOUSEHOLD, 9, "1").await;
-    assert_eq!(back.text, "Giá bán mỗi kg (đồng)?", "continues at the same screen");
+    assert_eq!(back.text, "Giá mỗi kg (đồng)?\n* Quay lại", "continues at the same screen");
     let confirm = u.answer(HOUSEHOLD, 9, "25000").await;
-    assert_eq!(
-        confirm.text, "Bán 10 kg Na, giá 25000 đ/kg?\n1. Đồng ý\n2. Hủy",
-        "with what was typed before"
-    );
+    assert_eq!(confirm.text, "Bán 10kg Na, 25.000đ/kg?\n1. Đồng ý\n2. Không", "with what was typed before");
     let done = u.answer(HOUSEHOLD, 9, "1").await;
     assert!(done.is_final());
     assert_eq!(m.listings(hh.id).await.unwrap().len(), 1);
@@ -289,7 +376,7 @@ async fn restart_choice_should_start_from_the_main_menu() {
     u.abort(HOUSEHOLD, 12).await;
     u.dial(HOUSEHOLD, 13).await;
     let main = u.answer(HOUSEHOLD, 13, "2").await;
-    assert!(main.text.starts_with("1. Đăng bán sản phẩm"), "{}", main.text);
+    assert_eq!(main.text, MAIN);
     d.stop().await;
 }
 
@@ -305,16 +392,13 @@ async fn replies_should_use_the_accounts_pdu_family_and_text_mode() {
         let mut peer = Peer::connect(d.smpp).await;
         assert_eq!(peer.bind(BindKind::Transceiver, account, "pw").await.status, 0);
         let mut u = Ussdc { peer, family };
-        let s = u.run(HOUSEHOLD, 20, &["5"]).await;
+        let s = u.run(HOUSEHOLD, 20, &["5", "1", "9", "9", "2"]).await;
         assert_eq!((s[0].command, s[0].data_coding), (command, dc), "{account}");
         if dc == 0 {
-            assert_eq!(
-                s[0].text,
-                "1. Dang ban san pham\n2. Don hang\n3. Xac nhan thanh toan\n4. Cua hang\n5. Tro giup"
-            );
-            assert_eq!(s[1].text, "Ho tro: to truong Hoang Van Minh, DT 0987000001.");
+            assert_eq!(s[0].text, "1. Dang ban hang\n2. Don hang\n3. Thanh toan\n4. Cua hang\n5. Tro giup");
+            assert_eq!(s[2].text, "Can giup, goi to truong Hoang Van Minh (0987000001).\n9. Quay lai");
         }
-        assert!(s[1].is_final());
+        assert!(s[5].is_final(), "no orders: the list ends the dialogue");
     }
     d.stop().await;
 }
@@ -334,27 +418,47 @@ async fn dialogues_keyed_by_user_message_reference_should_stay_apart() {
     assert!(a2.text.starts_with("Chọn sản phẩm:"), "{}", a2.text);
     let b = u.send(HOUSEHOLD, "*384#", 1, None, Some(200)).await;
     assert_eq!(b.umr, Some(200));
-    let b2 = u.send(HOUSEHOLD, "5", 18, None, Some(200)).await;
+    let b2 = u.send(HOUSEHOLD, "2", 18, None, Some(200)).await;
     assert!(b2.is_final() && b2.umr == Some(200));
     let a3 = u.send(HOUSEHOLD, "1", 18, None, Some(100)).await;
-    assert_eq!(a3.text, "Na: số lượng (kg)?");
+    assert_eq!(a3.text, "Na: số lượng (kg)?\n* Quay lại");
     d.stop().await;
 }
 
 #[tokio::test]
 async fn leader_should_register_a_household_and_see_village_progress() {
-    let (d, _dir) = daemon().await;
+    let (d, dir) = daemon().await;
     let m = market(&d);
     village(&m).await;
     let mut u = Ussdc::bind(d.smpp, Family::DeliverSm).await;
-    let s = u.run(LEADER, 30, &["1", "0912 000 111", "Đinh Văn Tám", "1"]).await;
-    assert!(s[0].text.starts_with("1. Đăng ký hộ mới"), "{}", s[0].text);
-    assert_eq!(s[3].text, "Đăng ký hộ Đinh Văn Tám, số 84912000111?\n1. Đồng ý\n2. Hủy");
-    assert!(s[4].is_final());
+    // A number registered already is refused on the phone screen, before anything else.
+    let s = u.run(LEADER, 30, &["2", HOUSEHOLD, "0912 000 111", "0912000112", "Đinh Văn Tám", "1"]).await;
+    assert_eq!(
+        s[0].text,
+        "1. Chờ xác nhận\n2. Đăng ký hộ\n3. Hộ trong thôn\n4. Tiến độ thôn\n5. Cửa hàng tôi"
+    );
+    assert_eq!(s[2].text, "Số này đã được đăng ký.\nSố điện thoại của hộ:\n* Quay lại");
+    // A phone number is no name.
+    assert_eq!(s[4].text, "Tên chỉ gồm chữ cái và dấu cách.\nHọ tên chủ hộ:\n* Quay lại");
+    assert_eq!(s[5].text, "Đăng ký hộ Đinh Văn Tám, số 84912000111?\n1. Đồng ý\n2. Không");
+    assert!(s[6].is_final());
     assert!(m.household_by_msisdn("84912000111").await.unwrap().is_some());
-    let p = u.run(LEADER, 31, &["2"]).await;
-    assert!(p[1].is_final());
-    assert!(p[1].text.starts_with("Bản Chu: 3 hộ"), "{}", p[1].text);
+    let welcome = outbox_texts(&dir, "84912000111");
+    assert!(welcome[0].starts_with("Chào Đinh Văn Tám!"), "{welcome:?}");
+    // Progress counts confirmed households and listings on sale: a stopped one does not.
+    let (_, hh) = (
+        m.household_by_msisdn(LEADER).await.unwrap().unwrap(),
+        m.household_by_msisdn(HOUSEHOLD).await.unwrap().unwrap(),
+    );
+    let l = m.create_listing(&cli(), IdemKey("c1".into()), hh.id, 1, 5, 30000).await.unwrap();
+    m.update_listing(&cli(), IdemKey("c2".into()), hh.id, l.id, chogate::market::ListingChange::Stop)
+        .await
+        .unwrap();
+    m.self_register(&cli(), IdemKey("r1".into()), "0911111112", 6001, "Bản Chu", "Vy Thị Ngọc", Lang::Vi)
+        .await
+        .unwrap();
+    let p = u.run(LEADER, 31, &["4"]).await;
+    assert_eq!(p[1].text, "Bản Chu: 3 hộ, 0 đang bán, 0 có TK thanh toán, 1 chờ xác nhận.\n9. Quay lại");
     d.stop().await;
 }
 
@@ -387,7 +491,7 @@ async fn client_role_should_answer_smsc_ussd_with_submit_sm() {
     let resp = BindResp { kind: BindKind::Transceiver, system_id: "smsc".into(), tlvs: Tlvs::default() };
     smsc.send(&Pdu::new(bind.sequence, Body::BindResp(resp))).await;
     let mut u = Ussdc { peer: smsc, family: Family::DeliverSm };
-    let s = u.run(HOUSEHOLD, 50, &["5"]).await;
+    let s = u.run(HOUSEHOLD, 50, &["2"]).await;
     assert_eq!(s[0].command, "submit_sm");
     assert!(s[1].is_final() && s[1].command == "submit_sm");
     assert_eq!(s[1].its_session, Some([50, 1]));
@@ -402,21 +506,36 @@ async fn my_shop_should_change_price_and_quantity_and_stop_selling() {
     let (_, hh) = village(&m).await;
     let listing = m.create_listing(&cli(), IdemKey("c1".into()), hh.id, 1, 50, 30000).await.unwrap();
     let mut u = Ussdc::bind(d.smpp, Family::DeliverSm).await;
-    let s = u.run(HOUSEHOLD, 60, &["4", "1", "1", "32.000"]).await;
-    assert_eq!(s[1].text, format!("Hàng đang bán:\n1. {} Na 50kg\n9. Quay lại", listing.code));
+    let s = u.run(HOUSEHOLD, 60, &["4", "1", "1", "1", "32.000"]).await;
     assert_eq!(
-        s[2].text,
-        format!("{}: 50kg, 30.000đ/kg\n1. Đổi giá\n2. Đổi số lượng\n3. Ngừng bán\n9. Quay lại", listing.code)
+        s[1].text,
+        "1. Hàng đang bán\n2. Hàng đã ngừng bán\n3. Doanh thu\n4. Đơn đã xong\n9. Quay lại"
     );
-    assert_eq!(s[4].text, format!("Đã cập nhật {}: 50kg, 32.000đ/kg.", listing.code));
-    assert!(s[4].is_final());
-    let s = u.run(HOUSEHOLD, 61, &["4", "1", "2", "80"]).await;
-    assert_eq!(s[4].text, format!("Đã cập nhật {}: 80kg, 32.000đ/kg.", listing.code));
-    let s = u.run(HOUSEHOLD, 62, &["4", "1", "3"]).await;
-    assert_eq!(s[3].text, format!("Đã ngừng bán {}.", listing.code));
+    assert_eq!(s[2].text, format!("Hàng đang bán:\n1. {} Na 50kg 30.000đ\n9. Quay lại", listing.code));
+    assert_eq!(
+        s[3].text,
+        format!("{} Na:\n1. Đổi giá\n2. Đổi số lượng\n3. Ngừng bán\n9. Quay lại", listing.code)
+    );
+    assert_eq!(s[5].text, format!("Đã cập nhật {}: 50kg, 32.000đ/kg.", listing.code));
+    assert!(s[5].is_final());
+    let s = u.run(HOUSEHOLD, 61, &["4", "1", "1", "2", "80"]).await;
+    assert_eq!(s[5].text, format!("Đã cập nhật {}: 80kg, 32.000đ/kg.", listing.code));
+    // Stopping asks first; "2" keeps it on sale.
+    let s = u.run(HOUSEHOLD, 62, &["4", "1", "1", "3", "2", "3", "1"]).await;
+    assert_eq!(
+        s[4].text,
+        format!("Ngừng bán {} Na? Người mua sẽ không thấy nữa.\n1. Đồng ý\n2. Không", listing.code)
+    );
+    assert_eq!(s[5].text, s[3].text);
+    assert_eq!(s[7].text, format!("Đã ngừng bán {}. Mở lại ở Cửa hàng > Hàng đã ngừng bán.", listing.code));
     assert!(m.listings(hh.id).await.unwrap().is_empty(), "a stopped listing is no longer active");
-    let s = u.run(HOUSEHOLD, 63, &["4"]).await;
-    assert_eq!(s[1].text, "Bạn chưa đăng bán sản phẩm nào.");
+    let s = u.run(HOUSEHOLD, 63, &["4", "1"]).await;
+    assert_eq!(s[2].text, "Chưa có hàng đang bán. Chọn 1 ở menu chính để đăng bán.");
+    // A stopped listing can be put on sale again.
+    let s = u.run(HOUSEHOLD, 64, &["4", "2", "1", "1"]).await;
+    assert_eq!(s[2].text, format!("Chọn để mở bán lại:\n1. {} Na 80kg 32.000đ\n9. Quay lại", listing.code));
+    assert_eq!(s[4].text, format!("Đã mở bán lại {}.", listing.code));
+    assert_eq!(m.listings(hh.id).await.unwrap().len(), 1);
     d.stop().await;
 }
 
@@ -429,14 +548,37 @@ async fn orders_should_be_rejected_or_handed_to_the_post_office() {
     let partner = Actor { msisdn: "shopee".into(), channel: Channel::Http };
     let a = m.place_order(&partner, IdemKey("o1".into()), listing.id, "B", 1, 30000).await.unwrap();
     let mut u = Ussdc::bind(d.smpp, Family::DeliverSm).await;
-    let s = u.run(HOUSEHOLD, 64, &["2", "1", "2"]).await;
-    assert_eq!(s[3].text, format!("Đã từ chối đơn {}.", a.code));
+    // Rejecting asks first.
+    let s = u.run(HOUSEHOLD, 64, &["2", "1", "2", "1"]).await;
+    assert_eq!(s[3].text, format!("Từ chối đơn {}? Hàng được bán lại.\n1. Đồng ý\n2. Không", a.code));
+    assert_eq!(s[4].text, format!("Đã từ chối đơn {}. Người mua sẽ được báo.", a.code));
     assert_eq!(m.order(hh.id, a.id).await.unwrap().status, OrderStatus::Rejected);
     let b = m.place_order(&partner, IdemKey("o2".into()), listing.id, "C", 1, 30000).await.unwrap();
     m.move_order(&cli(), IdemKey("a2".into()), hh.id, b.id, OrderMove::Accept, None).await.unwrap();
-    let s = u.run(HOUSEHOLD, 65, &["2", "1", "3"]).await;
-    assert_eq!(s[3].text, format!("Đơn {} đã giao bưu điện.", b.code));
+    // An accepted order offers the post office (with a tracking code, "0" for none) and cancelling.
+    let s = u.run(HOUSEHOLD, 65, &["2", "1", "1", "*", "1", "EB123456789VN"]).await;
+    assert_eq!(s[1].text, format!("Đơn hàng:\n1. {} Na 1kg Đã nhận\n9. Quay lại", b.code));
+    assert_eq!(
+        s[2].text,
+        format!("{} đã nhận:\n1. Đã giao bưu điện\n2. Hủy đơn\n3. Xem chi tiết\n9. Quay lại", b.code)
+    );
+    assert_eq!(s[3].text, "Mã vận đơn bưu điện (không có: 0):\n* Quay lại");
+    assert_eq!(s[4].text, s[2].text, "* goes back");
+    assert_eq!(s[6].text, format!("Đã ghi đơn {} đã giao bưu điện. Có tiền sẽ báo SMS.", b.code));
     assert_eq!(m.order(hh.id, b.id).await.unwrap().status, OrderStatus::Shipped);
+    // An accepted order cancelled with a reason: its quantity goes back on sale.
+    let c = m.place_order(&partner, IdemKey("o3".into()), listing.id, "D", 2, 60000).await.unwrap();
+    m.move_order(&cli(), IdemKey("a3".into()), hh.id, c.id, OrderMove::Accept, None).await.unwrap();
+    let before = m.listing(hh.id, listing.id).await.unwrap().quantity_kg;
+    let s = u.run(HOUSEHOLD, 66, &["2", "1", "2", "1", "1"]).await;
+    assert_eq!(
+        s[3].text,
+        "Lý do hủy:\n1. Hết hàng\n2. Hàng hỏng\n3. Không gửi được\n4. Lý do khác\n9. Quay lại"
+    );
+    assert_eq!(s[4].text, format!("Hủy đơn {} (Hết hàng)?\n1. Đồng ý\n2. Không", c.code));
+    assert!(s[5].is_final() && s[5].text.starts_with(&format!("Đã hủy đơn {}.", c.code)), "{}", s[5].text);
+    assert_eq!(m.order(hh.id, c.id).await.unwrap().status, OrderStatus::Cancelled);
+    assert_eq!(m.listing(hh.id, listing.id).await.unwrap().quantity_kg, before + 2);
     d.stop().await;
 }
 
@@ -447,13 +589,28 @@ async fn leader_should_reset_a_households_pin_which_is_then_set_anew() {
     let (_, hh) = village(&m).await;
     m.set_pin(&cli(), IdemKey("p1".into()), hh.id, "4321").await.unwrap();
     let mut u = Ussdc::bind(d.smpp, Family::DeliverSm).await;
-    let s = u.run(LEADER, 66, &["3", "0912345678", "1"]).await;
-    assert_eq!(s[2].text, "Đặt lại mã PIN của 84912345678?\n1. Đồng ý\n2. Hủy");
-    assert!(s[3].is_final() && s[3].text.starts_with("Đã đặt lại PIN."), "{}", s[3].text);
+    let s = u.run(LEADER, 66, &["3", "1", "1", "1"]).await;
+    assert_eq!(s[1].text, "Hộ trong thôn:\n1. Lý Thị Mai: chưa bán\n9. Quay lại");
+    assert_eq!(s[2].text, "Lý Thị Mai 0912***678:\n1. Đặt lại mã PIN\n2. Đã có TK thanh toán\n9. Quay lại");
+    assert_eq!(s[3].text, "Đặt lại mã PIN của Lý Thị Mai (0912***678)?\n1. Đồng ý\n2. Không");
+    assert!(s[4].is_final() && s[4].text.starts_with("Đã đặt lại PIN của Lý Thị Mai."), "{}", s[4].text);
     assert!(!m.household_by_msisdn(HOUSEHOLD).await.unwrap().unwrap().has_pin);
-    // A household is no leader: the leader menu is not theirs, and a reset from them is refused.
+    // The leader records the household's e-payment account (the programme's second target).
+    let s = u.run(LEADER, 68, &["3", "1", "2", "1"]).await;
+    assert!(
+        s[4].is_final() && s[4].text.starts_with("Đã ghi nhận: Lý Thị Mai có tài khoản"),
+        "{}",
+        s[4].text
+    );
+    assert!(m.household_by_msisdn(HOUSEHOLD).await.unwrap().unwrap().has_epay);
+    let s = u.run(LEADER, 69, &["3", "1"]).await;
+    assert_eq!(
+        s[2].text, "Lý Thị Mai 0912***678:\n1. Đặt lại mã PIN\n9. Quay lại",
+        "recorded: not offered again"
+    );
+    // A household is no leader: the leader menu is not theirs.
     let s = u.run(HOUSEHOLD, 67, &[]).await;
-    assert!(s[0].text.starts_with("1. Đăng bán sản phẩm"), "{}", s[0].text);
+    assert_eq!(s[0].text, MAIN);
     d.stop().await;
 }
 

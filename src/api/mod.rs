@@ -17,7 +17,7 @@ pub mod ops;
 pub mod partner;
 pub mod progress;
 pub mod rate;
-pub mod time;
+
 pub mod tokens;
 pub mod views;
 

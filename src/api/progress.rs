@@ -15,9 +15,9 @@ use super::AppState;
 use super::auth::{Authed, NeedReports};
 use super::body::Params;
 use super::error::ApiError;
-use super::time::{format_date, parse_date, vn_day, vn_day_start_ms};
 use crate::market::now_ms;
 use crate::market::reports::ProgressRow;
+use crate::time::{format_date, parse_date, vn_day, vn_day_start_ms};
 
 /// The share of households with a digital shop and an e-payment account aimed at by 2025.
 pub const TARGET_2025: f64 = 0.5;

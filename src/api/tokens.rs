@@ -4,9 +4,9 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use super::auth::{self, Scope};
-use super::time::rfc3339;
 use crate::config::Config;
 use crate::market::Market;
+use crate::time::rfc3339;
 
 /// `chogate tokens ...`.
 #[derive(Debug, clap::Subcommand)]

@@ -3,11 +3,11 @@
 
 use serde_json::{Value, json};
 
-use super::time::rfc3339;
 use crate::market::MessageStatus;
 use crate::market::reports::{
     AdminHousehold, ApiResult, ImportReport, OfferedListing, PartnerOrder, TeamRow, VillageRow,
 };
+use crate::time::rfc3339;
 
 fn opt_time(ms: Option<i64>) -> Value {
     ms.map_or(Value::Null, |ms| json!(rfc3339(ms)))

@@ -27,13 +27,14 @@ use tracing::{info, warn};
 
 pub use types::{
     Actor, Channel, Commune, Delivery, Household, IdemKey, Lang, Leader, Listing, ListingChange,
-    ListingStatus, MarketError, NewOrder, Order, OrderStatus, Product, Stats, VillageProgress,
-    WriterCounters, listing_code, normalize_msisdn, order_code,
+    ListingStatus, MarketError, NewOrder, Order, OrderStatus, Product, Sales, Stats, Village,
+    VillageHousehold, VillageProgress, WriterCounters, listing_code, normalize_msisdn, order_code,
 };
 
-pub use notice::money;
+pub use notice::{money, national};
 pub use order_flow::{Mover, OrderMove};
 pub use outbox::{MessageStatus, OutboxMessage, OutboxOutcome, PENDING_RECEIPT_MS, ReceiptUpdate};
+pub use writer::LeaderDecision;
 
 use crate::args;
 use crate::config::DatabaseConfig;
@@ -53,6 +54,8 @@ pub const MAX_NAME_CHARS: usize = 80;
 pub const MAX_KEY_CHARS: usize = 200;
 /// Longest delivery address line, in characters.
 pub const MAX_ADDRESS_CHARS: usize = 200;
+/// Most entries a household's lists (orders) return.
+pub const MAX_LISTED: i64 = 64;
 
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> i64 {
@@ -91,7 +94,8 @@ fn check_range(
     }
 }
 
-/// Trims and collapses whitespace; refuses empty, over-long or control characters.
+/// Trims and collapses whitespace; refuses empty, over-long, control or bidirectional
+/// characters, and a leading `= + - @` (a spreadsheet would read the name as a formula).
 fn clean_name(field: &'static str, s: &str) -> Result<String, MarketError> {
     clean_text(field, s, MAX_NAME_CHARS)
 }
@@ -106,8 +110,11 @@ fn clean_text(field: &'static str, s: &str, max_chars: usize) -> Result<String, 
     if cleaned.chars().count() > max_chars {
         return Err(invalid(&format!("must be at most {max_chars} characters")));
     }
-    if cleaned.chars().any(char::is_control) {
-        return Err(invalid("must not contain control characters"));
+    if cleaned.chars().any(|c| c.is_control() || crate::text::is_bidi_control(c)) {
+        return Err(invalid("must not contain control or bidirectional characters"));
+    }
+    if cleaned.starts_with(['=', '+', '-', '@']) {
+        return Err(invalid("must not start with = + - or @"));
     }
     Ok(cleaned)
 }
@@ -137,6 +144,44 @@ pub(crate) fn check_new_order(o: NewOrder) -> Result<NewOrder, MarketError> {
         }),
     };
     Ok(NewOrder { buyer_name, buyer_phone, delivery, ..o })
+}
+
+/// A person's name as a household or a leader types it: letters and spaces (with `.`,
+/// `'` and `-` inside a name), at least two letters, no digits.
+pub fn person_name(field: &'static str, s: &str) -> Result<String, MarketError> {
+    let cleaned = clean_name(field, s)?;
+    let letters = cleaned.chars().filter(|c| c.is_alphabetic()).count();
+    let allowed = |c: char| c.is_alphabetic() || matches!(c, ' ' | '.' | '\'' | '-');
+    if letters < 2 || !cleaned.chars().all(allowed) {
+        return Err(MarketError::Invalid { field, reason: "must be letters and spaces".to_owned() });
+    }
+    Ok(cleaned)
+}
+
+/// A village's name as a household types it: letters, digits and spaces ("Thôn 3"), not
+/// digits alone.
+pub fn village_name(field: &'static str, s: &str) -> Result<String, MarketError> {
+    let cleaned = clean_name(field, s)?;
+    let allowed = |c: char| c.is_alphanumeric() || matches!(c, ' ' | '.' | '\'' | '-');
+    if !cleaned.chars().any(char::is_alphabetic) || !cleaned.chars().all(allowed) {
+        return Err(MarketError::Invalid { field, reason: "must be letters, digits and spaces".to_owned() });
+    }
+    Ok(cleaned)
+}
+
+/// A village name's loose key, for matching what a household types against the villages
+/// of its commune: folded (accents and case ignored) and without the word for a village
+/// in front (`"Thôn Đồng Lâm"`, `"ban dong lam"` and `"Dong Lam"` are one).
+pub fn village_match_key(name: &str) -> String {
+    let folded = crate::text::fold(name);
+    for prefix in ["thon ", "ban ", "xom ", "lang ", "khu ", "to "] {
+        if let Some(rest) = folded.strip_prefix(prefix)
+            && !rest.is_empty()
+        {
+            return rest.to_owned();
+        }
+    }
+    folded
 }
 
 fn check_key(key: &IdemKey) -> Result<(), MarketError> {
@@ -369,16 +414,35 @@ impl Market {
 
     /// The household's orders waiting for it: New or Accepted, newest first.
     pub async fn open_orders(&self, household_id: i64) -> Result<Vec<Order>, MarketError> {
-        let mut r = self.read().await?;
-        Ok(queries::orders_in(&mut r.conn(), household_id, OrderStatus::New, OrderStatus::Accepted).await?)
+        self.orders_with(household_id, &[OrderStatus::New, OrderStatus::Accepted]).await
+    }
+
+    /// The household's orders still under way (new, accepted, shipped, delivered), newest
+    /// first: its order list.
+    pub async fn orders_in_progress(&self, household_id: i64) -> Result<Vec<Order>, MarketError> {
+        use OrderStatus::*;
+        self.orders_with(household_id, &[New, Accepted, Shipped, Delivered]).await
     }
 
     /// The household's orders whose payment can be confirmed: Shipped or Delivered, newest
     /// first.
     pub async fn orders_awaiting_payment(&self, household_id: i64) -> Result<Vec<Order>, MarketError> {
+        self.orders_with(household_id, &[OrderStatus::Shipped, OrderStatus::Delivered]).await
+    }
+
+    /// The household's ended orders (paid, rejected, cancelled), newest first.
+    pub async fn past_orders(&self, household_id: i64) -> Result<Vec<Order>, MarketError> {
+        use OrderStatus::*;
+        self.orders_with(household_id, &[Paid, Rejected, Cancelled]).await
+    }
+
+    async fn orders_with(
+        &self,
+        household_id: i64,
+        statuses: &[OrderStatus],
+    ) -> Result<Vec<Order>, MarketError> {
         let mut r = self.read().await?;
-        Ok(queries::orders_in(&mut r.conn(), household_id, OrderStatus::Shipped, OrderStatus::Delivered)
-            .await?)
+        Ok(queries::orders_with(&mut r.conn(), household_id, statuses, MAX_LISTED).await?)
     }
 
     /// One of the household's orders; [`MarketError::NotFound`] if it is not theirs.
@@ -392,8 +456,52 @@ impl Market {
 
     /// The household's active listings, newest first.
     pub async fn listings(&self, household_id: i64) -> Result<Vec<Listing>, MarketError> {
+        self.listings_in(household_id, ListingStatus::Active).await
+    }
+
+    /// The household's listings in one state, newest first.
+    pub async fn listings_in(
+        &self,
+        household_id: i64,
+        status: ListingStatus,
+    ) -> Result<Vec<Listing>, MarketError> {
         let mut r = self.read().await?;
-        Ok(queries::active_listings(&mut r.conn(), household_id).await?)
+        Ok(queries::listings_in(&mut r.conn(), household_id, status).await?)
+    }
+
+    /// Every commune of the 2025 list, by name.
+    pub async fn communes(&self) -> Result<Vec<Commune>, MarketError> {
+        let mut r = self.read().await?;
+        Ok(queries::communes(&mut r.conn()).await?)
+    }
+
+    /// The villages of a commune, by name.
+    pub async fn villages_of(&self, commune_code: u32) -> Result<Vec<Village>, MarketError> {
+        let mut r = self.read().await?;
+        Ok(queries::villages_of(&mut r.conn(), commune_code).await?)
+    }
+
+    /// The households of the village `leader_household_id` leads (only those waiting for
+    /// confirmation with `only_pending`), pending first; [`MarketError::NotAllowed`] for a
+    /// household that leads no village.
+    pub async fn village_households(
+        &self,
+        leader_household_id: i64,
+        only_pending: bool,
+    ) -> Result<Vec<VillageHousehold>, MarketError> {
+        let mut r = self.read().await?;
+        let mut c = r.conn();
+        let village = queries::led_village(&mut c, leader_household_id)
+            .await?
+            .ok_or_else(|| MarketError::NotAllowed("only a village team leader can see this".to_owned()))?;
+        Ok(queries::village_households(&mut c, village, only_pending).await?)
+    }
+
+    /// The household's paid orders this month (Vietnam time) and in all.
+    pub async fn sales(&self, household_id: i64) -> Result<Sales, MarketError> {
+        let month_start = crate::time::vn_month_start_ms(now_ms());
+        let mut r = self.read().await?;
+        Ok(queries::sales(&mut r.conn(), household_id, month_start).await?)
     }
 
     /// One of the household's listings (any state); [`MarketError::NotFound`] if it is not
@@ -575,7 +683,7 @@ impl Market {
         match &change {
             ListingChange::Price(p) => check_range("price_per_kg", *p, &PRICE_PER_KG)?,
             ListingChange::Quantity(q) => check_range("quantity_kg", *q, &QUANTITY_KG)?,
-            ListingChange::Stop => {}
+            ListingChange::Stop | ListingChange::Restart => {}
         }
         match self.act(actor, key, Action::UpdateListing { household_id, listing_id, change }).await? {
             Done::Listing(l) => Ok(l),
@@ -640,6 +748,25 @@ impl Market {
         let msisdn = normalize_msisdn(msisdn)?;
         match self.act(actor, key, Action::ResetPin { leader_household_id, msisdn }).await? {
             Done::Nothing => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// A team leader decides about a household of their village: confirms or refuses its
+    /// self-registration (the household is told by SMS), or records its e-payment account.
+    /// [`MarketError::NotAllowed`] for a household of another village or one confirmed
+    /// already (confirm, refuse).
+    pub async fn leader_decides(
+        &self,
+        actor: &Actor,
+        key: IdemKey,
+        leader_household_id: i64,
+        household_id: i64,
+        what: LeaderDecision,
+    ) -> Result<Option<Household>, MarketError> {
+        match self.act(actor, key, Action::Leader { leader_household_id, household_id, what }).await? {
+            Done::Household(h) => Ok(Some(h)),
+            Done::Nothing => Ok(None),
             other => Err(unexpected(other)),
         }
     }
@@ -787,6 +914,27 @@ mod tests {
         assert!(clean_name("name", &"a".repeat(81)).is_err());
         assert!(clean_name("name", &"ă".repeat(80)).is_ok());
         assert!(clean_name("name", "a\u{7}b").is_err());
+    }
+
+    #[test]
+    fn names_should_refuse_formulas_bidi_digits_and_numbers() {
+        assert!(clean_name("name", "=HYPERLINK(\"x\")").is_err());
+        assert!(clean_name("name", "+A1").is_err());
+        assert!(clean_name("name", "abc\u{202E}cba").is_err());
+        assert_eq!(person_name("name", " Lý  Thị Mai ").unwrap(), "Lý Thị Mai");
+        assert!(person_name("name", "0912345678").is_err(), "a phone number is not a name");
+        assert!(person_name("name", "abc1").is_err());
+        assert!(person_name("name", "a").is_err());
+        assert_eq!(village_name("v", "Thôn 3").unwrap(), "Thôn 3");
+        assert!(village_name("v", "12").is_err());
+    }
+
+    #[test]
+    fn village_keys_should_ignore_accents_case_and_the_word_for_village() {
+        assert_eq!(village_match_key("Thôn Đồng Lâm"), "dong lam");
+        assert_eq!(village_match_key("dong  LAM"), "dong lam");
+        assert_eq!(village_match_key("Bản Chu"), village_match_key("ban chu"));
+        assert_eq!(village_match_key("Thôn"), "thon");
     }
 
     #[test]

@@ -27,18 +27,7 @@ pub fn money(amount: i64, lang: Lang) -> String {
         Lang::Vi => '.',
         Lang::En => ',',
     };
-    let digits = amount.unsigned_abs().to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
-    if amount < 0 {
-        out.push('-');
-    }
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(sep);
-        }
-        out.push(c);
-    }
-    out
+    crate::text::group_thousands(amount, sep)
 }
 
 /// An amount with its currency: `1.500.000đ`, `1,500,000 VND`.
@@ -143,7 +132,7 @@ pub(crate) fn payment_received(order: &Order, partner: &str, lang: Lang) -> Stri
 
 /// The team leader cleared the household's PIN.
 pub(crate) fn pin_reset(leader_name: &str, leader_msisdn: &str, lang: Lang) -> String {
-    let phone = crate::msisdn::national(leader_msisdn);
+    let phone = national(leader_msisdn);
     match lang {
         Lang::Vi => format!(
             "Tổ trưởng {leader_name} ({phone}) đã đặt lại mã PIN của bạn. Lần thanh toán tới, bấm {SERVICE_CODE}, \
@@ -152,6 +141,54 @@ pub(crate) fn pin_reset(leader_name: &str, leader_msisdn: &str, lang: Lang) -> S
         Lang::En => format!(
             "Your team leader {leader_name} ({phone}) reset your PIN. At your next payment, dial {SERVICE_CODE}, \
              choose 3 (Confirm payment) to create a new one. If you did not ask for this, call your leader."
+        ),
+    }
+}
+
+/// 84912345678 → 0912345678, as people write their numbers.
+pub fn national(msisdn: &str) -> String {
+    match msisdn.strip_prefix("84") {
+        Some(rest) => format!("0{rest}"),
+        None => msisdn.to_owned(),
+    }
+}
+
+/// To a village's team leader: a household registered itself and waits for them.
+pub(crate) fn signed_up(name: &str, msisdn: &str, village: &str, lang: Lang) -> String {
+    let number = national(msisdn);
+    match lang {
+        Lang::Vi => format!(
+            "Hộ {name} ({number}) đăng ký bán hàng ở {village}. Bấm {SERVICE_CODE}, chọn 1 (Chờ xác nhận) để xác nhận."
+        ),
+        Lang::En => format!(
+            "{name} ({number}) signed up to sell in {village}. Dial {SERVICE_CODE}, choose 1 (Sign-ups to confirm) to confirm."
+        ),
+    }
+}
+
+/// To a household its leader confirmed or registered: what it can do now.
+pub(crate) fn welcome(name: &str, lang: Lang) -> String {
+    match lang {
+        Lang::Vi => format!(
+            "Chào {name}! Cửa hàng Chợ 384 của bạn đã sẵn sàng. Bấm {SERVICE_CODE} để đăng bán hàng, xem đơn, \
+             xác nhận thanh toán. Nhắn DH để xem đơn."
+        ),
+        Lang::En => format!(
+            "Welcome {name}! Your Market 384 shop is ready. Dial {SERVICE_CODE} to sell, see orders and confirm \
+             payments. Text DH to see your orders."
+        ),
+    }
+}
+
+/// To a number whose self-registration its leader refused.
+pub(crate) fn refused(leader: &str, leader_msisdn: &str, village: &str, lang: Lang) -> String {
+    let number = national(leader_msisdn);
+    match lang {
+        Lang::Vi => format!(
+            "Tổ trưởng {leader} chưa xác nhận đăng ký Chợ 384 của bạn ở {village}. Gọi {number} để hỏi thêm."
+        ),
+        Lang::En => format!(
+            "{leader}, team leader of {village}, did not confirm your Market 384 sign-up. Call {number} to ask why."
         ),
     }
 }

@@ -9,7 +9,7 @@
 //!  └─cancel──▶ cancelled ◀─cancel─┘      shipped | delivered ──pay──▶ paid
 //! ```
 
-use super::types::{MarketError, Order, OrderStatus};
+use super::types::{Lang, MarketError, Order, OrderStatus};
 
 /// A change of an order's status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -111,6 +111,70 @@ impl OrderStatus {
     /// Whether the order is still the household's business (shown in its open orders).
     pub fn is_open(self) -> bool {
         !matches!(self, Rejected | Paid | Cancelled)
+    }
+}
+
+impl OrderStatus {
+    /// How a household reads the status, in its language (the screens and the SMS use
+    /// these words).
+    pub fn label(self, lang: Lang) -> &'static str {
+        match (lang, self) {
+            (Lang::Vi, New) => "mới",
+            (Lang::Vi, Accepted) => "đã nhận",
+            (Lang::Vi, Rejected) => "đã từ chối",
+            (Lang::Vi, Shipped) => "đã giao bưu điện",
+            (Lang::Vi, Delivered) => "đã đến người mua",
+            (Lang::Vi, Paid) => "đã thanh toán",
+            (Lang::Vi, Cancelled) => "đã hủy",
+            (Lang::En, New) => "new",
+            (Lang::En, Accepted) => "accepted",
+            (Lang::En, Rejected) => "rejected",
+            (Lang::En, Shipped) => "handed to post",
+            (Lang::En, Delivered) => "delivered",
+            (Lang::En, Paid) => "paid",
+            (Lang::En, Cancelled) => "cancelled",
+        }
+    }
+
+    /// The status in a few letters, for lists.
+    pub fn short_label(self, lang: Lang) -> &'static str {
+        match (lang, self) {
+            (Lang::Vi, New) => "Mới",
+            (Lang::Vi, Accepted) => "Đã nhận",
+            (Lang::Vi, Shipped) => "Đã gửi",
+            (Lang::Vi, Delivered) => "Đã đến",
+            (Lang::Vi, Paid) => "Đã trả",
+            (Lang::Vi, Rejected) => "Từ chối",
+            (Lang::Vi, Cancelled) => "Đã hủy",
+            (Lang::En, New) => "new",
+            (Lang::En, Accepted) => "accepted",
+            (Lang::En, Shipped) => "sent",
+            (Lang::En, Delivered) => "arrived",
+            (Lang::En, Paid) => "paid",
+            (Lang::En, Rejected) => "rejected",
+            (Lang::En, Cancelled) => "cancelled",
+        }
+    }
+}
+
+impl OrderMove {
+    /// The move as a household reads it after "cannot" ("không thể {label}" / "cannot be
+    /// {label}").
+    pub fn label(self, lang: Lang) -> &'static str {
+        match (lang, self) {
+            (Lang::Vi, Accept) => "nhận đơn",
+            (Lang::Vi, Reject) => "từ chối",
+            (Lang::Vi, Ship) => "ghi đã giao bưu điện",
+            (Lang::Vi, Deliver) => "ghi đã đến người mua",
+            (Lang::Vi, Pay) => "xác nhận thanh toán",
+            (Lang::Vi, Cancel) => "hủy đơn",
+            (Lang::En, Accept) => "accepted",
+            (Lang::En, Reject) => "rejected",
+            (Lang::En, Ship) => "handed to post",
+            (Lang::En, Deliver) => "delivered",
+            (Lang::En, Pay) => "paid",
+            (Lang::En, Cancel) => "cancelled",
+        }
     }
 }
 

@@ -2,8 +2,8 @@
 //! backends, rows mapped to the market's types.
 
 use super::types::{
-    Commune, Delivery, Household, Lang, Leader, Listing, ListingStatus, Order, OrderStatus, Product, Stats,
-    VillageProgress, listing_code, order_code,
+    Commune, Delivery, Household, Lang, Leader, Listing, ListingStatus, Order, OrderStatus, Product, Sales,
+    Stats, Village, VillageHousehold, VillageProgress, listing_code, order_code,
 };
 use crate::args;
 use crate::store::{Backend, Conn, Row, StoreError};
@@ -13,7 +13,7 @@ macro_rules! household_select {
         "SELECT h.id, h.msisdn, h.name, h.village_id, v.name AS village_name, \
          c.code AS commune_code, c.name AS commune_name, h.language, h.has_epay, \
          EXISTS (SELECT 1 FROM teams t WHERE t.leader_household_id = h.id) AS is_leader, \
-         (h.pin_hash IS NOT NULL) AS has_pin \
+         (h.pin_hash IS NOT NULL) AS has_pin, h.pending, h.pin_locked_until_ms \
          FROM households h JOIN villages v ON v.id = h.village_id \
          JOIN communes c ON c.code = v.commune_code"
     };
@@ -21,7 +21,7 @@ macro_rules! household_select {
 
 macro_rules! listing_select {
     () => {
-        "SELECT l.id, l.household_id, l.product_id, p.name_vi, p.name_en, l.quantity_kg, \
+        "SELECT l.id, l.household_id, l.product_id, p.name_vi, p.name_en, p.unit, l.quantity_kg, \
          l.price_per_kg, l.status, l.created_at_ms \
          FROM listings l JOIN products p ON p.id = l.product_id"
     };
@@ -58,6 +58,8 @@ pub(super) fn household(r: &Row) -> Result<Household, StoreError> {
         has_epay: r.flag("has_epay")?,
         is_leader: r.flag("is_leader")?,
         has_pin: r.flag("has_pin")?,
+        pending: r.flag("pending")?,
+        pin_locked_until_ms: r.int("pin_locked_until_ms")?,
     })
 }
 
@@ -71,6 +73,7 @@ fn listing(r: &Row) -> Result<Listing, StoreError> {
         product_id: r.int("product_id")?,
         product_name_vi: r.text("name_vi")?,
         product_name_en: r.text("name_en")?,
+        unit: r.text("unit")?,
         quantity_kg: r.int("quantity_kg")?,
         price_per_kg: r.int("price_per_kg")?,
         status: ListingStatus::parse(&status).ok_or_else(|| corrupt("listings.status", &status))?,
@@ -172,25 +175,24 @@ pub(crate) async fn products(c: &mut Conn<'_>) -> Result<Vec<Product>, StoreErro
         .collect()
 }
 
-/// A product's unit of sale.
-pub(crate) async fn product_unit(c: &mut Conn<'_>, product_id: i64) -> Result<String, StoreError> {
-    c.fetch_one("SELECT unit FROM products WHERE id = $1", args![product_id]).await?.text("unit")
-}
-
-/// A household's orders in two states, newest first.
-pub(crate) async fn orders_in(
+/// A household's orders in any of `statuses` (one to four), newest first,
+/// at most `limit`.
+pub(crate) async fn orders_with(
     c: &mut Conn<'_>,
     household_id: i64,
-    a: OrderStatus,
-    b: OrderStatus,
+    statuses: &[OrderStatus],
+    limit: i64,
 ) -> Result<Vec<Order>, StoreError> {
+    // One statement text for every call: the list is padded with its last status.
+    let at = |i: usize| statuses.get(i).or(statuses.last()).map_or("", |s| s.as_str());
     let rows = c
         .fetch_all(
             concat!(
                 order_select!(),
-                " WHERE o.household_id = $1 AND o.status IN ($2, $3) ORDER BY o.created_at_ms DESC, o.id DESC"
+                " WHERE o.household_id = $1 AND o.status IN ($2, $3, $4, $5) \
+                 ORDER BY o.created_at_ms DESC, o.id DESC LIMIT $6"
             ),
-            args![household_id, a.as_str(), b.as_str()],
+            args![household_id, at(0), at(1), at(2), at(3), limit],
         )
         .await?;
     rows.iter().map(order).collect()
@@ -202,15 +204,19 @@ pub(crate) async fn order_by_id(c: &mut Conn<'_>, id: i64) -> Result<Option<Orde
     row.as_ref().map(order).transpose()
 }
 
-/// A household's active listings, newest first.
-pub(crate) async fn active_listings(c: &mut Conn<'_>, household_id: i64) -> Result<Vec<Listing>, StoreError> {
+/// A household's listings in one state, newest first.
+pub(crate) async fn listings_in(
+    c: &mut Conn<'_>,
+    household_id: i64,
+    status: ListingStatus,
+) -> Result<Vec<Listing>, StoreError> {
     let rows = c
         .fetch_all(
             concat!(
                 listing_select!(),
-                " WHERE l.household_id = $1 AND l.status = 'active' ORDER BY l.created_at_ms DESC, l.id DESC"
+                " WHERE l.household_id = $1 AND l.status = $2 ORDER BY l.created_at_ms DESC, l.id DESC"
             ),
-            args![household_id],
+            args![household_id, status.as_str()],
         )
         .await?;
     rows.iter().map(listing).collect()
@@ -250,7 +256,8 @@ pub(crate) async fn led_village(
     row.map(|r| r.int("village_id")).transpose()
 }
 
-/// Counts for the village a household leads; `None` if it leads none.
+/// Counts for the village a household leads, by the programme's definitions (see
+/// [`VillageProgress`]); `None` if it leads none.
 pub(crate) async fn village_progress(
     c: &mut Conn<'_>,
     leader_household_id: i64,
@@ -258,10 +265,14 @@ pub(crate) async fn village_progress(
     let row = c
         .fetch_optional(
             "SELECT v.name AS village_name, \
-             (SELECT COUNT(*) FROM households h WHERE h.village_id = v.id) AS households, \
+             (SELECT COUNT(*) FROM households h WHERE h.village_id = v.id AND NOT h.pending) AS households, \
              (SELECT COUNT(DISTINCT l.household_id) FROM listings l \
-                JOIN households h ON h.id = l.household_id WHERE h.village_id = v.id) AS with_listing, \
-             (SELECT COUNT(*) FROM households h WHERE h.village_id = v.id AND h.has_epay) AS with_epay \
+                JOIN households h ON h.id = l.household_id \
+                WHERE h.village_id = v.id AND NOT h.pending AND l.status = 'active' AND l.quantity_kg > 0) \
+                AS with_listing, \
+             (SELECT COUNT(*) FROM households h WHERE h.village_id = v.id AND NOT h.pending AND h.has_epay) \
+                AS with_epay, \
+             (SELECT COUNT(*) FROM households h WHERE h.village_id = v.id AND h.pending) AS pending \
              FROM teams t JOIN villages v ON v.id = t.village_id WHERE t.leader_household_id = $1",
             args![leader_household_id],
         )
@@ -272,9 +283,88 @@ pub(crate) async fn village_progress(
             households: r.int("households")?,
             with_listing: r.int("with_listing")?,
             with_epay: r.int("with_epay")?,
+            pending: r.int("pending")?,
         })
     })
     .transpose()
+}
+
+/// The households of a village, pending ones first, then by name.
+pub(crate) async fn village_households(
+    c: &mut Conn<'_>,
+    village_id: i64,
+    only_pending: bool,
+) -> Result<Vec<VillageHousehold>, StoreError> {
+    let rows = c
+        .fetch_all(
+            "SELECT h.id, h.name, h.msisdn, h.pending, h.has_epay, \
+             EXISTS (SELECT 1 FROM listings l WHERE l.household_id = h.id AND l.status = 'active' \
+                     AND l.quantity_kg > 0) AS selling \
+             FROM households h WHERE h.village_id = $1 AND (h.pending OR NOT $2) \
+             ORDER BY h.pending DESC, h.name, h.id",
+            args![village_id, only_pending],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(VillageHousehold {
+                id: r.int("id")?,
+                name: r.text("name")?,
+                msisdn: r.text("msisdn")?,
+                pending: r.flag("pending")?,
+                selling: r.flag("selling")?,
+                has_epay: r.flag("has_epay")?,
+            })
+        })
+        .collect()
+}
+
+/// Every commune of the 2025 list, by name.
+pub(crate) async fn communes(c: &mut Conn<'_>) -> Result<Vec<Commune>, StoreError> {
+    let rows = c.fetch_all("SELECT code, name, kind FROM communes ORDER BY name, code", args![]).await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Commune {
+                code: to_u32("communes.code", r.int("code")?)?,
+                name: r.text("name")?,
+                kind: r.text("kind")?,
+            })
+        })
+        .collect()
+}
+
+/// The villages of a commune, by name.
+pub(crate) async fn villages_of(c: &mut Conn<'_>, commune_code: u32) -> Result<Vec<Village>, StoreError> {
+    let rows = c
+        .fetch_all(
+            "SELECT id, name FROM villages WHERE commune_code = $1 ORDER BY name, id",
+            args![i64::from(commune_code)],
+        )
+        .await?;
+    rows.iter().map(|r| Ok(Village { id: r.int("id")?, name: r.text("name")? })).collect()
+}
+
+/// A household's paid orders: since `month_start_ms`, and in all.
+pub(crate) async fn sales(
+    c: &mut Conn<'_>,
+    household_id: i64,
+    month_start_ms: i64,
+) -> Result<Sales, StoreError> {
+    let r = c
+        .fetch_one(
+            "SELECT COUNT(*) AS all_orders, COALESCE(SUM(amount), 0) AS all_amount, \
+             COALESCE(SUM(CASE WHEN at_ms >= $2 THEN 1 ELSE 0 END), 0) AS month_orders, \
+             COALESCE(SUM(CASE WHEN at_ms >= $2 THEN amount ELSE 0 END), 0) AS month_amount \
+             FROM payments WHERE household_id = $1",
+            args![household_id, month_start_ms],
+        )
+        .await?;
+    Ok(Sales {
+        month_orders: r.int("month_orders")?,
+        month_amount: r.int("month_amount")?,
+        all_orders: r.int("all_orders")?,
+        all_amount: r.int("all_amount")?,
+    })
 }
 
 async fn count(c: &mut Conn<'_>, sql: &'static str) -> Result<i64, StoreError> {

@@ -711,7 +711,7 @@ macro_rules! admin_household_select {
         "SELECT h.id, h.msisdn, h.name, h.village_id, v.name AS village_name, \
          c.code AS commune_code, c.name AS commune_name, h.language, h.has_epay, h.pending, h.created_at_ms, \
          EXISTS (SELECT 1 FROM teams t WHERE t.leader_household_id = h.id) AS is_leader, \
-         (h.pin_hash IS NOT NULL) AS has_pin \
+         (h.pin_hash IS NOT NULL) AS has_pin, h.pin_locked_until_ms \
          FROM households h JOIN villages v ON v.id = h.village_id \
          JOIN communes c ON c.code = v.commune_code"
     };
@@ -1037,13 +1037,13 @@ impl Market {
         let rows = r
             .conn()
             .fetch_all(
-                "SELECT l.id, l.household_id, l.product_id, p.code AS product_code, p.name_vi, p.name_en, \
+                "SELECT l.id, l.household_id, l.product_id, p.code AS product_code, p.name_vi, p.name_en, p.unit, \
                  l.quantity_kg, l.price_per_kg, l.status, l.created_at_ms, v.id AS village_id, \
                  v.name AS village_name, c.code AS commune_code, c.name AS commune_name \
                  FROM listings l JOIN products p ON p.id = l.product_id \
                  JOIN households h ON h.id = l.household_id JOIN villages v ON v.id = h.village_id \
                  JOIN communes c ON c.code = v.commune_code \
-                 WHERE l.status = 'active' AND l.id > $1 AND ($2 = 0 OR l.product_id = $2) \
+                 WHERE l.status = 'active' AND NOT h.pending AND l.id > $1 AND ($2 = 0 OR l.product_id = $2) \
                  AND ($3 = 0 OR v.commune_code = $3) ORDER BY l.id LIMIT $4",
                 args![f.after, f.product_id.unwrap_or(0), f.commune_code.map_or(0, i64::from), f.limit],
             )
@@ -1061,6 +1061,7 @@ impl Market {
                         product_id: r.int("product_id")?,
                         product_name_vi: r.text("name_vi")?,
                         product_name_en: r.text("name_en")?,
+                        unit: r.text("unit")?,
                         quantity_kg: r.int("quantity_kg")?,
                         price_per_kg: r.int("price_per_kg")?,
                         status: ListingStatus::parse(&status)

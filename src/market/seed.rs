@@ -36,13 +36,27 @@ pub(crate) const PRODUCTS: &[ProductSeed] = &[
     p("na", "Na", "Custard apple", 20_000, 80_000),
     p("hoa_hoi", "Hoa hồi", "Star anise", 60_000, 200_000),
     p("thach_den", "Thạch đen", "Black jelly", 30_000, 120_000),
-    p("rau_bo_khai", "Rau bò khai", "Bo khai greens", 30_000, 80_000),
+    ProductSeed {
+        code: "rau_bo_khai",
+        name_vi: "Rau bò khai",
+        name_en: "Bo khai greens",
+        unit: "bó",
+        min_price: 10_000,
+        max_price: 30_000,
+    },
     p("lap_suon", "Lạp sườn", "Smoked sausage", 200_000, 450_000),
     p("che_van_linh", "Chè Vạn Linh", "Van Linh tea", 200_000, 1_200_000),
     p("quyt_bac_son", "Quýt Bắc Sơn", "Bac Son tangerine", 20_000, 60_000),
     p("hong_bao_lam", "Hồng Bảo Lâm", "Bao Lam persimmon", 20_000, 60_000),
     p("mang_kho", "Măng khô", "Dried bamboo shoots", 150_000, 350_000),
-    p("mat_ong", "Mật ong", "Honey", 250_000, 600_000),
+    ProductSeed {
+        code: "mat_ong",
+        name_vi: "Mật ong",
+        name_en: "Honey",
+        unit: "lít",
+        min_price: 250_000,
+        max_price: 600_000,
+    },
 ];
 
 /// A parsed commune of the 2025 list.
@@ -241,7 +255,7 @@ mod tests {
         assert_eq!(PRODUCTS[0].code, "na");
         for p in PRODUCTS {
             assert!(p.min_price >= 1000 && p.min_price < p.max_price, "{}", p.code);
-            assert_eq!(p.unit, "kg");
+            assert!(["kg", "lít", "bó"].contains(&p.unit), "{}", p.code);
         }
     }
 

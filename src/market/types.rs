@@ -105,6 +105,11 @@ pub struct Household {
     pub is_leader: bool,
     /// Whether a payment PIN is set.
     pub has_pin: bool,
+    /// Registered itself and not confirmed by its team leader yet: it cannot sell, and
+    /// partners do not see it.
+    pub pending: bool,
+    /// Payment confirmation is locked until then (ms since the epoch; 0: not locked).
+    pub pin_locked_until_ms: i64,
 }
 
 /// A commune or ward after the 2025 reform.
@@ -194,6 +199,8 @@ pub struct Listing {
     pub product_name_vi: String,
     /// Product name, English.
     pub product_name_en: String,
+    /// The product's unit of sale (`kg`, `lít`, `bó`, ...).
+    pub unit: String,
     /// Quantity still on offer.
     pub quantity_kg: i64,
     /// Price per kg, đồng.
@@ -326,17 +333,60 @@ pub struct Leader {
     pub msisdn: String,
 }
 
-/// A leader's view of their village.
+/// A leader's view of their village, by the programme's definitions: a household counts
+/// once its leader confirmed it; "selling" is at least one active listing with quantity
+/// left; e-payment is an account recorded by a leader, an admin or a partner's payment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VillageProgress {
     /// The village.
     pub village_name: String,
-    /// Registered households.
+    /// Confirmed households.
     pub households: i64,
-    /// Households with at least one listing (a digital shop).
+    /// Confirmed households selling now (a digital shop).
     pub with_listing: i64,
-    /// Households with an e-payment account.
+    /// Confirmed households with an e-payment account.
     pub with_epay: i64,
+    /// Self-registered households waiting for the leader.
+    pub pending: i64,
+}
+
+/// A household of a village as its leader sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VillageHousehold {
+    /// Row id.
+    pub id: i64,
+    /// Name.
+    pub name: String,
+    /// Normalised MSISDN.
+    pub msisdn: String,
+    /// Waiting for the leader's confirmation.
+    pub pending: bool,
+    /// Selling now.
+    pub selling: bool,
+    /// Has an e-payment account.
+    pub has_epay: bool,
+}
+
+/// A household's sales: paid orders and their amounts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sales {
+    /// Orders paid this month (Vietnam time).
+    pub month_orders: i64,
+    /// Their amount, đồng.
+    pub month_amount: i64,
+    /// Orders paid in all.
+    pub all_orders: i64,
+    /// Their amount, đồng.
+    pub all_amount: i64,
+}
+
+/// A village of a commune, for self-registration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Village {
+    /// Row id.
+    pub id: i64,
+    /// Name.
+    pub name: String,
 }
 
 /// A change to a listing.
@@ -348,6 +398,8 @@ pub enum ListingChange {
     Quantity(i64),
     /// Withdraw the listing.
     Stop,
+    /// Put a stopped listing on sale again (with what quantity it had left).
+    Restart,
 }
 
 /// Counts for `chogate stats` and the reports.

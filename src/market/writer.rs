@@ -129,6 +129,12 @@ pub(crate) enum Action {
         household_id: i64,
         has_epay: bool,
     },
+    /// A leader's word on a household of their village.
+    Leader {
+        leader_household_id: i64,
+        household_id: i64,
+        what: LeaderDecision,
+    },
     ImportHouseholds(super::household_import::ImportBatch),
     QueueSms {
         msisdn: String,
@@ -137,6 +143,27 @@ pub(crate) enum Action {
         kind: String,
         ttl_ms: i64,
     },
+}
+
+/// What a leader decides about a household of their village.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaderDecision {
+    /// Confirm a self-registration.
+    Confirm,
+    /// Refuse a self-registration (not of the village).
+    Refuse,
+    /// Record an e-payment account.
+    Epay,
+}
+
+impl LeaderDecision {
+    fn kind(self) -> &'static str {
+        match self {
+            LeaderDecision::Confirm => "confirm_household",
+            LeaderDecision::Refuse => "refuse_household",
+            LeaderDecision::Epay => "leader_set_epay",
+        }
+    }
 }
 
 /// What kind of row an action's result is, for replays.
@@ -165,6 +192,7 @@ impl Action {
             Action::MarkDelivered { .. } => "mark_delivered",
             Action::RegisterLeader { .. } => "register_leader",
             Action::SetEpay { .. } => "set_epay",
+            Action::Leader { what, .. } => what.kind(),
             Action::ImportHouseholds(_) => "import_households",
             Action::QueueSms { .. } => "queue_sms",
         }
@@ -191,7 +219,11 @@ impl Action {
             Action::SelfRegister { .. }
             | Action::RegisterHousehold { .. }
             | Action::RegisterLeader { .. }
-            | Action::SetEpay { .. } => Produces::Household,
+            | Action::SetEpay { .. }
+            | Action::Leader { what: LeaderDecision::Confirm | LeaderDecision::Epay, .. } => {
+                Produces::Household
+            }
+            Action::Leader { what: LeaderDecision::Refuse, .. } => Produces::Nothing,
             Action::SetPin { .. } | Action::ResetPin { .. } | Action::QueueSms { .. } => Produces::Nothing,
         }
     }
@@ -767,6 +799,11 @@ async fn apply(
             register_leader(c, ev, now, msisdn, name, commune_code, village_name, lang).await
         }
         Action::SetEpay { household_id, has_epay } => set_epay(c, ev, household_id, has_epay).await,
+        Action::Leader { leader_household_id, household_id, what } => match what {
+            LeaderDecision::Confirm => confirm_household(c, ev, leader_household_id, household_id).await,
+            LeaderDecision::Refuse => refuse_household(c, ev, leader_household_id, household_id).await,
+            LeaderDecision::Epay => leader_set_epay(c, ev, leader_household_id, household_id).await,
+        },
         Action::ImportHouseholds(batch) => household_import::apply(c, ev, now, batch).await,
         Action::QueueSms { msisdn, text, lang, kind, ttl_ms } => {
             // A keyword reply, say.
@@ -836,6 +873,7 @@ async fn create_listing(
         product_id,
         product_name_vi: product.name_vi.clone(),
         product_name_en: product.name_en.clone(),
+        unit: product.unit.clone(),
         quantity_kg,
         price_per_kg,
         status: ListingStatus::Active,
@@ -1047,8 +1085,15 @@ async fn update_listing(
         Some(l) if l.household_id == household_id => l,
         _ => return Err(MarketError::NotFound("listing")),
     };
-    if listing.status == ListingStatus::Stopped {
-        return Err(MarketError::NotAllowed(format!("listing {} is stopped", listing.code)));
+    match (&change, listing.status) {
+        (ListingChange::Restart, ListingStatus::Stopped) => {}
+        (ListingChange::Restart, _) => {
+            return Err(MarketError::NotAllowed(format!("listing {} is not stopped", listing.code)));
+        }
+        (_, ListingStatus::Stopped) => {
+            return Err(MarketError::NotAllowed(format!("listing {} is stopped", listing.code)));
+        }
+        _ => {}
     }
     let subject = format!("listing:{}", listing.id);
     match change {
@@ -1083,6 +1128,17 @@ async fn update_listing(
             .await?;
             ev.push("listing_stopped", subject, json!({ "from": listing.status.as_str() }));
             listing.status = ListingStatus::Stopped;
+        }
+        ListingChange::Restart => {
+            // What was left when it stopped goes on sale again; nothing left: sold out.
+            let to = if listing.quantity_kg > 0 { ListingStatus::Active } else { ListingStatus::SoldOut };
+            c.execute(
+                "UPDATE listings SET status = $2, updated_at_ms = $3 WHERE id = $1",
+                args![listing.id, to.as_str(), now],
+            )
+            .await?;
+            ev.push("listing_restarted", subject, json!({ "to": to.as_str() }));
+            listing.status = to;
         }
     }
     let id = listing.id;
@@ -1167,7 +1223,16 @@ async fn self_register(
     if msisdn_taken(c, &msisdn).await?.is_some() {
         return Err(MarketError::AlreadyRegistered);
     }
-    let (village_id, created) = find_or_create_village(c, commune_code, &village_name, true, now).await?;
+    // What a household types is matched loosely: "Dong Lam" is the commune's "Thôn Đồng Lâm".
+    let loose = super::village_match_key(&village_name);
+    let known = queries::villages_of(c, commune_code)
+        .await?
+        .into_iter()
+        .find(|v| super::village_match_key(&v.name) == loose);
+    let (village_id, created) = match known {
+        Some(v) => (v.id, false),
+        None => find_or_create_village(c, commune_code, &village_name, true, now).await?,
+    };
     if created {
         ev.push(
             "village_created",
@@ -1188,8 +1253,132 @@ async fn self_register(
         json!({ "village_id": village_id, "commune_code": commune_code, "village_created": created,
                 "leader_household_id": leader, "pending": true }),
     );
+    // The leader hears of it at once.
+    if let Some(leader) = leader {
+        let (leader_msisdn, leader_lang) = household_contact(c, leader).await?;
+        let village = village_name_of(c, village_id).await?;
+        let text = notice::signed_up(&name, &msisdn, &village, leader_lang);
+        let sms = Sms {
+            msisdn: &leader_msisdn,
+            text,
+            lang: leader_lang,
+            kind: "household_signed_up",
+            ttl_ms: notice::NEW_ORDER_TTL_MS,
+        };
+        enqueue_sms(c, ev, sms, json!({ "household_id": id })).await?;
+    }
     info!(msisdn = %mask_msisdn(&msisdn), household = id, village = village_id, "household self-registered");
     reread_household(c, id).await
+}
+
+async fn village_name_of(c: &mut Conn<'_>, village_id: i64) -> Result<String, MarketError> {
+    Ok(c.fetch_one("SELECT name FROM villages WHERE id = $1", args![village_id]).await?.text("name")?)
+}
+
+/// A household of the village `leader_household_id` leads: (msisdn, name, pending, language).
+async fn member_of_led_village(
+    c: &mut Conn<'_>,
+    leader_household_id: i64,
+    household_id: i64,
+) -> Result<(String, String, bool, Lang), MarketError> {
+    let village_id = leader_village(c, leader_household_id).await?;
+    let row = c
+        .fetch_optional(
+            "SELECT msisdn, name, pending, language, village_id FROM households WHERE id = $1",
+            args![household_id],
+        )
+        .await?
+        .ok_or(MarketError::NotFound("household"))?;
+    if row.int("village_id")? != village_id {
+        return Err(MarketError::NotAllowed("the household is not in your village".to_owned()));
+    }
+    let language = row.text("language")?;
+    let lang = Lang::parse(&language).ok_or_else(|| corrupt("households.language", &language))?;
+    Ok((row.text("msisdn")?, row.text("name")?, row.flag("pending")?, lang))
+}
+
+/// A leader confirms a self-registered household of their village: it can sell from now
+/// on, and gets a welcome SMS saying how.
+async fn confirm_household(
+    c: &mut Conn<'_>,
+    ev: &mut Events<'_>,
+    leader_household_id: i64,
+    household_id: i64,
+) -> Result<Applied, MarketError> {
+    let (msisdn, name, pending, lang) = member_of_led_village(c, leader_household_id, household_id).await?;
+    if !pending {
+        return Err(MarketError::NotAllowed(format!("{name} is confirmed already")));
+    }
+    c.execute("UPDATE households SET pending = $2 WHERE id = $1", args![household_id, false]).await?;
+    c.execute(
+        "UPDATE villages SET pending = $2 WHERE id = (SELECT village_id FROM households WHERE id = $1)",
+        args![household_id, false],
+    )
+    .await?;
+    ev.push(
+        "household_confirmed",
+        format!("household:{household_id}"),
+        json!({ "leader_household_id": leader_household_id }),
+    );
+    let sms = Sms {
+        msisdn: &msisdn,
+        text: notice::welcome(&name, lang),
+        lang,
+        kind: "welcome",
+        ttl_ms: notice::NEW_ORDER_TTL_MS,
+    };
+    enqueue_sms(c, ev, sms, json!({ "household_id": household_id })).await?;
+    reread_household(c, household_id).await
+}
+
+/// A leader refuses a self-registration (not a household of the village): the registration
+/// is removed, and the number is told by SMS whom to call.
+async fn refuse_household(
+    c: &mut Conn<'_>,
+    ev: &mut Events<'_>,
+    leader_household_id: i64,
+    household_id: i64,
+) -> Result<Applied, MarketError> {
+    let (msisdn, name, pending, lang) = member_of_led_village(c, leader_household_id, household_id).await?;
+    if !pending {
+        return Err(MarketError::NotAllowed(format!("{name} is confirmed already")));
+    }
+    let busy = c
+        .fetch_optional("SELECT id FROM listings WHERE household_id = $1 LIMIT 1", args![household_id])
+        .await?
+        .is_some();
+    if busy {
+        return Err(MarketError::NotAllowed(format!("{name} has listings; an admin must remove it")));
+    }
+    let leader =
+        queries::household_by_id(c, leader_household_id).await?.ok_or(MarketError::NotFound("household"))?;
+    c.execute("DELETE FROM households WHERE id = $1", args![household_id]).await?;
+    ev.push(
+        "household_refused",
+        format!("household:{household_id}"),
+        json!({ "leader_household_id": leader_household_id, "msisdn": mask_msisdn(&msisdn) }),
+    );
+    let text = notice::refused(&leader.name, &leader.msisdn, &leader.village_name, lang);
+    let sms = Sms { msisdn: &msisdn, text, lang, kind: "signup_refused", ttl_ms: notice::NEW_ORDER_TTL_MS };
+    enqueue_sms(c, ev, sms, json!({})).await?;
+    ok(Done::Nothing, household_id)
+}
+
+/// A leader records that a household of their village opened an e-payment account.
+async fn leader_set_epay(
+    c: &mut Conn<'_>,
+    ev: &mut Events<'_>,
+    leader_household_id: i64,
+    household_id: i64,
+) -> Result<Applied, MarketError> {
+    member_of_led_village(c, leader_household_id, household_id).await?;
+    c.execute("UPDATE households SET has_epay = $2 WHERE id = $1", args![household_id, true]).await?;
+    ev.push(
+        "epay_set",
+        format!("household:{household_id}"),
+        json!({ "has_epay": true, "leader_household_id": leader_household_id }),
+    );
+    reread_household(c, household_id).await
 }
 
 /// The village a household leads, or NotAllowed / NotFound.
@@ -1221,6 +1410,14 @@ async fn register_household(
         format!("household:{id}"),
         json!({ "village_id": village_id, "leader_household_id": leader_household_id }),
     );
+    let sms = Sms {
+        msisdn: &msisdn,
+        text: notice::welcome(&name, Lang::Vi),
+        lang: Lang::Vi,
+        kind: "welcome",
+        ttl_ms: notice::NEW_ORDER_TTL_MS,
+    };
+    enqueue_sms(c, ev, sms, json!({ "household_id": id })).await?;
     info!(msisdn = %mask_msisdn(&msisdn), household = id, village = village_id, "household registered by its leader");
     reread_household(c, id).await
 }
@@ -1349,7 +1546,7 @@ async fn place_order(
         household_id: listing.household_id,
         product_name_vi: listing.product_name_vi.clone(),
         product_name_en: listing.product_name_en.clone(),
-        unit: queries::product_unit(c, listing.product_id).await?,
+        unit: listing.unit.clone(),
         buyer_name,
         buyer_phone,
         delivery,

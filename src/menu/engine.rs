@@ -3,7 +3,14 @@
 //!
 //! Conventions: options are numbered 1–8 on each page; `0` shows the next page ("0. Tiếp"),
 //! `9` the previous page or screen ("9. Quay lại"), `00` returns to the root menu from
-//! anywhere. Invalid input re-asks the same screen with a short hint.
+//! anywhere. Input screens (numbers, text) go back with `*` ("* Quay lại"), a key no value
+//! can be mistaken for. Invalid input re-asks the same screen with a short hint.
+//!
+//! What a key selects never changes until the subscriber moves on: pages are laid out
+//! without the hint, so an invalid choice re-shows the same page with the same items and
+//! numbers (the hint goes on top only where it fits, else it is dropped); no option or
+//! prompt is split across pages; input, number and confirmation screens never page (a
+//! title too long for the screen is cut, never its options).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -17,6 +24,10 @@ use crate::text::Lengths;
 pub const PLACEHOLDER_BUDGET: usize = 10;
 /// Options on one page at most (9 and 0 are navigation).
 pub const MAX_OPTIONS_PER_PAGE: usize = 8;
+/// A choice of up to this many options never pages (`menus check` refuses one that would).
+pub const NEVER_PAGED_OPTIONS: usize = 6;
+/// The key that goes back from an input screen.
+pub const BACK_KEY: &str = "*";
 
 /// Dialogue variables.
 pub type Vars = HashMap<String, String, foldhash::fast::RandomState>;
@@ -102,6 +113,8 @@ pub struct Cursor {
     pub vars: Vars,
     /// Items of the current list screen.
     pub items: Arc<Vec<Item>>,
+    /// The options of the current choice screen that are offered (indices, in order).
+    pub shown: Vec<u8>,
     /// Screens to go back to.
     pub history: Vec<ScreenId>,
     /// Inputs taken so far.
@@ -350,19 +363,32 @@ fn join(a: &str, b: &str) -> String {
 }
 
 /// For `menus check`: the fullest page of a screen with every placeholder at its budget
-/// width; `None` for screens that show nothing.
-pub fn worst_case_page(menus: &Menus, s: &Screen, t: Target) -> Option<String> {
+/// width; `None` for screens that show nothing. A choice of up to
+/// [`NEVER_PAGED_OPTIONS`] options is shown whole (it must fit one page).
+pub fn worst_case_page(menus: &Menus, s: &Screen, t: Target, back: bool) -> Option<String> {
     let budget = "x".repeat(PLACEHOLDER_BUDGET);
     let wide = |template: &str| fill_with(template, |_| Some(budget.as_str()));
     let lang = t.lang;
     let title = wide(s.title.get(lang));
-    let nav = Nav::new(menus.message("next").get(lang), Some(menus.message("back").get(lang)), t);
+    let back_line = if back { menus.message("back").get(lang) } else { "" };
+    let nav = Nav::new(menus.message("next").get(lang), Some(back_line), t);
     match &s.kind {
         Kind::Switch { .. } => None,
         Kind::Choice { options } => {
             let header = Piece::new(title.as_str(), t);
             let labels: Vec<Piece<'_>> =
                 options.iter().map(|o| Piece::new(wide(o.label.get(lang)), t)).collect();
+            if labels.len() <= NEVER_PAGED_OPTIONS {
+                return Some(compose(
+                    String::with_capacity(200),
+                    &header,
+                    &labels,
+                    1,
+                    &nav,
+                    usize::from(back),
+                    false,
+                ));
+            }
             let pages = paginate(&header, &labels, &nav, t);
             pages
                 .iter()
@@ -389,7 +415,16 @@ pub fn worst_case_page(menus: &Menus, s: &Screen, t: Target) -> Option<String> {
             Some(if t.fits(&page) { empty } else { page })
         }
         Kind::Confirm { .. } => Some(join(&title, &yes_no(menus, lang))),
-        Kind::Number { .. } | Kind::Input { .. } | Kind::Final => Some(title),
+        Kind::Number { .. } | Kind::Input { .. } => {
+            Some(join(&title, if back { menus.message("back_input").get(lang) } else { "" }))
+        }
+        // Texts to read page at word boundaries: the fullest page counts.
+        Kind::Info | Kind::Final => {
+            let tail = if matches!(s.kind, Kind::Info) { back_line } else { "" };
+            text_pages(&title, tail, menus.message("next").get(lang), t)
+                .into_iter()
+                .max_by_key(|p| crate::text::measure(p, true).1)
+        }
     }
 }
 
@@ -407,6 +442,11 @@ fn parse_number(input: &str) -> Option<i64> {
     digits.parse().ok()
 }
 
+/// `1500000` → `1.500.000` (Vietnamese) or `1,500,000` (English).
+pub fn group_thousands(n: i64, lang: Lang) -> String {
+    crate::text::group_thousands(n, if lang == Lang::Vi { '.' } else { ',' })
+}
+
 impl Menus {
     /// A cursor on `root`, before [`Menus::start`].
     pub fn cursor(&self, id: String, root: ScreenId, target: Target) -> Cursor {
@@ -417,6 +457,7 @@ impl Menus {
             page: 0,
             vars: Vars::default(),
             items: Arc::new(Vec::new()),
+            shown: Vec::new(),
             history: Vec::new(),
             step: 0,
             hint: None,
@@ -434,7 +475,7 @@ impl Menus {
     pub async fn input<B: Backend>(&self, c: &mut Cursor, raw: &str, b: &B) {
         let input = raw.trim();
         c.step += 1;
-        let previous_hint = c.hint.take();
+        c.hint = None;
         if c.ending.is_some() {
             if input == "0" {
                 c.page += 1;
@@ -448,25 +489,26 @@ impl Menus {
             return;
         }
         let screen = &self.screens[c.screen];
+        if input == BACK_KEY && !matches!(screen.kind, Kind::Final) {
+            if c.history.is_empty() {
+                c.hint = Some(Box::new(("invalid", Vec::new())));
+            } else {
+                self.clear_secrets(c);
+                self.back(c, b).await;
+            }
+            return;
+        }
         let lang = c.target.lang;
-        let text_pages_left = |c: &Cursor| {
-            let n = self.text_page_count(c);
-            c.page + 1 < n
-        };
         match &screen.kind {
             Kind::Choice { .. } | Kind::List { .. } => {
                 let total = match &screen.kind {
-                    Kind::Choice { options } => options.len(),
+                    Kind::Choice { .. } => c.shown.len(),
                     _ => c.items.len(),
                 };
-                // Where the pages break matters only for "0" and for lists numbered per
-                // page; the usual answer (an entry of a short list) needs no layout.
-                let pages = if input == "0" || total > MAX_OPTIONS_PER_PAGE {
-                    let (header, labels, nav) = self.list_parts(c, previous_hint.as_deref());
-                    paginate(&header, &labels, &nav, c.target)
-                } else {
-                    Vec::new()
-                };
+                // Only what the page on the screen shows can be chosen. The layout leaves
+                // the hint out, so it is the one the subscriber saw.
+                let (header, labels, nav) = self.list_parts(c, None);
+                let pages = paginate(&header, &labels, &nav, c.target);
                 let page = pages.get(c.page).cloned().unwrap_or(0..0);
                 match input {
                     "0" if c.page + 1 < pages.len() => c.page += 1,
@@ -474,11 +516,9 @@ impl Menus {
                     "9" if !c.history.is_empty() => self.back(c, b).await,
                     _ => {
                         let n = input.parse::<usize>().ok();
+                        let first = first_number(total, page.start);
                         let index = match n {
-                            Some(n) if total <= MAX_OPTIONS_PER_PAGE && (1..=total).contains(&n) => n - 1,
-                            Some(n) if total > MAX_OPTIONS_PER_PAGE && (1..=page.len()).contains(&n) => {
-                                page.start + n - 1
-                            }
+                            Some(n) if n >= first && n - first < page.len() => page.start + n - first,
                             _ => {
                                 c.hint = Some(Box::new(("invalid", Vec::new())));
                                 return;
@@ -486,7 +526,11 @@ impl Menus {
                         };
                         match &screen.kind {
                             Kind::Choice { options } => {
-                                let Some(option) = options.get(index) else { return };
+                                let Some(option) =
+                                    c.shown.get(index).and_then(|&i| options.get(usize::from(i)))
+                                else {
+                                    return;
+                                };
                                 let (goto, action) = (option.goto, option.action.clone());
                                 if let Some(action) = action
                                     && !self.act(c, &action, b).await
@@ -511,19 +555,19 @@ impl Menus {
                 }
             }
             Kind::Number { var, min, max, goto, action } => {
-                if input == "0" && text_pages_left(c) {
-                    c.page += 1;
-                    return;
-                }
                 let value = parse_number(input).filter(|v| (*min..=*max).contains(v));
                 let Some(value) = value else {
                     c.hint = Some(Box::new((
                         "number_range",
-                        vec![("min".into(), min.to_string()), ("max".into(), max.to_string())],
+                        vec![
+                            ("min".into(), group_thousands(*min, lang)),
+                            ("max".into(), group_thousands(*max, lang)),
+                        ],
                     )));
                     return;
                 };
                 c.vars.insert(var.clone(), value.to_string());
+                c.vars.insert(format!("{var}.fmt"), group_thousands(value, lang));
                 let (goto, action) = (*goto, action.clone());
                 if let Some(action) = action
                     && !self.act(c, &action, b).await
@@ -533,10 +577,6 @@ impl Menus {
                 self.enter(c, goto, b).await;
             }
             Kind::Input { var, format, max_len, same_as, goto, action } => {
-                if input == "0" && text_pages_left(c) {
-                    c.page += 1;
-                    return;
-                }
                 let value = match check_format(*format, input, *max_len) {
                     Ok(v) => v,
                     Err(message) => {
@@ -562,7 +602,6 @@ impl Menus {
             Kind::Confirm { action, goto, cancel } => {
                 let (action, goto, cancel) = (action.clone(), *goto, *cancel);
                 match input {
-                    "0" if text_pages_left(c) => c.page += 1,
                     "1" => {
                         if let Some(action) = action
                             && !self.act(c, &action, b).await
@@ -585,10 +624,17 @@ impl Menus {
                 }
             }
             Kind::Final => {
-                if input == "0" && text_pages_left(c) {
+                if input == "0" && c.page + 1 < self.text_page_count(c) {
                     c.page += 1;
                 }
             }
+            Kind::Info => match input {
+                "0" if c.page + 1 < self.text_page_count(c) => c.page += 1,
+                "9" if c.page > 0 => c.page -= 1,
+                "9" if !c.history.is_empty() => self.back(c, b).await,
+                // The same page again: a hint would move the words between pages.
+                _ => {}
+            },
             Kind::Switch { .. } => {}
         }
     }
@@ -664,6 +710,25 @@ impl Menus {
             self.apply_error(c, e);
             return;
         }
+        if let Kind::Choice { options } = &screen.kind {
+            c.shown.clear();
+            for (i, o) in options.iter().enumerate() {
+                let offered = match &o.when {
+                    None => true,
+                    Some(cond) => match b.check(cond, &c.vars).await {
+                        Ok(v) => v,
+                        Err(e) => {
+                            self.apply_error(c, e);
+                            return;
+                        }
+                    },
+                };
+                if offered {
+                    // At most MAX_OPTIONS_PER_PAGE options (checked at load).
+                    c.shown.push(u8::try_from(i).unwrap_or(u8::MAX));
+                }
+            }
+        }
         if let Kind::List { source, empty, .. } = &screen.kind {
             match b.items(source, &c.vars).await {
                 Ok(items) => {
@@ -683,7 +748,8 @@ impl Menus {
         Some(fill_with(template, |k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())))
     }
 
-    /// Header, labels and navigation of a choice or list screen.
+    /// Header, labels and navigation of a choice or list screen (the hint on top, when
+    /// given).
     fn list_parts<'a>(&'a self, c: &'a Cursor, hint: Option<&Hint>) -> (Piece<'a>, Vec<Piece<'a>>, Nav<'a>) {
         let lang = c.target.lang;
         let screen = &self.screens[c.screen];
@@ -693,9 +759,12 @@ impl Menus {
             None => title,
         };
         let labels: Vec<Piece<'a>> = match &screen.kind {
-            Kind::Choice { options } => {
-                options.iter().map(|o| Piece::new(fill_cow(o.label.get(lang), &c.vars), c.target)).collect()
-            }
+            Kind::Choice { options } => c
+                .shown
+                .iter()
+                .filter_map(|&i| options.get(usize::from(i)))
+                .map(|o| Piece::new(fill_cow(o.label.get(lang), &c.vars), c.target))
+                .collect(),
             _ => c.items.iter().map(|i| Piece::new(i.label.get(lang), c.target)).collect(),
         };
         let back = if c.history.is_empty() { "" } else { self.message("back").get(lang) };
@@ -706,27 +775,43 @@ impl Menus {
         self.text_screen_pages(c).len()
     }
 
-    /// Pages of a screen made of text (everything but choices and lists).
+    /// Pages of a screen made of text (everything but choices and lists). Only final texts
+    /// page; a screen that asks for something is one page: its prompt and what it offers
+    /// (yes / no, the way back), with the hint on top where it fits, the title cut where
+    /// even that does not fit.
     fn text_screen_pages(&self, c: &Cursor) -> Vec<String> {
         let lang = c.target.lang;
         let next = self.message("next").get(lang);
-        let (body, tail) = match &c.ending {
-            Some(text) => (fill_cow(text.get(lang), &c.vars), String::new()),
-            None => {
-                let screen = &self.screens[c.screen];
-                let title = fill_cow(screen.title.get(lang), &c.vars);
-                let body = match self.hint_text(c, c.hint.as_deref()) {
-                    Some(h) => Cow::Owned(join(&h, &title)),
-                    None => title,
-                };
-                let tail = match screen.kind {
-                    Kind::Confirm { .. } => yes_no(self, lang),
-                    _ => String::new(),
-                };
-                (body, tail)
+        if let Some(text) = &c.ending {
+            return text_pages(&fill_cow(text.get(lang), &c.vars), "", next, c.target);
+        }
+        let screen = &self.screens[c.screen];
+        let title = fill_cow(screen.title.get(lang), &c.vars);
+        let tail = match screen.kind {
+            Kind::Confirm { .. } => yes_no(self, lang),
+            Kind::Number { .. } | Kind::Input { .. } if !c.history.is_empty() => {
+                self.message("back_input").get(lang).to_owned()
             }
+            Kind::Final => return text_pages(&title, "", next, c.target),
+            Kind::Info => {
+                let back = if c.history.is_empty() { "" } else { self.message("back").get(lang) };
+                return text_pages(&title, back, next, c.target);
+            }
+            _ => String::new(),
         };
-        text_pages(&body, &tail, next, c.target)
+        let prompt = join(&title, &tail);
+        // The hint on top of the title, else in its place (a hint asks again itself).
+        if let Some(h) = self.hint_text(c, c.hint.as_deref()) {
+            for text in [join(&h, &prompt), join(&h, &tail)] {
+                if c.target.fits(&text) {
+                    return vec![text];
+                }
+            }
+        }
+        if c.target.fits(&prompt) {
+            return vec![prompt];
+        }
+        vec![join(&cut_to_fit(&title, &tail, c.target), &tail)]
     }
 
     /// The current page of the current screen.
@@ -741,25 +826,55 @@ impl Menus {
             let text = pages.into_iter().nth(page).unwrap_or_default();
             return Rendered { text, end: ends && page == last };
         }
-        let (header, labels, nav) = self.list_parts(c, c.hint.as_deref());
+        // Laid out without the hint: the same pages, items and numbers as before it.
+        let (header, labels, nav) = self.list_parts(c, None);
         let pages = paginate(&header, &labels, &nav, c.target);
         let page = c.page.min(pages.len() - 1);
         let range = pages[page].clone();
         let first = first_number(labels.len(), range.start);
-        let mut text = compose(
-            String::with_capacity(200),
-            &header,
-            &labels[range],
-            first,
-            &nav,
-            page,
-            page + 1 < pages.len(),
-        );
+        let more = page + 1 < pages.len();
+        // The hint on top of the title, else in its place (the entries are what is asked),
+        // else left out.
+        let with_hint = self.hint_text(c, c.hint.as_deref()).and_then(|h| {
+            [join(&h, &header.text), h].into_iter().find_map(|top| {
+                let top = Piece::new(top, c.target);
+                let t = compose(
+                    String::with_capacity(200),
+                    &top,
+                    &labels[range.clone()],
+                    first,
+                    &nav,
+                    page,
+                    more,
+                );
+                c.target.fits(&t).then_some(t)
+            })
+        });
+        let mut text = with_hint.unwrap_or_else(|| {
+            compose(String::with_capacity(200), &header, &labels[range], first, &nav, page, more)
+        });
         if !c.target.fits(&text) {
             text = truncate_to_fit(&text, c.target);
         }
         Rendered { text, end: false }
     }
+}
+
+/// The longest start of `title` (cut at a word, marked with "…") that fits with `tail`.
+fn cut_to_fit(title: &str, tail: &str, t: Target) -> String {
+    let mut words: Vec<&str> = title.split(' ').collect();
+    while words.len() > 1 {
+        words.pop();
+        let cut = format!("{}…", words.join(" "));
+        if t.fits(&join(&cut, tail)) {
+            return cut;
+        }
+    }
+    let mut cut: String = title.to_owned();
+    while !cut.is_empty() && !t.fits(&join(&format!("{cut}…"), tail)) {
+        cut.pop();
+    }
+    format!("{cut}…")
 }
 
 /// Validates a text input; returns the value to store or the message to re-ask with.

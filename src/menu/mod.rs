@@ -8,16 +8,21 @@
 //!
 //! | kind | what | keys |
 //! | --- | --- | --- |
-//! | `choice` | static options, paged | `title`, `options = [{vi, en, goto, action?}]` |
+//! | `choice` | static options (up to six never page) | `title`, `options = [{vi, en, goto, action?, when?}]` |
 //! | `list` | options from a data source, paged | `title`, `source`, `var`, `goto`, `empty` |
 //! | `number` | a number within bounds | `title`, `var`, `min`, `max`, `goto`, `action?` |
 //! | `text` | free text or a format | `title`, `var`, `format?`, `max_len?`, `same_as?`, `goto`, `action?` |
 //! | `confirm` | 1. yes / 2. no | `title`, `action?`, `goto`, `cancel?` |
 //! | `switch` | branch on a condition, shows nothing | `cond`, `then`, `else` |
-//! | `final` | last screen, ends the dialogue | `title` |
+//! | `info` | text to read (paged), then back | `title` |
+//! | `final` | last screen, ends the dialogue (paged) | `title` |
 //!
 //! Any screen may name a `load`er that fills variables before it is shown. Texts use
-//! `{var}` and `{var.field}` placeholders.
+//! `{var}` and `{var.field}` placeholders; a number typed on a `number` screen is also
+//! stored as `{var.fmt}`, with the thousands separated as the language writes them.
+//! An option with `when = "cond"` is offered only when the condition holds (the options
+//! shown are numbered 1, 2, ... in their order, and keep their numbers while the screen is
+//! shown).
 
 pub mod engine;
 pub mod registry;
@@ -41,6 +46,8 @@ pub mod roots {
     pub const LEADER: &str = "leader";
     /// Self-registration for a number chogate does not know.
     pub const REGISTER: &str = "register";
+    /// A household that registered itself, until its team leader confirms it.
+    pub const PENDING: &str = "pending";
 }
 
 /// A menu file is wrong: which file, which line, why.
@@ -108,6 +115,8 @@ pub struct MenuOption {
     pub goto: ScreenId,
     /// An action run before going there.
     pub action: Option<String>,
+    /// Offered only when this condition holds.
+    pub when: Option<String>,
 }
 
 /// What a screen does.
@@ -175,6 +184,8 @@ pub enum Kind {
         /// When false.
         otherwise: ScreenId,
     },
+    /// Text to read, paged; `9` (or `*`) goes back.
+    Info,
     /// The last screen.
     Final,
 }
@@ -209,6 +220,8 @@ pub struct Menus {
     pub leader: ScreenId,
     /// Self-registration.
     pub register: ScreenId,
+    /// A self-registered household waiting for its leader.
+    pub pending: ScreenId,
     /// Variables that hold PINs (never logged, cleared after use).
     pub secret_vars: HashSet<String>,
 }
@@ -231,6 +244,7 @@ struct RawOption {
     en: String,
     goto: String,
     action: Option<String>,
+    when: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -349,6 +363,7 @@ impl Menus {
             main: root(roots::MAIN)?,
             leader: root(roots::LEADER)?,
             register: root(roots::REGISTER)?,
+            pending: root(roots::PENDING)?,
             screens,
             by_name,
             messages,
@@ -384,18 +399,21 @@ impl Menus {
         }
         // Every screen must be reachable from a root.
         let mut seen = vec![false; self.screens.len()];
-        let mut stack = vec![self.main, self.leader, self.register];
+        let mut stack = vec![self.main, self.leader, self.register, self.pending];
         while let Some(id) = stack.pop() {
             if std::mem::replace(&mut seen[id], true) {
                 continue;
             }
             stack.extend(successors(&self.screens[id].kind));
         }
+        // A screen some other screen leads to shows the way back; a root only reached as
+        // a root has nowhere to go back to.
+        let led_to: HashSet<ScreenId> = self.screens.iter().flat_map(|s| successors(&s.kind)).collect();
         for (id, s) in self.screens.iter().enumerate() {
             if !seen[id] {
                 return Err(s.err(format!("screen `{}` cannot be reached from any root", s.name)));
             }
-            check_fit(self, s)?;
+            check_fit(self, s, led_to.contains(&id))?;
         }
         Ok(())
     }
@@ -408,7 +426,7 @@ pub fn successors(kind: &Kind) -> Vec<ScreenId> {
         Kind::List { goto, .. } | Kind::Number { goto, .. } | Kind::Input { goto, .. } => vec![*goto],
         Kind::Confirm { goto, cancel, .. } => std::iter::once(*goto).chain(*cancel).collect(),
         Kind::Switch { then, otherwise, .. } => vec![*then, *otherwise],
-        Kind::Final => vec![],
+        Kind::Info | Kind::Final => vec![],
     }
 }
 
@@ -452,10 +470,10 @@ fn build_screen(
         "text" => &["title", "var", "format", "max_len", "same_as", "goto", "action", "load"],
         "confirm" => &["title", "action", "goto", "cancel", "load"],
         "switch" => &["cond", "then", "else"],
-        "final" => &["title", "load"],
+        "info" | "final" => &["title", "load"],
         other => {
             return Err(err(format!(
-                "unknown kind `{other}` (choice, list, number, text, confirm, switch, final)"
+                "unknown kind `{other}` (choice, list, number, text, confirm, switch, info, final)"
             )));
         }
     };
@@ -498,12 +516,28 @@ fn build_screen(
             if raw_options.is_empty() {
                 return Err(err("`options` is empty".into()));
             }
+            if raw_options.len() > engine::MAX_OPTIONS_PER_PAGE {
+                return Err(err(format!(
+                    "{} options: a choice has at most {} (9 and 0 are the keys to move)",
+                    raw_options.len(),
+                    engine::MAX_OPTIONS_PER_PAGE
+                )));
+            }
             let mut options = Vec::new();
             for o in raw_options {
                 if let Some(a) = &o.action
                     && !registry::ACTIONS.contains(&a.as_str())
                 {
                     return Err(err(format!("option `{}`: unknown action `{a}`", o.vi)));
+                }
+                if let Some(w) = &o.when
+                    && !registry::CONDS.contains(&w.as_str())
+                {
+                    return Err(err(format!(
+                        "option `{}`: unknown condition `{w}` (known: {})",
+                        o.vi,
+                        registry::CONDS.join(", ")
+                    )));
                 }
                 if o.vi.trim().is_empty() || o.en.trim().is_empty() {
                     return Err(err("every option needs both `vi` and `en` text".into()));
@@ -515,6 +549,7 @@ fn build_screen(
                     label: Text { vi: o.vi.clone(), en: o.en.clone() },
                     goto,
                     action: o.action.clone(),
+                    when: o.when.clone(),
                 });
             }
             Kind::Choice { options }
@@ -574,6 +609,7 @@ fn build_screen(
                 otherwise: target("else", &raw.otherwise)?,
             }
         }
+        "info" => Kind::Info,
         _ => Kind::Final,
     };
     Ok(Screen { name: name.to_owned(), title, kind, load: raw.load.clone(), file, line })
@@ -618,9 +654,9 @@ impl Target {
 
 /// Checks a screen fits in every language and mode, with each placeholder taken at its
 /// budget width (dynamic lists page at run time, so only their title and one item count).
-fn check_fit(menus: &Menus, s: &Screen) -> Result<(), MenuError> {
+fn check_fit(menus: &Menus, s: &Screen, back: bool) -> Result<(), MenuError> {
     for target in Target::all() {
-        let page = engine::worst_case_page(menus, s, target);
+        let page = engine::worst_case_page(menus, s, target, back);
         if let Some(text) = page
             && !target.fits(&text)
         {

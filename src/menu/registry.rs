@@ -7,31 +7,62 @@ pub const ACTIONS: &[&str] = &[
     "listing.set_price",
     "listing.set_quantity",
     "listing.stop",
+    "listing.restart",
     "order.accept",
     "order.reject",
     "order.ship",
+    "order.cancel",
     "pin.set",
+    "pin.set_and_pay",
     "payment.confirm",
-    "commune.lookup",
+    "commune.search",
+    "village.check",
+    "name.check",
     "household.register",
+    "leader.check_msisdn",
     "leader.register_household",
     "leader.reset_pin",
+    "leader.confirm_household",
+    "leader.refuse_household",
+    "leader.set_epay",
 ];
 
 /// Data sources of list screens.
-pub const SOURCES: &[&str] = &["products", "orders.open", "orders.awaiting_payment", "listings.mine"];
+pub const SOURCES: &[&str] = &[
+    "products",
+    "orders.open",
+    "orders.awaiting_payment",
+    "orders.history",
+    "listings.active",
+    "listings.stopped",
+    "cancel_reasons",
+    "communes.match",
+    "villages.of_commune",
+    "households.pending",
+    "village.households",
+];
 
-/// Conditions of switch screens.
-pub const CONDS: &[&str] = &["has_pin"];
+/// Conditions of switch screens and of options offered only when they hold.
+pub const CONDS: &[&str] = &[
+    "has_pin",
+    "no_pin",
+    "pin_locked",
+    "order.can_accept",
+    "order.can_ship",
+    "order.can_pay",
+    "village.is_new",
+    "hh.no_epay",
+];
 
 /// Loaders that fill variables before a screen is shown.
-pub const LOADERS: &[&str] = &["leader", "village.progress"];
+pub const LOADERS: &[&str] = &["leader", "village.progress", "order", "pin.lock", "shop.sales"];
 
 /// Messages the engine and the actions use; every menu tree must define them.
 pub const MESSAGES: &[&str] = &[
     "invalid",
     "next",
     "back",
+    "back_input",
     "yes",
     "no",
     "resume",
@@ -40,9 +71,12 @@ pub const MESSAGES: &[&str] = &[
     "too_long",
     "pin_format",
     "msisdn_format",
+    "name_format",
     "pin_mismatch",
     "pin_wrong",
     "pin_locked",
+    "pin_exists",
+    "order_state",
     "not_allowed",
     "not_found",
     "already_registered",

@@ -32,6 +32,7 @@ const VI_GSM: Target = Target { lang: Lang::Vi, mode: TextMode::Gsm };
 #[derive(Default)]
 struct Fake {
     products: usize,
+    long_name: Option<String>,
     has_pin: bool,
     actions: Mutex<Vec<(String, String)>>,
 }
@@ -54,8 +55,11 @@ impl Backend for Fake {
             "products" => (0..self.products)
                 .map(|i| Item {
                     id: (i + 1).to_string(),
-                    label: Text { vi: names[i % names.len()].into(), en: format!("Product {i}") },
-                    fields: vec![],
+                    label: match &self.long_name {
+                        Some(n) => Text { vi: n.clone(), en: n.clone() },
+                        None => Text { vi: names[i % names.len()].into(), en: format!("Product {i}") },
+                    },
+                    fields: vec![("unit".into(), "kg".into())],
                 })
                 .collect(),
             "orders.awaiting_payment" => vec![Item {
@@ -82,13 +86,16 @@ impl Backend for Fake {
         }
     }
 
-    async fn check(&self, _cond: &str, _vars: &Vars) -> Result<bool, ActError> {
-        Ok(self.has_pin)
+    async fn check(&self, cond: &str, _vars: &Vars) -> Result<bool, ActError> {
+        Ok(match cond {
+            "has_pin" => self.has_pin,
+            "no_pin" => !self.has_pin,
+            _ => false,
+        })
     }
 
     async fn load(&self, _loader: &str, vars: &mut Vars) -> Result<(), ActError> {
-        vars.insert("leader.name".into(), "Hoàng Văn Minh".into());
-        vars.insert("leader.msisdn".into(), "0912345678".into());
+        vars.insert("leader.contact".into(), "tổ trưởng Hoàng Văn Minh (0912345678)".into());
         Ok(())
     }
 }
@@ -115,10 +122,7 @@ fn shipped_menus_should_load_and_every_screen_fit() {
 async fn main_menu_should_fit_one_ucs2_screen_in_spec_order() {
     let m = shipped();
     let (_, screens) = dial(&m, &Fake::default(), VI, &[]).await;
-    assert_eq!(
-        screens[0],
-        "1. Đăng bán sản phẩm\n2. Đơn hàng\n3. Xác nhận thanh toán\n4. Cửa hàng\n5. Trợ giúp"
-    );
+    assert_eq!(screens[0], "1. Đăng bán hàng\n2. Đơn hàng\n3. Thanh toán\n4. Cửa hàng\n5. Trợ giúp");
     assert!(VI.fits(&screens[0]));
 }
 
@@ -132,20 +136,23 @@ async fn new_listing_dial_should_end_on_the_final_screen_with_the_code() {
         screens[1],
         "Chọn sản phẩm:\n1. Na\n2. Hoa hồi\n3. Thạch đen\n4. Rau bò khai\n0. Tiếp\n9. Quay lại"
     );
-    assert_eq!(screens[2], "Na: số lượng (kg)?");
-    assert_eq!(screens[3], "Giá bán mỗi kg (đồng)?");
-    assert_eq!(screens[4], "Bán 10 kg Na, giá 25000 đ/kg?\n1. Đồng ý\n2. Hủy");
-    assert_eq!(screens[5], "Đã đăng bán. Mã tin: L000042. Có đơn sẽ báo qua SMS.");
+    assert_eq!(screens[2], "Na: số lượng (kg)?\n* Quay lại");
+    assert_eq!(screens[3], "Giá mỗi kg (đồng)?\n* Quay lại");
+    assert_eq!(screens[4], "Bán 10kg Na, 25.000đ/kg?\n1. Đồng ý\n2. Không");
+    assert_eq!(screens[5], "Đã đăng bán, mã L000042. Có đơn sẽ báo SMS.");
     assert!(m.render(&c).end);
     assert_eq!(*b.actions.lock().unwrap(), vec![("listing.create".to_string(), "d1:5".to_string())]);
 }
 
 #[tokio::test]
-async fn help_should_end_on_the_leader_screen() {
+async fn help_should_name_someone_to_call_and_go_back() {
     let m = shipped();
-    let (c, screens) = dial(&m, &Fake::default(), VI, &["5"]).await;
-    assert_eq!(screens[1], "Hỗ trợ: tổ trưởng Hoàng Văn Minh, ĐT 0912345678.");
-    assert!(m.render(&c).end);
+    let (c, screens) = dial(&m, &Fake::default(), VI, &["5", "1", "9", "2"]).await;
+    assert_eq!(screens[1], "1. Người hỗ trợ\n2. Lệnh tin nhắn SMS\n3. Khi bị mất sóng\n9. Quay lại");
+    assert_eq!(screens[2], "Cần giúp, gọi tổ trưởng Hoàng Văn Minh (0912345678).\n9. Quay lại");
+    assert_eq!(screens[3], screens[1]);
+    assert!(screens[4].contains("DH") && screens[4].contains("TT"), "{}", screens[4]);
+    assert!(!m.render(&c).end);
 }
 
 #[tokio::test]
@@ -156,7 +163,7 @@ async fn gsm_mode_should_render_unaccented_text_that_fits() {
     assert_eq!(encoded.encoding, crate::text::Encoding::Gsm7);
     assert_eq!(
         crate::text::gsm_decode(&encoded.bytes),
-        "1. Dang ban san pham\n2. Don hang\n3. Xac nhan thanh toan\n4. Cua hang\n5. Tro giup"
+        "1. Dang ban hang\n2. Don hang\n3. Thanh toan\n4. Cua hang\n5. Tro giup"
     );
 }
 
@@ -164,10 +171,71 @@ async fn gsm_mode_should_render_unaccented_text_that_fits() {
 async fn invalid_input_should_reask_with_a_hint_and_keep_numbers_meaningful() {
     let m = shipped();
     let (c, screens) = dial(&m, &Fake::default(), VI, &["7", "5"]).await;
-    assert!(screens[1].starts_with("Chọn không hợp lệ.\n1. Đăng bán sản phẩm"), "{}", screens[1]);
-    // The hint pushed the main menu onto two pages; "5" still means help.
-    assert!(screens[2].starts_with("Hỗ trợ:"), "{}", screens[2]);
-    assert!(m.render(&c).end);
+    // The main menu never pages, hint or not; "5" still means help.
+    assert_eq!(screens[1], format!("Chọn lại:\n{}", screens[0]));
+    assert!(screens[2].starts_with("1. Người hỗ trợ"), "{}", screens[2]);
+    assert!(!m.render(&c).end);
+}
+
+#[tokio::test]
+async fn invalid_choice_should_reshow_the_same_page_with_the_same_numbers() {
+    let m = shipped();
+    let b = Fake { products: 9, ..Fake::default() };
+    for t in Target::all() {
+        let (c, screens) = dial(&m, &b, t, &["1", "0", "7", "1"]).await;
+        let items = |s: &str| {
+            s.lines()
+                .filter(|l| l.starts_with(|c: char| c.is_ascii_digit()))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        // The page after the wrong key lists exactly what it listed before it.
+        assert_eq!(items(&screens[3]), items(&screens[2]), "{t:?}");
+        assert!(screens[3].starts_with(m.message("invalid").get(t.lang)), "{t:?}: {}", screens[3]);
+        // And "1" is the first entry of that page, as shown.
+        let first = items(&screens[2])[0].clone();
+        let label = first.split_once(". ").unwrap().1;
+        assert!(screens[4].contains(label), "{t:?}: {} / {}", screens[4], label);
+        let page1 =
+            items(&screens[1]).iter().filter(|l| !l.starts_with("0.") && !l.starts_with("9.")).count();
+        assert_eq!(c.vars.get("product").cloned(), Some((page1 + 1).to_string()), "{t:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_number_not_on_the_page_shown_should_choose_nothing() {
+    let m = shipped();
+    // Six products: two pages numbered 1-6 across them; "6" on the first page is not shown.
+    let b = Fake { products: 6, ..Fake::default() };
+    let (c, screens) = dial(&m, &b, VI, &["1", "6"]).await;
+    assert!(!screens[1].contains("6. "), "{}", screens[1]);
+    assert!(screens[2].starts_with("Chọn lại:"), "{}", screens[2]);
+    assert!(!c.vars.contains_key("product"));
+}
+
+#[tokio::test]
+async fn star_should_go_back_from_an_input_screen_and_nine_should_be_a_value() {
+    let m = shipped();
+    let b = Fake { products: 3, ..Fake::default() };
+    let (c, screens) = dial(&m, &b, VI, &["1", "1", "*", "1", "9"]).await;
+    assert_eq!(screens[3], screens[1], "* goes back to the product list");
+    assert_eq!(c.vars.get("qty").map(String::as_str), Some("9"), "9 kg is a quantity");
+    assert_eq!(screens[5], "Giá mỗi kg (đồng)?\n* Quay lại");
+}
+
+#[tokio::test]
+async fn a_confirmation_too_long_should_keep_its_options_on_one_page() {
+    let m = shipped();
+    let long = "Chè Shan Tuyết cổ thụ Vạn Linh loại đặc biệt".to_owned();
+    let b = Fake { products: 1, long_name: Some(long), ..Fake::default() };
+    for t in Target::all() {
+        let (c, screens) = dial(&m, &b, t, &["1", "1", "100000", "100000000"]).await;
+        let s = &screens[4];
+        assert!(t.fits(s), "{t:?}: {s}");
+        let (yes, no) = (m.message("yes").get(t.lang), m.message("no").get(t.lang));
+        assert!(s.ends_with(&format!("1. {yes}\n2. {no}")), "{t:?}: {s}");
+        assert!(!m.render(&c).end);
+    }
 }
 
 #[tokio::test]
@@ -175,9 +243,9 @@ async fn number_out_of_range_should_reask_with_bounds() {
     let m = shipped();
     let b = Fake { products: 3, ..Fake::default() };
     let (_, screens) = dial(&m, &b, VI, &["1", "1", "0", "100001", "10.000"]).await;
-    assert_eq!(screens[3], "Nhập số từ 1 đến 100000.\nNa: số lượng (kg)?");
+    assert_eq!(screens[3], "Nhập số từ 1 đến 100.000.\nNa: số lượng (kg)?\n* Quay lại");
     assert_eq!(screens[4], screens[3]);
-    assert_eq!(screens[5], "Giá bán mỗi kg (đồng)?");
+    assert_eq!(screens[5], "Giá mỗi kg (đồng)?\n* Quay lại");
 }
 
 #[tokio::test]
@@ -214,28 +282,44 @@ async fn double_zero_should_return_to_main_and_nine_to_the_previous_screen() {
 }
 
 #[tokio::test]
-async fn payment_should_set_a_pin_on_first_use_and_never_keep_it() {
+async fn a_first_payment_should_create_the_pin_and_pay_with_it_and_never_keep_it() {
     let m = shipped();
     let b = Fake::default();
-    let (c, screens) = dial(&m, &b, VI, &["3", "1", "12", "1234", "1243", "1234", "9999", "1234"]).await;
-    assert_eq!(screens[2], "Tạo mã PIN 4 số để xác nhận thanh toán:");
-    assert_eq!(screens[3], "Mã PIN gồm 4 chữ số.\nTạo mã PIN 4 số để xác nhận thanh toán:");
-    assert_eq!(screens[5], "Hai mã PIN không khớp.\nNhập lại mã PIN:");
-    assert_eq!(screens[6], "Nhập PIN xác nhận đã nhận 250.000đ (DH000007):");
-    assert_eq!(screens[7], "Sai mã PIN. Còn 4 lần.\nNhập PIN xác nhận đã nhận 250.000đ (DH000007):");
-    assert_eq!(screens[8], "Đã xác nhận thanh toán đơn DH000007.");
+    let (c, screens) =
+        dial(&m, &b, VI, &["3", "1", "1", "12", "1234", "1243", "*", "4321", "4321", "1"]).await;
+    assert_eq!(screens[1], "1. Đơn chờ thanh toán\n2. Tạo mã PIN\n9. Quay lại", "no PIN yet: create one");
+    let create = "Chưa có mã PIN. Tạo PIN 4 số (giữ bí mật):\n* Quay lại";
+    assert_eq!(screens[3], create);
+    assert_eq!(screens[4], format!("Mã PIN gồm 4 chữ số.\n{create}"));
+    assert_eq!(screens[5], "Nhập lại mã PIN:\n* Quay lại");
+    assert_eq!(screens[6], "Hai mã PIN không khớp.\nNhập lại mã PIN:\n* Quay lại");
+    assert_eq!(screens[7], create, "a mistyped first PIN can be redone");
+    assert_eq!(screens[9], "PIN khớp. Tạo PIN, xác nhận đã nhận 250.000đ (DH000007)?\n1. Đồng ý\n2. Không");
+    assert_eq!(screens[10], "Đã tạo mã PIN và xác nhận thanh toán DH000007. Nhớ PIN, không cho ai biết.");
     for secret in ["pin", "pin1", "pin2"] {
         assert!(!c.vars.contains_key(secret), "{secret} kept after use");
     }
     let actions: Vec<String> = b.actions.lock().unwrap().iter().map(|(a, _)| a.clone()).collect();
-    assert_eq!(actions, vec!["pin.set", "payment.confirm", "payment.confirm"]);
+    assert_eq!(actions, vec!["pin.set_and_pay"]);
+}
+
+#[tokio::test]
+async fn a_payment_with_a_pin_should_reask_a_wrong_one() {
+    let m = shipped();
+    let b = Fake { has_pin: true, ..Fake::default() };
+    let (_, screens) = dial(&m, &b, VI, &["3", "1", "1", "9999", "1234"]).await;
+    assert_eq!(screens[1], "1. Đơn chờ thanh toán\n2. Quên mã PIN\n9. Quay lại");
+    let ask = "Nhập PIN xác nhận đã nhận 250.000đ (DH000007):\n* Quay lại";
+    assert_eq!(screens[3], ask);
+    assert_eq!(screens[4], format!("Sai mã PIN. Còn 4 lần.\n{ask}"));
+    assert_eq!(screens[5], "Đã xác nhận thanh toán đơn DH000007. Cảm ơn bạn!");
 }
 
 #[tokio::test]
 async fn empty_list_should_end_with_its_text() {
     let m = shipped();
     let (c, screens) = dial(&m, &Fake::default(), VI, &["2"]).await;
-    assert_eq!(screens[1], "Chưa có đơn hàng mới.");
+    assert_eq!(screens[1], "Chưa có đơn hàng. Có đơn sẽ báo qua SMS.");
     assert!(m.render(&c).end);
 }
 
@@ -261,14 +345,13 @@ fn unknown_action_kind_and_key_should_be_refused() {
     let bad_kind = base.replace("kind = \"confirm\"", "kind = \"maybe\"");
     assert!(with_file("20-register.toml", &bad_kind).unwrap_err().reason.contains("unknown kind `maybe`"));
 
-    let bad_key =
-        base.replace("max_len = 40\ngoto = \"reg_name\"", "max_len = 40\ncolour = 1\ngoto = \"reg_name\"");
+    let bad_key = base.replace("var = \"hh_name\"\n", "var = \"hh_name\"\ncolour = 1\n");
     let e = with_file("20-register.toml", &bad_key).unwrap_err();
     assert!(e.reason.contains("colour"), "{e}");
     let line = bad_key.lines().position(|l| l.starts_with("colour")).unwrap() + 1;
     assert!(e.line > 0 && e.line <= line, "{e}");
 
-    let wrong_kind_key = base.replace("max_len = 5\n", "max_len = 5\nmin = 3\n");
+    let wrong_kind_key = base.replace("max_len = 30\n", "max_len = 30\nmin = 3\n");
     assert!(
         with_file("20-register.toml", &wrong_kind_key).unwrap_err().reason.contains("`min` does not apply")
     );
@@ -278,7 +361,8 @@ fn unknown_action_kind_and_key_should_be_refused() {
 fn too_long_screen_should_be_refused_with_its_length() {
     let base =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/menus/20-register.toml")).unwrap();
-    let long = base.replace("Tên chủ hộ:", &"Tên chủ hộ rất dài ".repeat(6));
+    let long =
+        base.replace("vi = \"Họ tên chủ hộ:\"", &format!("vi = \"{}\"", "Họ tên chủ hộ rất dài ".repeat(6)));
     let e = with_file("20-register.toml", &long).unwrap_err();
     assert!(e.reason.contains("does not fit one USSD message"), "{e}");
     assert!(e.reason.contains("`reg_name`"), "{e}");
@@ -318,13 +402,13 @@ fn arb_input() -> impl Strategy<Value = String> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
     #[test]
-    fn every_page_of_any_walk_should_fit(inputs in proptest::collection::vec(arb_input(), 0..25), products in 0usize..30, gsm in any::<bool>(), en in any::<bool>(), root in 0usize..3) {
+    fn every_page_of_any_walk_should_fit(inputs in proptest::collection::vec(arb_input(), 0..25), products in 0usize..30, gsm in any::<bool>(), en in any::<bool>(), root in 0usize..4) {
         let m = shipped();
         let t = Target { lang: if en { Lang::En } else { Lang::Vi }, mode: if gsm { TextMode::Gsm } else { TextMode::Ucs2 } };
         let b = Fake { products, ..Fake::default() };
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         rt.block_on(async {
-            let root = [m.main, m.leader, m.register][root];
+            let root = [m.main, m.leader, m.register, m.pending][root];
             let mut c = m.cursor("p".into(), root, t);
             m.start(&mut c, &b).await;
             for i in &inputs {

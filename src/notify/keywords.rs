@@ -99,7 +99,7 @@ fn help(lang: Lang, leader: Option<&crate::market::Leader>) -> String {
         }
     };
     let Some(l) = leader else { return base.to_owned() };
-    let phone = crate::msisdn::national(&l.msisdn);
+    let phone = crate::market::national(&l.msisdn);
     let who = match lang {
         Lang::Vi => "To truong",
         Lang::En => "Leader",

@@ -217,7 +217,7 @@ fn receipt_body(r: &Receipt, done: SystemTime) -> Body {
 fn smpp_date(t: SystemTime) -> String {
     let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let days = (secs / 86_400) as i64;
-    let (y, m, d) = crate::api::time::civil_from_days(days);
+    let (y, m, d) = crate::time::civil_from_days(days);
     let rem = secs % 86_400;
     format!("{:02}{:02}{:02}{:02}{:02}", y.rem_euclid(100), m, d, rem / 3600, (rem % 3600) / 60)
 }

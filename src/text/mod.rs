@@ -51,3 +51,31 @@ pub enum TextError {
         parts: usize,
     },
 }
+
+/// `1500000` → `1.500.000` with `sep` between groups of three digits.
+pub fn group_thousands(n: i64, sep: char) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
+    if n < 0 {
+        out.push('-');
+    }
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(sep);
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// A text as people match it by ear: accents dropped (đ → d), lower case, whitespace
+/// collapsed. `"Thôn  Đồng Lâm"` and `"thon dong lam"` fold alike.
+pub fn fold(text: &str) -> String {
+    unaccent(text).to_lowercase().split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Bidirectional controls (U+202A–U+202E, U+2066–U+2069, the marks U+200E, U+200F, U+061C):
+/// they make a name read differently from what it is.
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
+}

@@ -128,6 +128,8 @@ pub struct Ussd {
     /// Dialogues open at once (and kept for resumption), at most.
     max_dialogues: usize,
     service_code: String,
+    /// `[ussd] hotline`, for help screens.
+    hotline: String,
     next_id: AtomicU64,
     /// Woken whenever a dialogue leaves the table.
     closed: tokio::sync::Notify,
@@ -223,6 +225,7 @@ impl Ussd {
             resume_window: config.ussd.resume(),
             max_dialogues: usize::try_from(config.ussd.max_dialogues).unwrap_or(usize::MAX),
             service_code: config.ussd.service_code.clone(),
+            hotline: config.ussd.hotline.clone(),
             next_id: AtomicU64::new(0),
             closed: tokio::sync::Notify::new(),
         }
@@ -333,9 +336,17 @@ impl Ussd {
         let root = match &household {
             None => self.menus.register,
             Some(h) if h.is_leader => self.menus.leader,
+            Some(h) if h.pending => self.menus.pending,
             Some(_) => self.menus.main,
         };
-        let backend = MarketBackend::new(&self.market, &self.products, household.as_ref(), &msisdn, lang);
+        let backend = MarketBackend::new(
+            &self.market,
+            &self.products,
+            household.as_ref(),
+            &msisdn,
+            lang,
+            &self.hotline,
+        );
         let mut cursor = self.menus.cursor(self.dialogue_id(), root, target);
         let resume =
             self.suspended.remove(&msisdn).map(|(_, s)| s).filter(|s| s.at.elapsed() <= self.resume_window);
@@ -406,6 +417,7 @@ impl Ussd {
             dlg.household.as_deref(),
             &dlg.msisdn,
             dlg.cursor.target.lang,
+            &self.hotline,
         );
         if let Some(saved) = dlg.resume_offer.take() {
             match input.trim() {

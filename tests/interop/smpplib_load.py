@@ -21,7 +21,10 @@ import smpplib.client
 import smpplib.command
 import smpplib.consts
 
-SCRIPT = ["6001", "Ban Chu", "Hoang Van A", "1"]
+# The commune by name, the first entry of its village list (the one other subscribers may
+# have created already, or "another village"), a village name (or, when the village was
+# picked, the household's name), a name (or a wrong key on the confirmation), yes.
+SCRIPT = ["doan ket", "1", "1", "Ban Chu", "Hoang Van A", "1"]
 TIMEOUT = 120.0
 
 

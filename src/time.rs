@@ -81,10 +81,31 @@ pub fn vn_day_start_ms(days: i64) -> i64 {
     days * DAY_MS - VN_OFFSET_MS
 }
 
+/// The instant the Vietnamese calendar month of `ms` started.
+pub fn vn_month_start_ms(ms: i64) -> i64 {
+    let (y, m, _) = civil_from_days(vn_day(ms));
+    vn_day_start_ms(days_from_civil(y, m, 1))
+}
+
+/// `HH:MM` of an instant in Vietnam's time.
+pub fn vn_clock(ms: i64) -> String {
+    let minutes = (ms + VN_OFFSET_MS).div_euclid(60_000).rem_euclid(24 * 60);
+    format!("{:02}:{:02}", minutes / 60, minutes % 60)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn month_start_and_clock_should_be_in_vietnam_time() {
+        // 2026-12-01T00:30+07:00 is 2026-11-30T17:30Z.
+        let ms = vn_day_start_ms(days_from_civil(2026, 12, 1)) + 30 * 60_000;
+        assert_eq!(vn_month_start_ms(ms), vn_day_start_ms(days_from_civil(2026, 12, 1)));
+        assert_eq!(vn_month_start_ms(ms - 3_600_000), vn_day_start_ms(days_from_civil(2026, 11, 1)));
+        assert_eq!(vn_clock(ms), "00:30");
+    }
 
     #[test]
     fn known_dates_should_convert() {
