@@ -943,14 +943,16 @@ async fn households_should_hear_by_sms_of_what_others_do_to_their_orders(db: Tes
     );
     let delivered = |code: &str, kg: i64, amount: &str| {
         format!(
-            "Đơn {code} ({kg} kg Na) đã giao tới người mua. Khi nhận được {amount}, bấm *384#, chọn 3 (Xác nhận \
-             thanh toán)."
+            "Đơn {code} ({kg} kg Na) đã giao tới người mua. Khi nhận được {amount}, bấm *384#, chọn 3 (Thanh \
+             toán) để xác nhận đã nhận tiền."
         )
     };
     assert_eq!(sms(&env, me, "order_delivered").await, [delivered(&c2, 5, "150.000đ")]);
     assert_eq!(
         sms(&env, me, "payment_received").await,
-        [format!("Đơn {c2} (5 kg Na) đã được thanh toán 150.000đ qua vnpay. Không cần Xác nhận thanh toán.")]
+        [format!(
+            "Đơn {c2} (5 kg Na) đã được thanh toán 150.000đ qua vnpay. Không cần xác nhận đã nhận tiền."
+        )]
     );
 
     // The household's own moves tell it nothing; a delivery recorded otherwise does.
@@ -984,14 +986,14 @@ async fn households_should_hear_by_sms_of_what_others_do_to_their_orders(db: Tes
         sms(&env, &vi.msisdn, "pin_reset").await,
         [
             "Tổ trưởng Hoàng Văn Tổ (0912000001) đã đặt lại mã PIN của bạn. Lần thanh toán tới, bấm *384#, chọn 3 \
-          (Xác nhận thanh toán) để tạo PIN mới. Nếu bạn không yêu cầu, hãy gọi tổ trưởng."
+          (Thanh toán) để tạo PIN mới. Nếu bạn không yêu cầu, hãy gọi tổ trưởng."
         ]
     );
     assert_eq!(
         sms(&env, "84912000003", "pin_reset").await,
         [
             "Your team leader Hoàng Văn Tổ (0912000001) reset your PIN. At your next payment, dial *384#, choose 3 \
-          (Confirm payment) to create a new one. If you did not ask for this, call your leader."
+          (Payments) to create a new one. If you did not ask for this, call your leader."
         ]
     );
 

@@ -364,7 +364,7 @@ async fn sms_keywords_should_always_answer_and_change_an_order_once(db: TestDb) 
     let started = minute();
     let first = ask(&mut p, &format!("nhận {c1}")).await;
     let again = ask(&mut p, &format!("NHAN {c1}")).await;
-    assert_eq!(first, format!("Da nhan don {c1}. Hay chuan bi hang. Gui xong: GUI {c1} [ma van don]."));
+    assert_eq!(first, format!("Da nhan don {c1}. Gui hang o buu dien, roi nhan GUI {c1} [ma van don]."));
     if minute() == started {
         assert_eq!(again, first, "the repeat replays the first outcome");
     }
@@ -374,7 +374,10 @@ async fn sms_keywords_should_always_answer_and_change_an_order_once(db: TestDb) 
     // HUY rejects a new order (its quantity back on offer).
     let o2 = order(&m, &mut p, &listing, "o2", 10).await;
     assert_eq!(m.listing(hh.id, listing.id).await.unwrap().quantity_kg, 488);
-    assert_eq!(ask(&mut p, &format!("huy {}", o2.code)).await, format!("Da tu choi don {}.", o2.code));
+    assert_eq!(
+        ask(&mut p, &format!("huy {}", o2.code)).await,
+        format!("Da tu choi don {}. Nguoi mua se duoc bao.", o2.code)
+    );
     assert_eq!(m.order(hh.id, o2.id).await.unwrap().status, OrderStatus::Rejected);
     assert_eq!(m.listing(hh.id, listing.id).await.unwrap().quantity_kg, 498);
 
@@ -407,9 +410,7 @@ async fn sms_keywords_should_always_answer_and_change_an_order_once(db: TestDb) 
     );
     assert_eq!(
         ask(&mut p, &format!("TT {c1} 1234")).await,
-        format!(
-            "Chua co ma PIN. Bam *384#, chon 3 (Xac nhan thanh toan), chon don {c1} de tao PIN va xac nhan."
-        )
+        format!("Chua co ma PIN. Bam *384#, chon 3 (Thanh toan), chon don {c1} de tao PIN va xac nhan.")
     );
     m.set_pin(&partner(), IdemKey("pin".into()), hh.id, "2468").await.unwrap();
     assert_eq!(ask(&mut p, &format!("TT {c1} 1111")).await, "Sai ma PIN. Con 4 lan.");

@@ -5,9 +5,9 @@
 //!   operator needs it); English second.
 //! - Amounts as `1.500.000đ` (`1,500,000 VND`), products with their unit (`products.unit`),
 //!   order codes as `D000012`, numbers in their national form (`0912…`, never `84…`).
-//! - One verb for dialling: "Bấm *384#" / "Dial *384#"; the order actions in the words of
-//!   the USSD screens: "Nhận đơn", "Từ chối", "Đã giao bưu điện", "Hủy đơn",
-//!   "Xác nhận thanh toán".
+//! - One verb for dialling: "Bấm *384#" / "Dial *384#"; the order actions and the menu
+//!   options in the words of the USSD screens: "Nhận đơn", "Từ chối", "Đã giao bưu điện",
+//!   "Hủy đơn", "xác nhận đã nhận tiền"; main menu 2 "Đơn hàng", 3 "Thanh toán".
 //! - Each says what happens next, or what the household can do.
 
 use super::types::{Lang, Order};
@@ -105,12 +105,12 @@ pub(crate) fn order_delivered(order: &Order, lang: Lang) -> String {
     let (code, goods, amount) = (&order.code, goods(order, lang), amount(order.amount, lang));
     match lang {
         Lang::Vi => format!(
-            "Đơn {code} ({goods}) đã giao tới người mua. Khi nhận được {amount}, bấm {SERVICE_CODE}, chọn 3 (Xác \
-             nhận thanh toán)."
+            "Đơn {code} ({goods}) đã giao tới người mua. Khi nhận được {amount}, bấm {SERVICE_CODE}, chọn 3 \
+             (Thanh toán) để xác nhận đã nhận tiền."
         ),
         Lang::En => format!(
             "Order {code} ({goods}) was delivered to the buyer. When you receive {amount}, dial {SERVICE_CODE}, \
-             choose 3 (Confirm payment)."
+             choose 3 (Payments) to confirm the money received."
         ),
     }
 }
@@ -121,11 +121,13 @@ pub(crate) fn payment_received(order: &Order, partner: &str, lang: Lang) -> Stri
     match lang {
         Lang::Vi => {
             format!(
-                "Đơn {code} ({goods}) đã được thanh toán {amount} qua {partner}. Không cần Xác nhận thanh toán."
+                "Đơn {code} ({goods}) đã được thanh toán {amount} qua {partner}. Không cần xác nhận đã nhận tiền."
             )
         }
         Lang::En => {
-            format!("Order {code} ({goods}) was paid {amount} via {partner}. No need to confirm the payment.")
+            format!(
+                "Order {code} ({goods}) was paid {amount} via {partner}. No need to confirm the money received."
+            )
         }
     }
 }
@@ -136,11 +138,11 @@ pub(crate) fn pin_reset(leader_name: &str, leader_msisdn: &str, lang: Lang) -> S
     match lang {
         Lang::Vi => format!(
             "Tổ trưởng {leader_name} ({phone}) đã đặt lại mã PIN của bạn. Lần thanh toán tới, bấm {SERVICE_CODE}, \
-             chọn 3 (Xác nhận thanh toán) để tạo PIN mới. Nếu bạn không yêu cầu, hãy gọi tổ trưởng."
+             chọn 3 (Thanh toán) để tạo PIN mới. Nếu bạn không yêu cầu, hãy gọi tổ trưởng."
         ),
         Lang::En => format!(
             "Your team leader {leader_name} ({phone}) reset your PIN. At your next payment, dial {SERVICE_CODE}, \
-             choose 3 (Confirm payment) to create a new one. If you did not ask for this, call your leader."
+             choose 3 (Payments) to create a new one. If you did not ask for this, call your leader."
         ),
     }
 }
@@ -271,11 +273,12 @@ mod tests {
         assert_eq!(
             order_delivered(&order, Lang::En),
             "Order D000012 (50 kg custard apple) was delivered to the buyer. When you receive 1,500,000 VND, dial \
-             *384#, choose 3 (Confirm payment)."
+             *384#, choose 3 (Payments) to confirm the money received."
         );
         assert_eq!(
             payment_received(&order, "vnpay", Lang::En),
-            "Order D000012 (50 kg custard apple) was paid 1,500,000 VND via vnpay. No need to confirm the payment."
+            "Order D000012 (50 kg custard apple) was paid 1,500,000 VND via vnpay. No need to confirm the money \
+             received."
         );
         for lang in [Lang::Vi, Lang::En] {
             for text in [

@@ -218,11 +218,11 @@ async fn no_pin(market: &Market, h: &Household, id: i64) -> String {
         }
         Ok(o) => match lang {
             Lang::Vi => format!(
-                "Chua co ma PIN. Bam *384#, chon 3 (Xac nhan thanh toan), chon don {} de tao PIN va xac nhan.",
+                "Chua co ma PIN. Bam *384#, chon 3 (Thanh toan), chon don {} de tao PIN va xac nhan.",
                 o.code
             ),
             Lang::En => format!(
-                "No PIN yet. Dial *384#, choose 3 (Confirm payment), then order {}, to create your PIN and confirm.",
+                "No PIN yet. Dial *384#, choose 3 (Payments), then order {}, to create your PIN and confirm.",
                 o.code
             ),
         },
@@ -300,11 +300,11 @@ async fn run(market: &Market, actor: &Actor, key: &str, h: &Household, cmd: Comm
         Command::Accept(id) => {
             match market.move_order(actor, idem(), h.id, id, OrderMove::Accept, None).await {
                 Ok(o) if vi => format!(
-                    "Da nhan don {}. Hay chuan bi hang. Gui xong: GUI {} [ma van don].",
+                    "Da nhan don {}. Gui hang o buu dien, roi nhan GUI {} [ma van don].",
                     o.code, o.code
                 ),
                 Ok(o) => format!(
-                    "Order {} accepted. Prepare the goods. Once posted: GUI {} [tracking code].",
+                    "Order {} accepted. Post the goods, then text GUI {} [tracking code].",
                     o.code, o.code
                 ),
                 Err(e) => error_text(&e, id, lang),
@@ -312,8 +312,8 @@ async fn run(market: &Market, actor: &Actor, key: &str, h: &Household, cmd: Comm
         }
         Command::Reject(id) => {
             match market.move_order(actor, idem(), h.id, id, OrderMove::Reject, None).await {
-                Ok(o) if vi => format!("Da tu choi don {}.", o.code),
-                Ok(o) => format!("Order {} rejected.", o.code),
+                Ok(o) if vi => format!("Da tu choi don {}. Nguoi mua se duoc bao.", o.code),
+                Ok(o) => format!("Order {} rejected. The buyer will be told.", o.code),
                 Err(e) => error_text(&e, id, lang),
             }
         }
