@@ -424,12 +424,13 @@ async fn sms_keywords_should_always_answer_and_change_an_order_once(db: TestDb) 
     assert_eq!(count(&m, "SELECT COUNT(*) AS n FROM payments").await, 1);
 
     assert_eq!(ask(&mut p, "NHAN D999999").await, "Khong tim thay don D999999. DH de xem don hang.");
-    // Help: every keyword, and the team leader's number (the household leads its village).
+    // Help: every keyword, and whom to call: the household leads its village, and no hotline
+    // is configured, so the commune's People's Committee.
     let help = ask(&mut p, "xin chao").await;
     assert_eq!(
         help,
-        "DH=xem don; NHAN <ma>=Nhan don; HUY <ma>=Tu choi; GUI <ma> [ma van don]=Da giao buu dien; \
-         TT <ma> <PIN>=Xac nhan thanh toan. Bam *384#. To truong: 0912345678"
+        "DH=xem don; NHAN <ma>=Nhan don; HUY <ma>=Tu choi; GUI <ma> [van don]=Da giao buu dien; \
+         TT <ma> <PIN>=Xac nhan thanh toan. Bam *384#. Goi UBND Xa Doan Ket"
     );
     assert_eq!(ask(&mut p, "HD").await, help);
     assert_eq!(ask(&mut p, "HD").await, help, "help answers every time");

@@ -85,12 +85,25 @@ fn septets(s: &str) -> usize {
     text::gsm_septets(s).unwrap_or(s.chars().count() * 2)
 }
 
-/// The keywords, and the number of the team leader to call when there is one: one SMS
-/// (the leader's name does not fit with every keyword).
-fn help(lang: Lang, leader: Option<&crate::market::Leader>) -> String {
+/// Whom to call, as the USSD help screens name them: the village's team leader (not the
+/// household itself), else the hotline (`[ussd] hotline`), else the commune's People's
+/// Committee. Unaccented.
+fn contact(lang: Lang, h: &Household, leader: Option<&crate::market::Leader>, hotline: &str) -> String {
+    match (leader.filter(|l| l.msisdn != h.msisdn), hotline.trim(), lang) {
+        (Some(l), _, Lang::Vi) => format!("To truong: {}", crate::market::national(&l.msisdn)),
+        (Some(l), _, Lang::En) => format!("Leader: {}", crate::market::national(&l.msisdn)),
+        (None, hotline, Lang::Vi) if !hotline.is_empty() => format!("Duong day nong: {hotline}"),
+        (None, hotline, Lang::En) if !hotline.is_empty() => format!("Hotline: {hotline}"),
+        (None, _, Lang::Vi) => format!("Goi UBND {}", text::unaccent(&h.commune_name)),
+        (None, _, Lang::En) => format!("Call the People's Committee of {}", text::unaccent(&h.commune_name)),
+    }
+}
+
+/// The keywords, and whom to call ([`contact`]) where it fits: one SMS.
+fn help(lang: Lang, contact: Option<&str>) -> String {
     let base = match lang {
         Lang::Vi => {
-            "DH=xem don; NHAN <ma>=Nhan don; HUY <ma>=Tu choi; GUI <ma> [ma van don]=Da giao buu dien; \
+            "DH=xem don; NHAN <ma>=Nhan don; HUY <ma>=Tu choi; GUI <ma> [van don]=Da giao buu dien; \
              TT <ma> <PIN>=Xac nhan thanh toan. Bam *384#."
         }
         Lang::En => {
@@ -98,14 +111,9 @@ fn help(lang: Lang, leader: Option<&crate::market::Leader>) -> String {
              TT <code> <PIN>=confirm payment. Dial *384#."
         }
     };
-    let Some(l) = leader else { return base.to_owned() };
-    let phone = crate::market::national(&l.msisdn);
-    let who = match lang {
-        Lang::Vi => "To truong",
-        Lang::En => "Leader",
-    };
-    let with_leader = format!("{base} {who}: {phone}");
-    if septets(&with_leader) <= ONE_SMS { with_leader } else { base.to_owned() }
+    let Some(contact) = contact else { return base.to_owned() };
+    let with_contact = format!("{base} {contact}");
+    if septets(&with_contact) <= ONE_SMS { with_contact } else { base.to_owned() }
 }
 
 /// An order's status, in a reply.
@@ -281,7 +289,14 @@ fn orders_text(orders: &[Order], lang: Lang) -> String {
 
 /// What to answer `household` for `cmd`, after carrying it out (a repeat of `key` replays
 /// the first outcome).
-async fn run(market: &Market, actor: &Actor, key: &str, h: &Household, cmd: Command) -> String {
+async fn run(
+    market: &Market,
+    hotline: &str,
+    actor: &Actor,
+    key: &str,
+    h: &Household,
+    cmd: Command,
+) -> String {
     let lang = h.language;
     let vi = matches!(lang, Lang::Vi);
     let idem = || IdemKey(key.to_owned());
@@ -291,7 +306,7 @@ async fn run(market: &Market, actor: &Actor, key: &str, h: &Household, cmd: Comm
                 warn!(error = %e, "cannot read the team leader for the SMS help");
                 None
             });
-            help(lang, leader.as_ref())
+            help(lang, Some(&contact(lang, h, leader.as_ref(), hotline)))
         }
         Command::Orders => match market.open_orders(h.id).await {
             Ok(orders) => orders_text(&orders, lang),
@@ -417,7 +432,7 @@ fn sms_key(msisdn: &str, minute: u64, body: &str, cmd: &Command) -> String {
 
 /// Handles one SMS from a household: carries the keyword out, queues the answer, then
 /// acknowledges the PDU.
-pub async fn handle(market: &Market, sm: &Sm, responder: Responder) {
+pub async fn handle(market: &Market, hotline: &str, sm: &Sm, responder: Responder) {
     let Some(msisdn) = crate::msisdn::normalize(&sm.source.addr) else {
         responder.respond(status::ESME_RINVSRCADR, "").await;
         return;
@@ -441,7 +456,7 @@ pub async fn handle(market: &Market, sm: &Sm, responder: Responder) {
         .unwrap_or(0);
     let key = sms_key(&msisdn, minute, &body, &cmd);
     let reply = match &household {
-        Some(h) => run(market, &actor, &key, h, cmd).await,
+        Some(h) => run(market, hotline, &actor, &key, h, cmd).await,
         None => "Cho 384: so nay chua dang ky. Bam *384# de dang ky cua hang.".into(),
     };
     let lang = household.as_ref().map(|h| h.language).unwrap_or(Lang::Vi);
@@ -516,25 +531,41 @@ mod tests {
     }
 
     #[test]
-    fn help_should_list_every_keyword_and_the_leader_in_one_gsm_sms() {
-        let leader = crate::market::Leader { name: "Hoàng Văn Minh".into(), msisdn: "84987000001".into() };
-        let long = crate::market::Leader {
-            name: "Nguyễn Thị Phương Thảo Nguyên Hằng".into(),
-            msisdn: "84987000001".into(),
+    fn help_should_list_every_keyword_and_whom_to_call_in_one_gsm_sms() {
+        let h = Household {
+            id: 2,
+            msisdn: "84912345678".into(),
+            name: "Lý Thị Mai".into(),
+            village_id: 1,
+            village_name: "Bản Chu".into(),
+            commune_code: 6001,
+            commune_name: "Xã Đoàn Kết".into(),
+            language: Lang::Vi,
+            has_epay: false,
+            is_leader: false,
+            has_pin: false,
+            pending: false,
+            pin_locked_until_ms: 0,
         };
+        let leader = crate::market::Leader { name: "Hoàng Văn Minh".into(), msisdn: "84987000001".into() };
+        let itself = crate::market::Leader { name: h.name.clone(), msisdn: h.msisdn.clone() };
         for lang in [Lang::Vi, Lang::En] {
-            for l in [None, Some(&leader), Some(&long)] {
-                let h = help(lang, l);
+            for (l, hotline) in
+                [(None, ""), (Some(&leader), ""), (Some(&itself), "1800 1234"), (None, "1800 1234")]
+            {
+                let h = help(lang, Some(&contact(lang, &h, l, hotline)));
                 assert!(text::gsm_septets(&h).is_some_and(|n| n <= 160), "{h}");
                 for k in ["DH", "NHAN <", "HUY <", "GUI <", "TT <", "*384#"] {
                     assert!(h.contains(k), "{k}: {h}");
                 }
-                if l.is_some() {
-                    assert!(h.contains("0987000001") && !h.contains("84987"), "{h}");
-                }
+                assert!(!h.contains("84987") && !h.contains("912345678"), "{h}");
             }
         }
-        assert!(help(Lang::Vi, Some(&leader)).ends_with("Bam *384#. To truong: 0987000001"));
+        let vi = |l, hotline| help(Lang::Vi, Some(&contact(Lang::Vi, &h, l, hotline)));
+        assert!(vi(Some(&leader), "1800 1234").ends_with("Bam *384#. To truong: 0987000001"));
+        // A leader is not told to call themselves: the hotline, else the commune.
+        assert!(vi(Some(&itself), "1800 1234").ends_with("Bam *384#. Duong day nong: 1800 1234"));
+        assert!(vi(Some(&itself), "").ends_with("Bam *384#. Goi UBND Xa Doan Ket"));
     }
 
     fn order(id: i64, status: OrderStatus) -> Order {
