@@ -403,6 +403,11 @@ async fn sms_keywords_should_always_answer_and_change_an_order_once(db: TestDb) 
         ask(&mut p, &format!("GUI {c3}")).await,
         format!("Don {c3} chua nhan, khong the bao da giao buu dien. Co the: NHAN {c3}, HUY {c3}.")
     );
+    // A tracking code no post office gives: refused, and answered (its key stays short).
+    assert_eq!(
+        ask(&mut p, &format!("GUI {c3} {}", "X".repeat(200))).await,
+        "Ma van don khong hop le (toi da 80 ky tu)."
+    );
     // TT without a PIN: where to make one only when the order can be paid.
     assert_eq!(
         ask(&mut p, &format!("TT {c3} 1234")).await,

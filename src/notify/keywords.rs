@@ -411,7 +411,9 @@ fn sms_key(msisdn: &str, minute: u64, body: &str, cmd: &Command) -> String {
         Command::Accept(order) => format!("NHAN {order}"),
         Command::Reject(order) => format!("HUY {order}"),
         Command::Ship(order, None) => format!("GUI {order}"),
-        Command::Ship(order, Some(code)) => format!("GUI {order} {code}"),
+        // A tracking code as long as the household typed it would make the key too long.
+        Command::Ship(order, Some(code)) if code.len() <= 40 => format!("GUI {order} {code}"),
+        Command::Ship(order, Some(code)) => format!("GUI {order} {}", sha256_hex(&[code.as_bytes()])),
         Command::Help | Command::Pay(..) => {
             let plain = text::unaccent(body).to_ascii_uppercase();
             let normal = plain.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -526,6 +528,11 @@ mod tests {
         assert!(reply.len() < crate::market::MAX_KEY_CHARS, "{reply}");
         assert_eq!(key("84912345678", 7, "gui d12 eb1vn"), "sms:84912345678:7:GUI 12 EB1VN");
         assert_eq!(key("84912345678", 7, "huy d12"), "sms:84912345678:7:HUY 12");
+        let long_code = key("84912345678", 29_000_000, &format!("GUI D12 {}", "X".repeat(1000)));
+        assert!(
+            format!("{long_code}:reply:{}", reply_nonce()).len() < crate::market::MAX_KEY_CHARS,
+            "{long_code}"
+        );
         // Each reply has a key of its own.
         assert_ne!(reply_nonce(), reply_nonce());
     }
