@@ -37,6 +37,8 @@ both_backends!(
     bad_order_bodies_should_be_400_naming_the_field,
     concurrent_repeats_of_one_key_should_make_one_order,
     shipments_and_payments_should_move_the_order_to_paid,
+    a_partner_should_cancel_its_own_new_or_accepted_orders,
+    households_should_hear_by_sms_of_what_others_do_to_their_orders,
     admin_should_create_update_and_list_households,
     csv_import_should_be_all_or_nothing_and_report_existing_lines,
     villages_teams_and_leaders_should_be_managed,
@@ -224,8 +226,23 @@ async fn seed(env: &Env) -> (Household, i64) {
     (leader, listing.id)
 }
 
+/// Phường Lương Văn Tri (2025 list).
+const LUONG_VAN_TRI: u32 = 5983;
+
 fn order_body(listing: i64, kg: i64) -> Value {
-    json!({ "listing_id": listing, "buyer_name": "Nguyễn Văn Mua", "quantity_kg": kg, "amount": kg * 30_000 })
+    json!({
+        "listing_id": listing,
+        "buyer_name": "Nguyễn Văn Mua",
+        "buyer_phone": "0913 456 789",
+        "quantity_kg": kg,
+        "amount": kg * 30_000,
+        "delivery": {
+            "name": "Nguyễn Thị Nhận",
+            "phone": "+84 977 000 111",
+            "address": "  Số 12   Trần Đăng Ninh ",
+            "commune_code": LUONG_VAN_TRI,
+        },
+    })
 }
 
 // ---- tests -----------------------------------------------------------------------------
@@ -417,6 +434,15 @@ async fn an_order_should_be_placed_once_per_key_and_notify_the_household(db: Tes
     assert_eq!(order["amount"], 300_000);
     assert_eq!(order["partner"], "shopee");
     assert_eq!(order["product"]["code"], "na");
+    assert_eq!(order["product"]["unit"], "kg");
+    // What the seller needs, normalised: numbers as 84…, the address trimmed, the commune named.
+    assert_eq!(order["buyer_phone"], "84913456789");
+    assert_eq!(
+        order["delivery"],
+        json!({ "name": "Nguyễn Thị Nhận", "phone": "84977000111", "address": "Số 12 Trần Đăng Ninh",
+                "commune": { "code": LUONG_VAN_TRI, "name": "Phường Lương Văn Tri" } })
+    );
+    assert_eq!((order["cancel_reason"].clone(), order["tracking_code"].clone()), (Value::Null, Value::Null));
     let id = order["id"].as_i64().unwrap();
     assert_eq!(order["code"], format!("D{id:06}"));
 
@@ -495,29 +521,68 @@ async fn bad_order_bodies_should_be_400_naming_the_field(db: TestDb) {
     let a = env.addr();
     let post = |body: Value, k: &'static str| Req::post("/v1/orders", &body).token(&t).key(k).send(a);
 
-    post(json!({ "listing_id": listing, "quantity_kg": 1, "amount": 1 }), "a").await.error(
-        400,
-        "invalid",
-        Some("buyer_name"),
-    );
-    post(json!({ "listing_id": listing, "buyer_name": "B", "quantity_kg": "ten", "amount": 1 }), "b")
-        .await
-        .error(400, "invalid", Some("quantity_kg"));
+    // A good body with one change (`null` removes the field).
+    let with = |path: &[&str], v: Value| {
+        let mut b = order_body(listing, 1);
+        let mut at = &mut b;
+        for p in &path[..path.len() - 1] {
+            at = &mut at[*p];
+        }
+        let last = path[path.len() - 1];
+        match v {
+            Value::Null => {
+                at.as_object_mut().unwrap().remove(last);
+            }
+            v => at[last] = v,
+        }
+        b
+    };
+    let cases: Vec<(&[&str], Value, &str)> = vec![
+        (&["buyer_name"], Value::Null, "buyer_name"),
+        (&["buyer_name"], json!("   "), "buyer_name"),
+        (&["quantity_kg"], json!("ten"), "quantity_kg"),
+        (&["quantity_kg"], json!(0), "quantity_kg"),
+        (&["amount"], json!(0), "amount"),
+        (&["colour"], json!(1), "colour"),
+        (&["buyer_phone"], Value::Null, "buyer_phone"),
+        (&["buyer_phone"], json!("12345"), "buyer_phone"),
+        (&["buyer_phone"], json!("+1 202 555 0100"), "buyer_phone"),
+        (&["delivery"], Value::Null, "delivery"),
+        (&["delivery"], json!("Số 12 Trần Đăng Ninh"), "delivery"),
+        (&["delivery", "name"], Value::Null, "delivery.name"),
+        (&["delivery", "name"], json!(" "), "delivery.name"),
+        (&["delivery", "name"], json!("x".repeat(81)), "delivery.name"),
+        (&["delivery", "phone"], Value::Null, "delivery.phone"),
+        (&["delivery", "phone"], json!("0212345678"), "delivery.phone"),
+        (&["delivery", "address"], Value::Null, "delivery.address"),
+        (&["delivery", "address"], json!(""), "delivery.address"),
+        (&["delivery", "address"], json!("x".repeat(201)), "delivery.address"),
+        (&["delivery", "address"], json!("Số 12\u{7}"), "delivery.address"),
+        (&["delivery", "commune_code"], Value::Null, "delivery.commune_code"),
+        (&["delivery", "commune_code"], json!("Lương Văn Tri"), "delivery.commune_code"),
+        (&["delivery", "commune_code"], json!(-1), "delivery.commune_code"),
+        // Before the reform: not a commune of the 2025 list.
+        (&["delivery", "commune_code"], json!(5971), "delivery.commune_code"),
+        (&["delivery", "colour"], json!("red"), "delivery.colour"),
+    ];
+    for (i, (path, v, field)) in cases.into_iter().enumerate() {
+        let body = with(path, v);
+        let r = Req::post("/v1/orders", &body).token(&t).key(&format!("bad-{i}")).send(a).await;
+        assert_eq!(r.status, 400, "{body}: {}", r.text());
+        r.error(400, "invalid", Some(field));
+    }
+    // The amount is the listing's price (30.000đ/kg) times the quantity: the 400 says so.
+    let r = post(with(&["amount"], json!(1)), "cheap").await;
+    r.error(400, "invalid", Some("amount"));
+    let message = r.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("30000"), "the expected figure: {message}");
     post(
-        json!({ "listing_id": listing, "buyer_name": "B", "quantity_kg": 1, "amount": 1, "colour": 1 }),
-        "c",
+        json!({ "listing_id": listing, "buyer_name": "B", "buyer_phone": "0913456789", "quantity_kg": 2,
+                  "amount": 59_999, "delivery": order_body(listing, 1)["delivery"] }),
+        "cheap2",
     )
     .await
-    .error(400, "invalid", Some("colour"));
-    post(json!({ "listing_id": listing, "buyer_name": "B", "quantity_kg": 0, "amount": 1 }), "d")
-        .await
-        .error(400, "invalid", Some("quantity_kg"));
-    post(json!({ "listing_id": listing, "buyer_name": "B", "quantity_kg": 1, "amount": 0 }), "e")
-        .await
-        .error(400, "invalid", Some("amount"));
-    post(json!({ "listing_id": listing, "buyer_name": "   ", "quantity_kg": 1, "amount": 1 }), "f")
-        .await
-        .error(400, "invalid", Some("buyer_name"));
+    .error(400, "invalid", Some("amount"));
     // More than is on offer.
     post(order_body(listing, 101), "g").await.error(400, "invalid", Some("quantity_kg"));
     // No such listing.
@@ -671,6 +736,300 @@ async fn shipments_and_payments_should_move_the_order_to_paid(db: TestDb) {
         .send(a)
         .await;
     assert_eq!((d.status, d.json()["status"].as_str()), (201, Some("delivered")));
+
+    // The household hands a parcel to the post office itself, with its tracking code: the
+    // partner sees the code, and keeps seeing it once the post office reports the delivery.
+    let o3 = Req::post("/v1/orders", &order_body(listing, 1)).token(&shop).key("o3").send(a).await.json();
+    let id3 = o3["id"].as_i64().unwrap();
+    let hh = Actor::new(leader.msisdn.clone(), Channel::Ussd);
+    env.market.move_order(&hh, key("acc3"), leader.id, id3, OrderMove::Accept, None).await.unwrap();
+    env.market
+        .move_order(&hh, key("ship3"), leader.id, id3, OrderMove::Ship, Some("RR123456789VN"))
+        .await
+        .unwrap();
+    let seen = Req::get(format!("/v1/orders/{id3}")).token(&shop).send(a).await.json();
+    assert_eq!(seen["status"], "shipped");
+    assert_eq!(seen["tracking_code"], "RR123456789VN");
+    assert_eq!(seen["shipment"]["partner"], "household");
+    let d = Req::post("/v1/shipments", &json!({ "order_id": id3, "status": "delivered" }))
+        .token(&post)
+        .key("d3")
+        .send(a)
+        .await
+        .json();
+    assert_eq!(
+        (d["status"].as_str(), d["tracking_code"].as_str()),
+        (Some("delivered"), Some("RR123456789VN"))
+    );
+    env.stop().await;
+}
+
+async fn a_partner_should_cancel_its_own_new_or_accepted_orders(db: TestDb) {
+    let env = Env::start(db, "").await;
+    let (leader, listing) = seed(&env).await;
+    let shop = env.token("shopee", &[Scope::OrdersWrite]).await;
+    let lazada = env.token("lazada", &[Scope::OrdersWrite]).await;
+    let pay = env.token("vnpay", &[Scope::PaymentsWrite]).await;
+    let admin = env.token("ops", &[Scope::Admin]).await;
+    let a = env.addr();
+    let hh = Actor::new(leader.msisdn.clone(), Channel::Ussd);
+    let on_offer = || async { env.market.listing(leader.id, listing).await.unwrap() };
+    let place = |k: &'static str, kg: i64| {
+        Req::post("/v1/orders", &order_body(listing, kg)).token(&shop).key(k).send(a)
+    };
+    let cancel = |id: i64, t: &String, k: &'static str, body: Value| {
+        let t = t.clone();
+        async move { Req::post(format!("/v1/orders/{id}/cancel"), &body).token(&t).key(k).send(a).await }
+    };
+    let why = json!({ "reason": "  Người mua đổi ý " });
+
+    let o = place("o1", 10).await.json();
+    let id = o["id"].as_i64().unwrap();
+    assert_eq!(on_offer().await.quantity_kg, 90);
+    // Only the partner that placed it: another's is not found; other scopes are forbidden.
+    cancel(id, &lazada, "c0", why.clone()).await.error(404, "not_found", None);
+    cancel(id, &pay, "c0", why.clone()).await.error(403, "forbidden", None);
+    cancel(999_999, &shop, "c0", why.clone()).await.error(404, "not_found", None);
+    // A reason and a key are required.
+    cancel(id, &shop, "c1", json!({})).await.error(400, "invalid", Some("reason"));
+    cancel(id, &shop, "c1", json!({ "reason": " " })).await.error(400, "invalid", Some("reason"));
+    Req::post(format!("/v1/orders/{id}/cancel"), &why).token(&shop).send(a).await.error(
+        400,
+        "invalid",
+        Some("Idempotency-Key"),
+    );
+    // New → cancelled: the quantity is back on offer, the reason kept.
+    let r = cancel(id, &shop, "c2", why.clone()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(
+        (v["status"].as_str(), v["cancel_reason"].as_str()),
+        (Some("cancelled"), Some("Người mua đổi ý"))
+    );
+    assert_eq!(on_offer().await.quantity_kg, 100);
+    // The same request again: the same answer, nothing applied twice; a new key: 409.
+    let again = cancel(id, &shop, "c2", why.clone()).await;
+    assert_eq!((again.status, &again.body), (200, &r.body));
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    assert_eq!(on_offer().await.quantity_kg, 100);
+    cancel(id, &shop, "c3", why.clone()).await.error(409, "conflict", None);
+    assert_eq!(
+        env.count("SELECT COUNT(*) AS n FROM events WHERE kind = 'order_cancelled'").await,
+        1,
+        "one cancellation"
+    );
+
+    // Accepted → cancelled, and a sold-out listing is on offer again.
+    let all = place("o2", 100).await.json();
+    let all_id = all["id"].as_i64().unwrap();
+    assert_eq!(on_offer().await.status, chogate::market::ListingStatus::SoldOut);
+    env.market.move_order(&hh, key("acc2"), leader.id, all_id, OrderMove::Accept, None).await.unwrap();
+    let v = cancel(all_id, &shop, "c4", json!({ "reason": "Hết hàng" })).await.json();
+    assert_eq!(v["status"], "cancelled");
+    let l = on_offer().await;
+    assert_eq!((l.status, l.quantity_kg), (chogate::market::ListingStatus::Active, 100));
+
+    // Shipped: too late.
+    let o3 = place("o3", 1).await.json()["id"].as_i64().unwrap();
+    env.market.move_order(&hh, key("acc3"), leader.id, o3, OrderMove::Accept, None).await.unwrap();
+    env.market.move_order(&hh, key("ship3"), leader.id, o3, OrderMove::Ship, None).await.unwrap();
+    let r = cancel(o3, &shop, "c5", why.clone()).await;
+    r.error(409, "conflict", None);
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("shipped"), "{}", r.text());
+    assert_eq!(on_offer().await.quantity_kg, 99);
+
+    // An admin may call off any partner's order.
+    let o4 = place("o4", 1).await.json()["id"].as_i64().unwrap();
+    assert_eq!(cancel(o4, &admin, "c6", why.clone()).await.json()["status"], "cancelled");
+
+    // The household's own cancellation (after accepting) shows its reason too.
+    let o5 = place("o5", 1).await.json()["id"].as_i64().unwrap();
+    env.market.move_order(&hh, key("acc5"), leader.id, o5, OrderMove::Accept, None).await.unwrap();
+    env.market
+        .move_order(&hh, key("cancel5"), leader.id, o5, OrderMove::Cancel, Some("Hàng bị hỏng"))
+        .await
+        .unwrap();
+    let seen = Req::get(format!("/v1/orders/{o5}")).token(&shop).send(a).await.json();
+    assert_eq!(
+        (seen["status"].as_str(), seen["cancel_reason"].as_str()),
+        (Some("cancelled"), Some("Hàng bị hỏng"))
+    );
+    env.stop().await;
+}
+
+/// The texts queued for a number, oldest first, of one kind.
+async fn sms(env: &Env, msisdn: &str, kind: &str) -> Vec<String> {
+    let mut r = env.market.store().read().await.unwrap();
+    let rows = r
+        .conn()
+        .fetch_all("SELECT text FROM outbox WHERE msisdn = $1 AND kind = $2 ORDER BY id", args![msisdn, kind])
+        .await
+        .unwrap();
+    rows.iter().map(|row| row.text("text").unwrap()).collect()
+}
+
+async fn households_should_hear_by_sms_of_what_others_do_to_their_orders(db: TestDb) {
+    let env = Env::start(db, "").await;
+    let (leader, listing) = seed(&env).await;
+    let shop = env.token("shopee", &[Scope::OrdersWrite]).await;
+    let post = env.token("vnpost", &[Scope::ShipmentsWrite]).await;
+    let pay = env.token("vnpay", &[Scope::PaymentsWrite]).await;
+    let admin = env.token("ops", &[Scope::Admin]).await;
+    let a = env.addr();
+    let hh = Actor::new(leader.msisdn.clone(), Channel::Ussd);
+    let me = leader.msisdn.as_str();
+    let place = |k: &'static str, kg: i64| {
+        let t = shop.clone();
+        async move {
+            let o = Req::post("/v1/orders", &order_body(listing, kg)).token(&t).key(k).send(a).await.json();
+            o["id"].as_i64().unwrap()
+        }
+    };
+    let accept =
+        |id: i64, k: &'static str| env.market.move_order(&hh, key(k), leader.id, id, OrderMove::Accept, None);
+
+    // A new order, in the words of the screens.
+    let o1 = place("o1", 10).await;
+    let c1 = format!("D{o1:06}");
+    assert_eq!(
+        sms(&env, me, "order_new").await,
+        [format!(
+            "Đơn mới {c1}: 10 kg Na, 300.000đ, người mua Nguyễn Văn Mua. Bấm *384#, chọn 2 (Đơn hàng) để Nhận \
+             đơn hoặc Từ chối."
+        )]
+    );
+    // Called off by the partner.
+    let r = Req::post(format!("/v1/orders/{o1}/cancel"), &json!({ "reason": "Người mua đổi ý" }))
+        .token(&shop)
+        .key("c1")
+        .send(a)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        sms(&env, me, "order_cancelled").await,
+        [format!(
+            "Đơn {c1} (10 kg Na, 300.000đ) đã bị shopee hủy. Lý do: Người mua đổi ý. Không gửi hàng cho đơn này; \
+             số hàng đã được cộng lại vào tin bán."
+        )]
+    );
+
+    // Taken by the post office, delivered, paid through a payment partner.
+    let o2 = place("o2", 5).await;
+    let c2 = format!("D{o2:06}");
+    accept(o2, "a2").await.unwrap();
+    let shipment = |status: &str, k: &'static str| {
+        Req::post(
+            "/v1/shipments",
+            &json!({ "order_id": o2, "status": status, "tracking_code": "EB123456789VN" }),
+        )
+        .token(&post)
+        .key(k)
+        .send(a)
+    };
+    assert_eq!(shipment("shipped", "s2").await.status, 201);
+    assert_eq!(shipment("delivered", "d2").await.status, 201);
+    let paid = Req::post("/v1/payments", &json!({ "order_id": o2, "amount": 150_000 }))
+        .token(&pay)
+        .key("p2")
+        .send(a)
+        .await;
+    assert_eq!(paid.status, 201, "{}", paid.text());
+    assert_eq!(
+        sms(&env, me, "order_shipped").await,
+        [format!(
+            "Đơn {c2} (5 kg Na) đã giao bưu điện (vnpost), mã vận đơn EB123456789VN. Có tin giao hàng sẽ báo qua \
+             SMS."
+        )]
+    );
+    let delivered = |code: &str, kg: i64, amount: &str| {
+        format!(
+            "Đơn {code} ({kg} kg Na) đã giao tới người mua. Khi nhận được {amount}, bấm *384#, chọn 3 (Thanh \
+             toán) để xác nhận đã nhận tiền."
+        )
+    };
+    assert_eq!(sms(&env, me, "order_delivered").await, [delivered(&c2, 5, "150.000đ")]);
+    assert_eq!(
+        sms(&env, me, "payment_received").await,
+        [format!(
+            "Đơn {c2} (5 kg Na) đã được thanh toán 150.000đ qua vnpay. Không cần xác nhận đã nhận tiền."
+        )]
+    );
+
+    // The household's own moves tell it nothing; a delivery recorded otherwise does.
+    let o3 = place("o3", 2).await;
+    accept(o3, "a3").await.unwrap();
+    env.market.move_order(&hh, key("s3"), leader.id, o3, OrderMove::Ship, Some("RR1VN")).await.unwrap();
+    assert_eq!(sms(&env, me, "order_shipped").await.len(), 1);
+    env.market.mark_delivered(&cli(), key("d3"), o3).await.unwrap();
+    assert_eq!(
+        sms(&env, me, "order_delivered").await,
+        [delivered(&c2, 5, "150.000đ"), delivered(&format!("D{o3:06}"), 2, "60.000đ")]
+    );
+    assert_eq!(env.count("SELECT COUNT(*) AS n FROM outbox WHERE text LIKE '%84912%'").await, 0);
+
+    // A PIN reset: in Vietnamese, and in English for a household that reads English.
+    let m = &env.market;
+    let vi = m.register_household(&cli(), key("h-vi"), leader.id, "0912000002", "Vi Thị Hoa").await.unwrap();
+    let en = Req::post(
+        "/v1/admin/households",
+        &json!({ "msisdn": "0912000003", "name": "Lý Văn Nam", "commune_code": CHI_LANG,
+                 "village_name": "Thôn Nà Lầm", "language": "en" }),
+    )
+    .token(&admin)
+    .send(a)
+    .await;
+    assert_eq!(en.status, 201, "{}", en.text());
+    for (msisdn, k) in [(&vi.msisdn, "r-vi"), (&"84912000003".to_owned(), "r-en")] {
+        m.reset_pin(&hh, key(k), leader.id, msisdn).await.unwrap();
+    }
+    assert_eq!(
+        sms(&env, &vi.msisdn, "pin_reset").await,
+        [
+            "Tổ trưởng Hoàng Văn Tổ (0912000001) đã đặt lại mã PIN của bạn. Lần thanh toán tới, bấm *384#, chọn 3 \
+          (Thanh toán) để tạo PIN mới. Nếu bạn không yêu cầu, hãy gọi tổ trưởng."
+        ]
+    );
+    assert_eq!(
+        sms(&env, "84912000003", "pin_reset").await,
+        [
+            "Your team leader Hoàng Văn Tổ (0912000001) reset your PIN. At your next payment, dial *384#, choose 3 \
+          (Payments) to create a new one. If you did not ask for this, call your leader."
+        ]
+    );
+
+    // In English, for a shop whose household reads English.
+    let en_leader = m
+        .register_leader(&cli(), key("l-en"), "0912000009", "Lường Văn B", BAC_SON, "Bản Chắt", Lang::En)
+        .await
+        .unwrap();
+    let hoi = m.products().await.unwrap().iter().find(|p| p.code == "hoa_hoi").unwrap().id;
+    let l2 = m.create_listing(&cli(), key("l-en:1"), en_leader.id, hoi, 20, 150_000).await.unwrap();
+    let mut body = order_body(l2.id, 2);
+    body["amount"] = json!(300_000);
+    let o4 =
+        Req::post("/v1/orders", &body).token(&shop).key("o4").send(a).await.json()["id"].as_i64().unwrap();
+    let c4 = format!("D{o4:06}");
+    let r = Req::post(format!("/v1/orders/{o4}/cancel"), &json!({ "reason": "Out of stock at the buyer" }))
+        .token(&shop)
+        .key("c4")
+        .send(a)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let me = en_leader.msisdn.as_str();
+    assert_eq!(
+        sms(&env, me, "order_new").await,
+        [format!(
+            "New order {c4}: 2 kg star anise, 300,000 VND, buyer Nguyễn Văn Mua. Dial *384#, choose 2 (Orders) to \
+             accept or reject it."
+        )]
+    );
+    assert_eq!(
+        sms(&env, me, "order_cancelled").await,
+        [format!(
+            "Order {c4} (2 kg star anise, 300,000 VND) was cancelled by shopee. Reason: Out of stock at the buyer. \
+             Do not send the goods; the quantity is back on your listing."
+        )]
+    );
     env.stop().await;
 }
 

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use chogate::market::{Actor, Channel, Household, IdemKey, Lang, Listing, Market, OrderStatus};
 use chogate::smpp::pdu::{Address, BindResp, Body, MessageIdResp, Pdu, Sm, Tlvs, tag};
 use chogate::smpp::status;
+use common::db::TestDb;
 use common::{Peer, TestDaemon, base_config};
 use tokio::net::TcpListener;
 
@@ -277,58 +278,183 @@ async fn down_route_should_fail_over_to_another_smsc() {
     d.stop().await;
 }
 
-#[tokio::test]
-async fn sms_keywords_should_be_answered_by_sms() {
-    let smsc = Smsc::start().await;
-    let d = TestDaemon::start(base_config(&smsc.config("viettel", ""))).await;
-    let m = market(&d);
-    let mut p = smsc.accept().await;
-    let (hh, listing) = village(&m, Lang::Vi).await;
-    let order = m.place_order(&partner(), IdemKey("o1".into()), listing.id, "B", 2, 60000).await.unwrap();
-    take_message(&mut p, |i| format!("1{i}")).await;
+// ---- SMS keywords, on both backends --------------------------------------------------
 
-    let mut ask = async |text: &str| -> String {
-        let enc = chogate::text::encode_text(text, true);
-        let sm = Sm {
-            source: Address::international(HOUSEHOLD),
-            dest: Address::international("384"),
-            data_coding: enc.encoding.data_coding(),
-            short_message: Bytes::from(enc.bytes),
-            ..Sm::default()
-        };
-        let s = p.request(Body::DeliverSm(Box::new(sm))).await;
-        let mut answered = false;
-        loop {
-            let pdu = p.recv_skip_enquire().await.unwrap();
-            match pdu.body {
-                Body::DeliverSmResp(_) if pdu.sequence == s => {
-                    assert_eq!(pdu.status, 0);
-                    answered = true;
-                }
-                Body::SubmitSm(sm) => {
-                    assert!(answered, "the reply is queued only after the keyword was recorded");
-                    p.send(&Pdu::new(
-                        pdu.sequence,
-                        Body::SubmitSmResp(MessageIdResp {
-                            message_id: format!("r{s}"),
-                            tlvs: Tlvs::default(),
-                        }),
-                    ))
-                    .await;
-                    let body = &sm.short_message;
-                    return chogate::text::decode_short_message(sm.data_coding, body);
-                }
-                _ => {}
-            }
-        }
+both_backends!(
+    sms_keywords_should_always_answer_and_change_an_order_once,
+    dh_should_list_what_fits_one_sms_and_say_how_many_more_there_are,
+);
+
+/// A daemon on `db` with one SMSC, bound; a Vietnamese household with a listing of 500 kg
+/// of na at 30.000đ/kg.
+async fn keyword_env(db: &TestDb) -> (TestDaemon, Market, Peer, Household, Listing) {
+    let smsc = Smsc::start().await;
+    let mut config = base_config(&smsc.config("viettel", ""));
+    config.database.url = db.url.clone();
+    let d = TestDaemon::start(config).await;
+    let m = market(&d);
+    let p = smsc.accept().await;
+    let (hh, listing) = village(&m, Lang::Vi).await;
+    (d, m, p, hh, listing)
+}
+
+/// Texts `text` from the household and returns the SMS that answers it (all its parts).
+async fn ask(p: &mut Peer, text: &str) -> String {
+    let enc = chogate::text::encode_text(text, true);
+    let sm = Sm {
+        source: Address::international(HOUSEHOLD),
+        dest: Address::international("384"),
+        data_coding: enc.encoding.data_coding(),
+        short_message: Bytes::from(enc.bytes),
+        ..Sm::default()
     };
-    let reply = ask("DH").await;
-    assert!(reply.contains(&order.code), "{reply}");
-    let reply = ask(&format!("nhận {}", order.code)).await;
-    assert!(reply.starts_with("Da nhan don"), "{reply}");
-    assert_eq!(m.order(hh.id, order.id).await.unwrap().status, OrderStatus::Accepted);
-    let reply = ask("xin chao").await;
-    assert!(reply.contains("DH = xem don hang"), "{reply}");
+    let s = p.request(Body::DeliverSm(Box::new(sm))).await;
+    let mut answered = false;
+    let mut parts: Vec<String> = Vec::new();
+    loop {
+        let pdu = p.recv_skip_enquire().await.unwrap();
+        match pdu.body {
+            Body::DeliverSmResp(_) if pdu.sequence == s => {
+                assert_eq!(pdu.status, 0);
+                answered = true;
+            }
+            Body::SubmitSm(sm) => {
+                assert!(answered, "the reply is queued only after the keyword was recorded");
+                answer(p, pdu.sequence, 0, &format!("r{s}-{}", parts.len())).await;
+                let udh = sm.esm_class & 0x40 != 0;
+                let body = if udh { &sm.short_message[6..] } else { &sm.short_message[..] };
+                parts.push(chogate::text::decode_short_message(sm.data_coding, body));
+                if !udh || sm.short_message[4] == sm.short_message[5] {
+                    return parts.concat();
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Places an order of `kg` kg and takes the SMS that tells the household of it.
+async fn order(m: &Market, p: &mut Peer, listing: &Listing, k: &str, kg: i64) -> chogate::market::Order {
+    let o = m.place_order(&partner(), IdemKey(k.into()), listing.id, "B", kg, kg * 30_000).await.unwrap();
+    let (text, _) = take_message(p, |i| format!("{k}-{i}")).await;
+    assert!(text.starts_with(&format!("Đơn mới {}", o.code)), "{text}");
+    o
+}
+
+fn minute() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() / 60
+}
+
+async fn count(m: &Market, sql: &'static str) -> i64 {
+    let mut r = m.store().read().await.unwrap();
+    r.conn().fetch_one(sql, chogate::args![]).await.unwrap().int("n").unwrap()
+}
+
+async fn sms_keywords_should_always_answer_and_change_an_order_once(db: TestDb) {
+    let (d, m, mut p, hh, listing) = keyword_env(&db).await;
+    let o1 = order(&m, &mut p, &listing, "o1", 2).await;
+    let c1 = &o1.code;
+
+    // A read-only command answers every time, the same text within the minute too.
+    let list = format!("Don hang (1): {c1} 2 kg Na 60.000d (moi).");
+    assert_eq!(ask(&mut p, "DH").await, list);
+    assert_eq!(ask(&mut p, "dh").await, list);
+
+    // A change is applied once; its repeat gets the same reply.
+    let started = minute();
+    let first = ask(&mut p, &format!("nhận {c1}")).await;
+    let again = ask(&mut p, &format!("NHAN {c1}")).await;
+    assert_eq!(first, format!("Da nhan don {c1}. Gui hang o buu dien, roi nhan GUI {c1} [ma van don]."));
+    if minute() == started {
+        assert_eq!(again, first, "the repeat replays the first outcome");
+    }
+    assert_eq!(m.order(hh.id, o1.id).await.unwrap().status, OrderStatus::Accepted);
+    assert_eq!(count(&m, "SELECT COUNT(*) AS n FROM events WHERE kind = 'order_accepted'").await, 1);
+
+    // HUY rejects a new order (its quantity back on offer).
+    let o2 = order(&m, &mut p, &listing, "o2", 10).await;
+    assert_eq!(m.listing(hh.id, listing.id).await.unwrap().quantity_kg, 488);
+    assert_eq!(
+        ask(&mut p, &format!("huy {}", o2.code)).await,
+        format!("Da tu choi don {}. Nguoi mua se duoc bao.", o2.code)
+    );
+    assert_eq!(m.order(hh.id, o2.id).await.unwrap().status, OrderStatus::Rejected);
+    assert_eq!(m.listing(hh.id, listing.id).await.unwrap().quantity_kg, 498);
+
+    // GUI: handed to the post office, with the tracking code the partner then sees.
+    assert_eq!(
+        ask(&mut p, &format!("gửi {c1} eb123456789vn")).await,
+        format!("Don {c1} da giao buu dien, ma van don EB123456789VN. Khi nhan duoc tien: TT {c1} <PIN>.")
+    );
+    let seen = m.partner_order(o1.id).await.unwrap().unwrap();
+    assert_eq!(
+        (seen.order.status, seen.tracking_code.as_deref()),
+        (OrderStatus::Shipped, Some("EB123456789VN"))
+    );
+
+    // Moves the order's status does not allow: why, and what can be done.
+    assert_eq!(
+        ask(&mut p, &format!("HUY {c1}")).await,
+        format!("Don {c1} da giao buu dien, khong the tu choi. Co the: TT {c1} <PIN>.")
+    );
+    let o3 = order(&m, &mut p, &listing, "o3", 1).await;
+    let c3 = &o3.code;
+    assert_eq!(
+        ask(&mut p, &format!("GUI {c3}")).await,
+        format!("Don {c3} chua nhan, khong the bao da giao buu dien. Co the: NHAN {c3}, HUY {c3}.")
+    );
+    // A tracking code no post office gives: refused, and answered (its key stays short).
+    assert_eq!(
+        ask(&mut p, &format!("GUI {c3} {}", "X".repeat(200))).await,
+        "Ma van don khong hop le (toi da 80 ky tu)."
+    );
+    // TT without a PIN: where to make one only when the order can be paid.
+    assert_eq!(
+        ask(&mut p, &format!("TT {c3} 1234")).await,
+        format!("Don {c3} chua nhan, khong the xac nhan thanh toan. Co the: NHAN {c3}, HUY {c3}.")
+    );
+    assert_eq!(
+        ask(&mut p, &format!("TT {c1} 1234")).await,
+        format!("Chua co ma PIN. Bam *384#, chon 3 (Thanh toan), chon don {c1} de tao PIN va xac nhan.")
+    );
+    m.set_pin(&partner(), IdemKey("pin".into()), hh.id, "2468").await.unwrap();
+    assert_eq!(ask(&mut p, &format!("TT {c1} 1111")).await, "Sai ma PIN. Con 4 lan.");
+    let started = minute();
+    let paid = ask(&mut p, &format!("TT {c1} 2468")).await;
+    let again = ask(&mut p, &format!("tt {c1} 2468")).await;
+    assert_eq!(paid, format!("Da xac nhan thanh toan don {c1}."));
+    if minute() == started {
+        assert_eq!(again, paid);
+    }
+    assert_eq!(count(&m, "SELECT COUNT(*) AS n FROM payments").await, 1);
+
+    assert_eq!(ask(&mut p, "NHAN D999999").await, "Khong tim thay don D999999. DH de xem don hang.");
+    // Help: every keyword, and whom to call: the household leads its village, and no hotline
+    // is configured, so the commune's People's Committee.
+    let help = ask(&mut p, "xin chao").await;
+    assert_eq!(
+        help,
+        "DH=xem don; NHAN <ma>=Nhan don; HUY <ma>=Tu choi; GUI <ma> [van don]=Da giao buu dien; \
+         TT <ma> <PIN>=Xac nhan thanh toan. Bam *384#. Goi UBND Xa Doan Ket"
+    );
+    assert_eq!(ask(&mut p, "HD").await, help);
+    assert_eq!(ask(&mut p, "HD").await, help, "help answers every time");
+    d.stop().await;
+}
+
+async fn dh_should_list_what_fits_one_sms_and_say_how_many_more_there_are(db: TestDb) {
+    let (d, m, mut p, _hh, listing) = keyword_env(&db).await;
+    let mut codes = Vec::new();
+    for i in 1..=8 {
+        codes.push(order(&m, &mut p, &listing, &format!("o{i}"), i).await.code);
+    }
+    let reply = ask(&mut p, "DH").await;
+    assert!(chogate::text::gsm_septets(&reply).is_some_and(|n| n <= 160), "{reply}");
+    let shown = codes.iter().filter(|c| reply.contains(c.as_str())).count();
+    assert!((1..8).contains(&shown), "{reply}");
+    // Newest first, every amount with its currency.
+    assert!(reply.starts_with(&format!("Don hang (8): {} 8 kg Na 240.000d (moi); ", codes[7])), "{reply}");
+    assert!(reply.ends_with(&format!("; va {} don khac. Bam *384#, chon 2.", 8 - shown)), "{reply}");
     d.stop().await;
 }
 

@@ -249,10 +249,23 @@ async fn each_action_should_record_its_event_with_the_change(db: TestDb) {
         env.events(&format!("household:{}", h.id)).await,
         ["household_registered", "pin_set", "pin_reset"]
     );
-    // The SMS to the household was queued with its event (beside its welcome SMS).
-    assert_eq!(env.count("SELECT COUNT(*) AS n FROM outbox WHERE kind = 'order_new'", args![]).await, 1);
-    assert_eq!(env.count("SELECT COUNT(*) AS n FROM outbox WHERE kind = 'welcome'", args![]).await, 1);
-    assert_eq!(env.count("SELECT COUNT(*) AS n FROM events WHERE kind = 'sms_queued'", args![]).await, 2);
+    // The SMS to the household (its welcome, the new order; the delivery and the PIN
+    // reset, which others did) were queued with their events.
+    let mut r = m.store().read().await.unwrap();
+    let kinds: Vec<String> = r
+        .conn()
+        .fetch_all("SELECT kind, msisdn FROM outbox ORDER BY id", args![])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| {
+            assert_eq!(row.text("msisdn").unwrap(), h.msisdn);
+            row.text("kind").unwrap()
+        })
+        .collect();
+    drop(r);
+    assert_eq!(kinds, ["welcome", "order_new", "order_delivered", "pin_reset"]);
+    assert_eq!(env.count("SELECT COUNT(*) AS n FROM events WHERE kind = 'sms_queued'", args![]).await, 4);
     assert_eq!(env.count("SELECT COUNT(*) AS n FROM payments", args![]).await, 1);
 
     // Who, channel, when.
@@ -474,7 +487,14 @@ async fn listing_changes_and_orders_should_track_quantity(db: TestDb) {
     // Ordering more than is on offer is refused; all of it sells the listing out.
     let r = m.place_order(&partner(), key("o0"), l.id, "Shopee", 31, 1_000_000).await;
     assert!(matches!(r, Err(MarketError::Invalid { field: "quantity_kg", .. })), "{r:?}");
+    // The amount is the listing's price (110.000đ/kg, as changed) times the quantity.
+    let r = m.place_order(&partner(), key("o-cheap"), l.id, "Shopee", 30, 3_600_000).await;
+    assert!(
+        matches!(&r, Err(MarketError::Invalid { field: "amount", reason }) if reason.contains("3300000")),
+        "{r:?}"
+    );
     let o = m.place_order(&partner(), key("o1"), l.id, "Shopee", 30, 3_300_000).await.unwrap();
+    assert_eq!((o.unit.as_str(), o.buyer_phone.as_ref(), o.delivery.as_ref()), ("kg", None, None));
     assert_eq!(m.listing(h.id, l.id).await.unwrap().status, ListingStatus::SoldOut);
     assert!(m.listings(h.id).await.unwrap().is_empty());
     let r = m.place_order(&partner(), key("o2"), l.id, "Shopee", 1, 110_000).await;

@@ -10,7 +10,8 @@ use std::io::Write;
 
 use super::AdminError;
 use crate::market::{
-    Actor, Channel, Household, IdemKey, Lang, Listing, Market, MarketError, Order, OrderMove, OrderStatus,
+    Actor, Channel, Delivery, Household, IdemKey, Lang, Listing, Market, MarketError, NewOrder, Order,
+    OrderMove, OrderStatus,
 };
 
 /// Xã Chi Lăng, Xã Bắc Sơn, Xã Vạn Linh (2025 list).
@@ -77,16 +78,95 @@ const LISTINGS: [(usize, &str, i64, i64); 16] = [
     (24, "thach_den", 100, 45_000),
 ];
 
-/// (listing number in [`LISTINGS`], buyer, kg, the state the order is taken to).
-const ORDERS: [(usize, &str, i64, OrderStatus); 8] = [
-    (0, "Nguyễn Thị Hương (Hà Nội)", 20, OrderStatus::New),
-    (1, "Cửa hàng Nông sản Xứ Lạng", 10, OrderStatus::Shipped),
-    (0, "Bưu điện Chi Lăng", 15, OrderStatus::Paid),
-    (8, "Siêu thị Co.op Lạng Sơn", 100, OrderStatus::Accepted),
-    (13, "Trà Việt Online", 5, OrderStatus::Delivered),
-    (5, "Trần Văn Tú (Bắc Giang)", 50, OrderStatus::Rejected),
-    (3, "Công ty Gia vị Đông Bắc", 20, OrderStatus::New),
-    (9, "Shop Quýt Bắc Sơn", 60, OrderStatus::Paid),
+/// One demo order: from a listing of [`LISTINGS`], by a buyer, to an address in Lạng Sơn,
+/// taken to a state.
+struct DemoOrder {
+    listing: usize,
+    buyer: &'static str,
+    buyer_phone: &'static str,
+    kg: i64,
+    to: OrderStatus,
+    /// Recipient, their number, address line, commune (2025 code).
+    delivery: (&'static str, &'static str, &'static str, u32),
+}
+
+const fn order(
+    listing: usize,
+    buyer: &'static str,
+    buyer_phone: &'static str,
+    kg: i64,
+    to: OrderStatus,
+    delivery: (&'static str, &'static str, &'static str, u32),
+) -> DemoOrder {
+    DemoOrder { listing, buyer, buyer_phone, kg, to, delivery }
+}
+
+/// The demo's orders. Buyers' numbers are made up too (`0912300…`).
+const ORDERS: [DemoOrder; 8] = [
+    order(
+        0,
+        "Nguyễn Thị Hương",
+        "0912300001",
+        20,
+        OrderStatus::New,
+        ("Nguyễn Thị Hương", "0912300001", "Số 12 Trần Đăng Ninh", 5983),
+    ),
+    order(
+        1,
+        "Cửa hàng Nông sản Xứ Lạng",
+        "0912300002",
+        10,
+        OrderStatus::Shipped,
+        ("Hoàng Văn Sơn", "0912300012", "Số 45 Bà Triệu", 5977),
+    ),
+    order(
+        0,
+        "Bưu điện Chi Lăng",
+        "0912300003",
+        15,
+        OrderStatus::Paid,
+        ("Lương Thị Thảo", "0912300003", "Thôn Bắc Thủy", 6463),
+    ),
+    order(
+        8,
+        "Siêu thị Co.op Lạng Sơn",
+        "0912300004",
+        100,
+        OrderStatus::Accepted,
+        ("Kho hàng Co.op Lạng Sơn", "0912300014", "Số 168 Bà Triệu", 5977),
+    ),
+    order(
+        13,
+        "Trà Việt Online",
+        "0912300005",
+        5,
+        OrderStatus::Delivered,
+        ("Phạm Minh Đức", "0912300015", "Số 30 Nguyễn Du", 5986),
+    ),
+    order(
+        5,
+        "Trần Văn Tú",
+        "0912300006",
+        50,
+        OrderStatus::Rejected,
+        ("Trần Văn Tú", "0912300006", "Số 7 Ngô Gia Tự", 6187),
+    ),
+    order(
+        3,
+        "Công ty Gia vị Đông Bắc",
+        "0912300007",
+        20,
+        OrderStatus::New,
+        ("Vi Thị Lan", "0912300017", "Số 21 Lê Lợi", 5983),
+    ),
+    order(
+        9,
+        "Shop Quýt Bắc Sơn",
+        "0912300008",
+        60,
+        OrderStatus::Paid,
+        ("Hà Văn Thành", "0912300008", "Thôn Quỳnh Sơn", 6325),
+    ),
 ];
 
 /// (household number, PIN): the households that confirm payments.
@@ -140,7 +220,7 @@ async fn advance(
     pin: Option<&str>,
 ) -> Result<(), AdminError> {
     use OrderStatus::*;
-    let to = ORDERS[n].3;
+    let to = ORDERS[n].to;
     let h = order.household_id;
     let step = |s: &str| key(format!("order:{n}:{s}"));
     let err = || context(format!("order {n}"));
@@ -239,13 +319,27 @@ pub async fn seed_demo(market: &Market, out: &mut dyn Write) -> Result<DemoSumma
             .map_err(context(format!("listing {i}")))?;
         listings.push(l);
     }
-    for (n, (listing, buyer, kg, _)) in ORDERS.iter().enumerate() {
-        let l = &listings[*listing];
+    for (n, o) in ORDERS.iter().enumerate() {
+        let l = &listings[o.listing];
+        let (name, phone, address, commune_code) = o.delivery;
+        let new = NewOrder {
+            listing_id: l.id,
+            buyer_name: o.buyer.to_owned(),
+            quantity_kg: o.kg,
+            amount: o.kg * l.price_per_kg,
+            buyer_phone: Some(o.buyer_phone.to_owned()),
+            delivery: Some(Delivery {
+                name: name.to_owned(),
+                phone: phone.to_owned(),
+                address: address.to_owned(),
+                commune_code,
+            }),
+        };
         let order = m
-            .place_order(&a, key(format!("order:{n}")), l.id, buyer, *kg, kg * l.price_per_kg)
+            .place_order_with(&a, key(format!("order:{n}")), new)
             .await
             .map_err(context(format!("order {n}")))?;
-        let owner = LISTINGS[*listing].0;
+        let owner = LISTINGS[o.listing].0;
         let pin = PINS.iter().find(|(h, _)| *h == owner).map(|(_, p)| *p);
         advance(m, &a, n, &order, pin).await?;
     }
@@ -253,7 +347,7 @@ pub async fn seed_demo(market: &Market, out: &mut dyn Write) -> Result<DemoSumma
     use OrderStatus::*;
     let orders: Vec<(OrderStatus, usize)> = [New, Accepted, Shipped, Delivered, Paid, Rejected]
         .into_iter()
-        .map(|s| (s, ORDERS.iter().filter(|o| o.3 == s).count()))
+        .map(|s| (s, ORDERS.iter().filter(|o| o.to == s).count()))
         .collect();
     let demo = &households[DEMO_HOUSEHOLD - 1];
     let leader = &leaders[(DEMO_HOUSEHOLD - 1) / 5];

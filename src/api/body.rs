@@ -72,15 +72,19 @@ pub struct JsonBody<T> {
     pub hash: String,
 }
 
-/// The field a deserialisation error is about, and a message.
+/// The field a deserialisation error is about (`delivery.phone` for a nested one), and a
+/// message.
 fn json_field_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
     let path = e.path().to_string();
     let message = e.inner().to_string();
-    let field = if path == "." || path.is_empty() {
-        // Missing or unknown fields are reported at the object: the name is in the message.
-        message.split('`').nth(1).map(str::to_owned)
-    } else {
-        Some(path)
+    let at_object = path == "." || path.is_empty();
+    // A missing field is reported at its object (an unknown one at itself): the name is in
+    // the message.
+    let named = message.starts_with("missing field").then(|| message.split('`').nth(1)).flatten();
+    let field = match (at_object, named) {
+        (true, named) => named.map(str::to_owned).or_else(|| message.split('`').nth(1).map(str::to_owned)),
+        (false, Some(name)) => Some(format!("{path}.{name}")),
+        (false, None) => Some(path),
     };
     ApiError::BadRequest { field, message }
 }

@@ -76,6 +76,7 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         (Method::GET, "/v1/listings", get(partner::listings)),
         (Method::POST, "/v1/orders", post(partner::place_order)),
         (Method::GET, "/v1/orders/{id}", get(partner::order)),
+        (Method::POST, "/v1/orders/{id}/cancel", post(partner::cancel_order)),
         (Method::POST, "/v1/payments", post(partner::record_payment)),
         (Method::POST, "/v1/shipments", post(partner::record_shipment)),
         (Method::GET, "/v1/messages/{id}", get(partner::message)),

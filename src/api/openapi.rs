@@ -179,11 +179,25 @@ fn ops() -> Vec<Op> {
             params: vec![],
             idempotency: Some(true),
             body: Some(json_body(object(
-                &["listing_id", "buyer_name", "quantity_kg", "amount"],
+                &["listing_id", "buyer_name", "buyer_phone", "quantity_kg", "amount", "delivery"],
                 json!({
                  "listing_id": int, "buyer_name": { "type": "string", "maxLength": 80 },
-                 "quantity_kg": { "type": "integer", "minimum": 1, "maximum": 100_000 },
-                 "amount": { "type": "integer", "minimum": 1, "description": "đồng" } }),
+                 "buyer_phone": { "type": "string", "description": "The buyer's Vietnamese mobile number \
+                     (0912345678, 84912345678 or +84 912 345 678); stored as 84 + 9 digits." },
+                 "quantity_kg": { "type": "integer", "minimum": 1, "maximum": 100_000,
+                     "description": "In the product's unit (see the order's product.unit)." },
+                 "amount": { "type": "integer", "minimum": 1, "description": "đồng: must be quantity_kg × the \
+                     listing's price_per_kg (else 400 naming `amount`, with the expected figure)" },
+                 "delivery": object(
+                     &["name", "phone", "address", "commune_code"],
+                     json!({
+                         "name": { "type": "string", "maxLength": 80, "description": "The recipient." },
+                         "phone": { "type": "string", "description": "The recipient's Vietnamese mobile number." },
+                         "address": { "type": "string", "maxLength": 200,
+                             "description": "House number, street, village or ward." },
+                         "commune_code": { "type": "integer",
+                             "description": "Commune or ward, official code of the 2025 list." } }),
+                 ) }),
             ))),
             ok: ("201", r("Order")),
             errors: &["400", "404", "409", "413", "415"],
@@ -200,6 +214,24 @@ fn ops() -> Vec<Op> {
             idempotency: None,
             ok: ("200", r("Order")),
             errors: &["400", "404"],
+        },
+        Op {
+            method: "post",
+            path: "/v1/orders/{id}/cancel",
+            id: "cancelOrder",
+            summary: "Call off an order the partner placed, while it is new or accepted (409 after); the \
+                quantity goes back on the listing and the household is told by SMS.",
+            tag: "partners",
+            scopes: &["orders:write"],
+            params: vec![path_id("Order id.")],
+            idempotency: Some(true),
+            body: Some(json_body(object(
+                &["reason"],
+                json!({ "reason": { "type": "string", "minLength": 1, "maxLength": 80,
+                    "description": "Why; stored as the order's cancel_reason and told to the household." } }),
+            ))),
+            ok: ("200", r("Order")),
+            errors: &["400", "404", "409", "413", "415"],
         },
         Op {
             method: "post",
@@ -466,9 +498,19 @@ fn schemas() -> Value {
             "required": ["code", "message", "field"],
             "properties": { "code": s, "message": s, "field": ns } } } },
         "Order": { "type": "object", "properties": {
-            "id": i, "code": s, "listing_id": i, "product": product, "buyer_name": s, "quantity_kg": i, "amount": i,
+            "id": i, "code": s, "listing_id": i,
+            "product": { "type": "object", "properties": { "code": s, "name_vi": s, "name_en": s, "unit": s } },
+            "buyer_name": s,
+            "buyer_phone": { "type": ["string", "null"], "description": "84 + 9 digits; null for orders not placed \
+                over this API" },
+            "delivery": { "type": ["object", "null"], "description": "null for orders not placed over this API",
+                "properties": { "name": s, "phone": s, "address": s, "commune": named } },
+            "quantity_kg": i, "amount": i,
             "status": { "enum": ["new", "accepted", "rejected", "shipped", "delivered", "paid", "cancelled"] },
             "created_at": t, "updated_at": t, "partner": ns, "message_id": ni,
+            "tracking_code": { "type": ["string", "null"], "description": "The parcel's latest tracking code \
+                (given by the household or the post office)" },
+            "cancel_reason": { "type": ["string", "null"], "description": "Why it was cancelled" },
             "payment": { "type": ["object", "null"], "properties": { "amount": i, "paid_at": t, "channel": s, "reference": ns } },
             "shipment": { "type": ["object", "null"], "properties": { "status": s, "tracking_code": ns, "at": t, "partner": s } } } },
         "Listing": { "type": "object", "properties": {

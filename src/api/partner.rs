@@ -13,6 +13,7 @@ use super::body::{JsonBody, Params, PathParam, idempotency_key, path_id, stored_
 use super::error::ApiError;
 use super::{AppState, views};
 use crate::market::reports::{ApiCall, ApiOp, ListingFilter, Render, ShipmentStatus};
+use crate::market::{Delivery, NewOrder};
 
 /// Applies an API write under the caller's idempotency key: a repeat of the same request
 /// gets the first response (`Idempotent-Replayed: true`), another request under the same
@@ -84,11 +85,24 @@ pub async fn listings(
 pub struct OrderRequest {
     listing_id: i64,
     buyer_name: String,
+    buyer_phone: String,
     quantity_kg: i64,
     amount: i64,
+    delivery: DeliveryRequest,
 }
 
-/// `POST /v1/orders` (Idempotency-Key required).
+/// Where the parcel goes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryRequest {
+    name: String,
+    phone: String,
+    address: String,
+    commune_code: u32,
+}
+
+/// `POST /v1/orders` (Idempotency-Key required): the buyer's number and the delivery
+/// address are required; the amount must be the quantity times the listing's price.
 pub async fn place_order(
     Authed(caller, _): Authed<NeedOrders>,
     State(st): State<AppState>,
@@ -96,8 +110,16 @@ pub async fn place_order(
     body: JsonBody<OrderRequest>,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers, true)?;
-    let OrderRequest { listing_id, buyer_name, quantity_kg, amount } = body.value;
-    let op = ApiOp::PlaceOrder { listing_id, buyer_name, quantity_kg, amount };
+    let OrderRequest { listing_id, buyer_name, buyer_phone, quantity_kg, amount, delivery } = body.value;
+    let DeliveryRequest { name, phone, address, commune_code } = delivery;
+    let op = ApiOp::PlaceOrder(NewOrder {
+        listing_id,
+        buyer_name,
+        quantity_kg,
+        amount,
+        buyer_phone: Some(buyer_phone),
+        delivery: Some(Delivery { name, phone, address, commune_code }),
+    });
     write(&st, &caller, key, body.hash, views::order_created, op).await
 }
 
@@ -115,6 +137,35 @@ pub async fn order(
         return Err(ApiError::not_found("order"));
     }
     Ok(Json(views::order(&po)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelRequest {
+    reason: String,
+}
+
+/// `POST /v1/orders/{id}/cancel` (Idempotency-Key required): the partner that placed the
+/// order calls it off, while it is new or accepted; the quantity goes back on offer and
+/// the household is told by SMS.
+pub async fn cancel_order(
+    Authed(caller, _): Authed<NeedOrders>,
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    PathParam(id): PathParam,
+    body: JsonBody<CancelRequest>,
+) -> Result<Response, ApiError> {
+    let id = path_id(&id, "order")?;
+    let key = idempotency_key(&headers, true)?;
+    let any_partner = caller.has(Scope::Admin);
+    // Checked again in the writer's transaction; here so that another partner's order is a
+    // plain 404, like GET.
+    let po = st.market.partner_order(id).await?.ok_or_else(|| ApiError::not_found("order"))?;
+    if !any_partner && po.partner.as_deref() != Some(caller.partner.as_str()) {
+        return Err(ApiError::not_found("order"));
+    }
+    let op = ApiOp::CancelOrder { order_id: id, reason: body.value.reason, any_partner };
+    write(&st, &caller, key, body.hash, views::order_updated, op).await
 }
 
 #[derive(Debug, Deserialize)]

@@ -20,8 +20,17 @@ pub fn order(po: &PartnerOrder) -> Value {
         "id": o.id,
         "code": o.code,
         "listing_id": o.listing_id,
-        "product": { "code": po.product_code, "name_vi": o.product_name_vi, "name_en": o.product_name_en },
+        "product": {
+            "code": po.product_code, "name_vi": o.product_name_vi, "name_en": o.product_name_en, "unit": o.unit,
+        },
         "buyer_name": o.buyer_name,
+        "buyer_phone": o.buyer_phone,
+        "delivery": o.delivery.as_ref().map(|d| json!({
+            "name": d.name,
+            "phone": d.phone,
+            "address": d.address,
+            "commune": { "code": d.commune_code, "name": po.delivery_commune_name },
+        })),
         "quantity_kg": o.quantity_kg,
         "amount": o.amount,
         "status": o.status.as_str(),
@@ -35,6 +44,8 @@ pub fn order(po: &PartnerOrder) -> Value {
             "channel": p.channel,
             "reference": p.reference,
         })),
+        "tracking_code": po.tracking_code,
+        "cancel_reason": po.cancel_reason,
         "shipment": po.shipment.as_ref().map(|s| json!({
             "status": s.status,
             "tracking_code": s.tracking_code,
@@ -147,6 +158,14 @@ fn unexpected(r: &ApiResult) -> (u16, Value) {
 pub fn order_created(r: &ApiResult) -> (u16, Value) {
     match r {
         ApiResult::Order(o) => (201, order(o)),
+        other => unexpected(other),
+    }
+}
+
+/// 200 with the changed order (cancelled).
+pub fn order_updated(r: &ApiResult) -> (u16, Value) {
+    match r {
+        ApiResult::Order(o) => (200, order(o)),
         other => unexpected(other),
     }
 }

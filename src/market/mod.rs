@@ -26,9 +26,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 pub use types::{
-    Actor, Channel, Commune, Household, IdemKey, Lang, Leader, Listing, ListingChange, ListingStatus,
-    MarketError, Order, OrderStatus, Product, Sales, Stats, Village, VillageHousehold, VillageProgress,
-    WriterCounters, listing_code, normalize_msisdn, order_code,
+    Actor, Channel, Commune, Delivery, Household, IdemKey, Lang, Leader, Listing, ListingChange,
+    ListingStatus, MarketError, NewOrder, Order, OrderStatus, Product, Sales, Stats, Village,
+    VillageHousehold, VillageProgress, WriterCounters, listing_code, normalize_msisdn, order_code,
 };
 
 pub use notice::{money, national};
@@ -52,6 +52,8 @@ pub const MAX_AMOUNT: i64 = 1_000_000_000_000;
 pub const MAX_NAME_CHARS: usize = 80;
 /// Longest idempotency key, in characters.
 pub const MAX_KEY_CHARS: usize = 200;
+/// Longest delivery address line, in characters.
+pub const MAX_ADDRESS_CHARS: usize = 200;
 /// Most entries a household's lists (orders) return.
 pub const MAX_LISTED: i64 = 64;
 
@@ -106,13 +108,18 @@ fn check_range(
 /// Trims and collapses whitespace; refuses empty, over-long, control or bidirectional
 /// characters, and a leading `= + - @` (a spreadsheet would read the name as a formula).
 fn clean_name(field: &'static str, s: &str) -> Result<String, MarketError> {
+    clean_text(field, s, MAX_NAME_CHARS)
+}
+
+/// [`clean_name`] with another length limit.
+fn clean_text(field: &'static str, s: &str, max_chars: usize) -> Result<String, MarketError> {
     let cleaned = s.split_whitespace().collect::<Vec<_>>().join(" ");
     let invalid = |reason: &str| MarketError::Invalid { field, reason: reason.to_owned() };
     if cleaned.is_empty() {
         return Err(invalid("must not be empty"));
     }
-    if cleaned.chars().count() > MAX_NAME_CHARS {
-        return Err(invalid(&format!("must be at most {MAX_NAME_CHARS} characters")));
+    if cleaned.chars().count() > max_chars {
+        return Err(invalid(&format!("must be at most {max_chars} characters")));
     }
     if cleaned.chars().any(|c| c.is_control() || crate::text::is_bidi_control(c)) {
         return Err(invalid("must not contain control or bidirectional characters"));
@@ -121,6 +128,33 @@ fn clean_name(field: &'static str, s: &str) -> Result<String, MarketError> {
         return Err(invalid("must not start with = + - or @"));
     }
     Ok(cleaned)
+}
+
+/// A Vietnamese mobile number, normalised, or [`MarketError::Invalid`] naming `field`.
+fn phone(field: &'static str, s: &str) -> Result<String, MarketError> {
+    normalize_msisdn(s).map_err(|e| match e {
+        MarketError::Invalid { reason, .. } => MarketError::Invalid { field, reason },
+        other => other,
+    })
+}
+
+/// Checks and normalises an order to place: names trimmed, ranges, numbers normalised. The
+/// listing (price, quantity on offer) and the commune are checked by the writer.
+pub(crate) fn check_new_order(o: NewOrder) -> Result<NewOrder, MarketError> {
+    check_range("quantity_kg", o.quantity_kg, &QUANTITY_KG)?;
+    check_range("amount", o.amount, &(1..=MAX_AMOUNT))?;
+    let buyer_name = clean_name("buyer_name", &o.buyer_name)?;
+    let buyer_phone = o.buyer_phone.map(|p| phone("buyer_phone", &p)).transpose()?;
+    let delivery = match o.delivery {
+        None => None,
+        Some(d) => Some(Delivery {
+            name: clean_name("delivery.name", &d.name)?,
+            phone: phone("delivery.phone", &d.phone)?,
+            address: clean_text("delivery.address", &d.address, MAX_ADDRESS_CHARS)?,
+            commune_code: d.commune_code,
+        }),
+    };
+    Ok(NewOrder { buyer_name, buyer_phone, delivery, ..o })
 }
 
 /// A person's name as a household or a leader types it: letters and spaces (with `.`,
@@ -795,10 +829,9 @@ impl Market {
         }
     }
 
-    /// Places an order for an active listing (partners will call this over HTTP; tests and
-    /// seed-demo use it now). The quantity is taken off the listing (sold out at 0). An SMS
-    /// telling the household is queued in the outbox, in its language, in the same
-    /// transaction.
+    /// Places an order for an active listing without a buyer's number or a delivery
+    /// address (the command line and tests; partners go through the HTTP API, which
+    /// requires both): see [`Market::place_order_with`].
     #[allow(clippy::too_many_arguments)]
     pub async fn place_order(
         &self,
@@ -809,11 +842,30 @@ impl Market {
         quantity_kg: i64,
         amount: i64,
     ) -> Result<Order, MarketError> {
-        let buyer_name = clean_name("buyer_name", buyer_name)?;
-        check_range("quantity_kg", quantity_kg, &QUANTITY_KG)?;
-        check_range("amount", amount, &(1..=MAX_AMOUNT))?;
-        match self.act(actor, key, Action::PlaceOrder { listing_id, buyer_name, quantity_kg, amount }).await?
-        {
+        let order = NewOrder {
+            listing_id,
+            buyer_name: buyer_name.to_owned(),
+            quantity_kg,
+            amount,
+            buyer_phone: None,
+            delivery: None,
+        };
+        self.place_order_with(actor, key, order).await
+    }
+
+    /// Places an order for an active listing. The amount must be the quantity times the
+    /// listing's price (else [`MarketError::Invalid`] on `amount`, naming the figure), the
+    /// delivery commune one of the 2025 list. The quantity is taken off the listing (sold out
+    /// at 0). An SMS telling the household is queued in the outbox, in its language, in the
+    /// same transaction.
+    pub async fn place_order_with(
+        &self,
+        actor: &Actor,
+        key: IdemKey,
+        order: NewOrder,
+    ) -> Result<Order, MarketError> {
+        let order = check_new_order(order)?;
+        match self.act(actor, key, Action::PlaceOrder(order)).await? {
             Done::Order(o) => Ok(o),
             other => Err(unexpected(other)),
         }

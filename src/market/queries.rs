@@ -2,8 +2,8 @@
 //! backends, rows mapped to the market's types.
 
 use super::types::{
-    Commune, Household, Lang, Leader, Listing, ListingStatus, Order, OrderStatus, Product, Sales, Stats,
-    Village, VillageHousehold, VillageProgress, listing_code, order_code,
+    Commune, Delivery, Household, Lang, Leader, Listing, ListingStatus, Order, OrderStatus, Product, Sales,
+    Stats, Village, VillageHousehold, VillageProgress, listing_code, order_code,
 };
 use crate::args;
 use crate::store::{Backend, Conn, Row, StoreError};
@@ -30,6 +30,7 @@ macro_rules! listing_select {
 macro_rules! order_select {
     () => {
         "SELECT o.id, o.listing_id, o.household_id, p.name_vi, p.name_en, p.unit, o.buyer_name, \
+         o.buyer_phone, o.delivery_name, o.delivery_phone, o.delivery_address, o.delivery_commune_code, \
          o.quantity_kg, o.amount, o.status, o.created_at_ms \
          FROM orders o JOIN listings l ON l.id = o.listing_id JOIN products p ON p.id = l.product_id"
     };
@@ -80,6 +81,19 @@ fn listing(r: &Row) -> Result<Listing, StoreError> {
     })
 }
 
+/// An order's delivery columns: all set (a partner's order) or none.
+fn delivery(r: &Row) -> Result<Option<Delivery>, StoreError> {
+    let Some(commune_code) = r.opt_int("delivery_commune_code")? else {
+        return Ok(None);
+    };
+    Ok(Some(Delivery {
+        name: r.opt_text("delivery_name")?.unwrap_or_default(),
+        phone: r.opt_text("delivery_phone")?.unwrap_or_default(),
+        address: r.opt_text("delivery_address")?.unwrap_or_default(),
+        commune_code: to_u32("orders.delivery_commune_code", commune_code)?,
+    }))
+}
+
 pub(super) fn order(r: &Row) -> Result<Order, StoreError> {
     let id = r.int("id")?;
     let status = r.text("status")?;
@@ -92,6 +106,8 @@ pub(super) fn order(r: &Row) -> Result<Order, StoreError> {
         product_name_en: r.text("name_en")?,
         unit: r.text("unit")?,
         buyer_name: r.text("buyer_name")?,
+        buyer_phone: r.opt_text("buyer_phone")?,
+        delivery: delivery(r)?,
         quantity_kg: r.int("quantity_kg")?,
         amount: r.int("amount")?,
         status: OrderStatus::parse(&status).ok_or_else(|| corrupt("orders.status", &status))?,

@@ -11,11 +11,11 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::types::{
-    Actor, Household, IdemKey, Lang, Listing, ListingStatus, MarketError, Order, listing_code,
+    Actor, Household, IdemKey, Lang, Listing, ListingStatus, MarketError, NewOrder, Order, listing_code,
     normalize_msisdn,
 };
 use super::writer::{Action, Done};
-use super::{MAX_AMOUNT, Market, QUANTITY_KG, check_range, clean_name, unexpected};
+use super::{MAX_AMOUNT, Market, check_new_order, check_range, clean_name, unexpected};
 use crate::args;
 use crate::store::{Conn, Row, StoreError};
 
@@ -183,15 +183,16 @@ pub struct ImportReport {
 #[derive(Debug, Clone)]
 pub enum ApiOp {
     /// A partner's order for an active listing; the household is told by SMS.
-    PlaceOrder {
-        /// The listing.
-        listing_id: i64,
-        /// The buyer as the partner names them.
-        buyer_name: String,
-        /// Kg.
-        quantity_kg: i64,
-        /// Đồng.
-        amount: i64,
+    PlaceOrder(NewOrder),
+    /// The partner that placed an order calls it off (new or accepted → cancelled, as the
+    /// order state machine allows; the quantity goes back on offer).
+    CancelOrder {
+        /// The order.
+        order_id: i64,
+        /// Why (stored with the order, told to the household).
+        reason: String,
+        /// Whether the caller may cancel any partner's order (admin).
+        any_partner: bool,
     },
     /// Money received for a shipped or delivered order (→ Paid); the household is told.
     RecordPayment {
@@ -295,7 +296,8 @@ impl ApiOp {
     /// The name recorded with the idempotency key.
     pub(crate) fn kind(&self) -> &'static str {
         match self {
-            ApiOp::PlaceOrder { .. } => "api_place_order",
+            ApiOp::PlaceOrder(_) => "api_place_order",
+            ApiOp::CancelOrder { .. } => "api_cancel_order",
             ApiOp::RecordPayment { .. } => "api_record_payment",
             ApiOp::RecordShipment { .. } => "api_record_shipment",
             ApiOp::CreateHousehold { .. } => "api_create_household",
@@ -312,15 +314,9 @@ impl ApiOp {
     /// Checks and normalises the arguments (names trimmed, MSISDNs normalised, ranges).
     fn checked(self) -> Result<ApiOp, MarketError> {
         Ok(match self {
-            ApiOp::PlaceOrder { listing_id, buyer_name, quantity_kg, amount } => {
-                check_range("quantity_kg", quantity_kg, &QUANTITY_KG)?;
-                check_range("amount", amount, &(1..=MAX_AMOUNT))?;
-                ApiOp::PlaceOrder {
-                    listing_id,
-                    buyer_name: clean_name("buyer_name", &buyer_name)?,
-                    quantity_kg,
-                    amount,
-                }
+            ApiOp::PlaceOrder(order) => ApiOp::PlaceOrder(check_new_order(order)?),
+            ApiOp::CancelOrder { order_id, reason, any_partner } => {
+                ApiOp::CancelOrder { order_id, reason: clean_name("reason", &reason)?, any_partner }
             }
             ApiOp::RecordPayment { order_id, amount, reference } => {
                 check_range("amount", amount, &(1..=MAX_AMOUNT))?;
@@ -453,6 +449,12 @@ pub struct PartnerOrder {
     pub payment: Option<PaymentInfo>,
     /// Its latest shipment event.
     pub shipment: Option<ShipmentInfo>,
+    /// The parcel's tracking code: the latest given (by the household or the post office).
+    pub tracking_code: Option<String>,
+    /// Why it was cancelled (by the partner, or by the household after accepting it).
+    pub cancel_reason: Option<String>,
+    /// The name of the delivery commune.
+    pub delivery_commune_name: Option<String>,
 }
 
 /// An active listing with where it comes from.
@@ -637,10 +639,13 @@ pub(crate) async fn partner_order(c: &mut Conn<'_>, id: i64) -> Result<Option<Pa
     let Some(r) = c
         .fetch_optional(
             "SELECT o.id, o.listing_id, o.household_id, p.code AS product_code, p.name_vi, p.name_en, p.unit, \
-             o.buyer_name, o.quantity_kg, o.amount, o.status, o.created_at_ms, o.updated_at_ms, \
+             o.buyer_name, o.buyer_phone, o.delivery_name, o.delivery_phone, o.delivery_address, \
+             o.delivery_commune_code, dc.name AS delivery_commune_name, o.cancel_reason, \
+             o.quantity_kg, o.amount, o.status, o.created_at_ms, o.updated_at_ms, \
              ao.partner, ao.message_id, pay.amount AS paid_amount, pay.at_ms AS paid_at_ms, \
              pay.actor AS paid_by, pay.channel AS paid_channel, ap.reference AS paid_reference \
              FROM orders o JOIN listings l ON l.id = o.listing_id JOIN products p ON p.id = l.product_id \
+             LEFT JOIN communes dc ON dc.code = o.delivery_commune_code \
              LEFT JOIN api_orders ao ON ao.order_id = o.id \
              LEFT JOIN payments pay ON pay.order_id = o.id \
              LEFT JOIN api_payments ap ON ap.order_id = o.id \
@@ -678,6 +683,15 @@ pub(crate) async fn partner_order(c: &mut Conn<'_>, id: i64) -> Result<Option<Pa
             })
         })
         .transpose()?;
+    let tracking_code = c
+        .fetch_optional(
+            "SELECT tracking_code FROM shipments WHERE order_id = $1 AND tracking_code IS NOT NULL \
+             ORDER BY id DESC LIMIT 1",
+            args![id],
+        )
+        .await?
+        .map(|s| s.text("tracking_code"))
+        .transpose()?;
     Ok(Some(PartnerOrder {
         order,
         product_code: r.text("product_code")?,
@@ -686,6 +700,9 @@ pub(crate) async fn partner_order(c: &mut Conn<'_>, id: i64) -> Result<Option<Pa
         message_id: r.opt_int("message_id")?,
         payment,
         shipment,
+        tracking_code,
+        cancel_reason: r.opt_text("cancel_reason")?,
+        delivery_commune_name: r.opt_text("delivery_commune_name")?,
     }))
 }
 

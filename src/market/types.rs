@@ -260,6 +260,36 @@ impl OrderStatus {
     }
 }
 
+/// Where a partner's order goes: the recipient and the address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The recipient's name.
+    pub name: String,
+    /// The recipient's number, normalised (`84…`).
+    pub phone: String,
+    /// The address line (house number, street, village or ward).
+    pub address: String,
+    /// The commune's official code (2025 list).
+    pub commune_code: u32,
+}
+
+/// An order a partner places (see [`super::Market::place_order_with`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewOrder {
+    /// The listing ordered from.
+    pub listing_id: i64,
+    /// The buyer as the partner names them.
+    pub buyer_name: String,
+    /// Quantity, in the product's unit.
+    pub quantity_kg: i64,
+    /// Amount to be paid, đồng: the quantity times the listing's price.
+    pub amount: i64,
+    /// The buyer's number (required over the HTTP API).
+    pub buyer_phone: Option<String>,
+    /// Where the parcel goes (required over the HTTP API).
+    pub delivery: Option<Delivery>,
+}
+
 /// An order for a listing.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Order {
@@ -275,10 +305,15 @@ pub struct Order {
     pub product_name_vi: String,
     /// Product name, English.
     pub product_name_en: String,
-    /// The product's unit of sale.
+    /// The product's unit of sale (`products.unit`, e.g. `"kg"`).
     pub unit: String,
     /// The buyer as the partner names them.
     pub buyer_name: String,
+    /// The buyer's number, normalised (`84…`); None for orders placed without one (the
+    /// command line, seed-demo of old, tests).
+    pub buyer_phone: Option<String>,
+    /// Where the parcel goes; None like `buyer_phone`.
+    pub delivery: Option<Delivery>,
     /// Quantity ordered.
     pub quantity_kg: i64,
     /// Amount to be paid, đồng.

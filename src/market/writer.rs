@@ -114,12 +114,7 @@ pub(crate) enum Action {
         leader_household_id: i64,
         msisdn: String,
     },
-    PlaceOrder {
-        listing_id: i64,
-        buyer_name: String,
-        quantity_kg: i64,
-        amount: i64,
-    },
+    PlaceOrder(super::types::NewOrder),
     MarkDelivered {
         order_id: i64,
     },
@@ -193,7 +188,7 @@ impl Action {
             Action::SelfRegister { .. } => "self_register",
             Action::RegisterHousehold { .. } => "register_household",
             Action::ResetPin { .. } => "reset_pin",
-            Action::PlaceOrder { .. } => "place_order",
+            Action::PlaceOrder(_) => "place_order",
             Action::MarkDelivered { .. } => "mark_delivered",
             Action::RegisterLeader { .. } => "register_leader",
             Action::SetEpay { .. } => "set_epay",
@@ -219,7 +214,7 @@ impl Action {
             Action::CreateListing { .. } | Action::UpdateListing { .. } => Produces::Listing,
             Action::MoveOrder { .. }
             | Action::ConfirmPayment { .. }
-            | Action::PlaceOrder { .. }
+            | Action::PlaceOrder(_)
             | Action::MarkDelivered { .. } => Produces::Order,
             Action::SelfRegister { .. }
             | Action::RegisterHousehold { .. }
@@ -798,9 +793,7 @@ async fn apply(
         Action::ResetPin { leader_household_id, msisdn } => {
             reset_pin(c, ev, leader_household_id, msisdn).await
         }
-        Action::PlaceOrder { listing_id, buyer_name, quantity_kg, amount } => {
-            place_order(c, ev, now, listing_id, buyer_name, quantity_kg, amount).await
-        }
+        Action::PlaceOrder(order) => place_order(c, ev, now, order).await,
         Action::MarkDelivered { order_id } => mark_delivered(c, ev, now, order_id).await,
         Action::RegisterLeader { msisdn, name, commune_code, village_name, lang } => {
             register_leader(c, ev, now, msisdn, name, commune_code, village_name, lang).await
@@ -1457,6 +1450,13 @@ async fn reset_pin(
     )
     .await?;
     ev.push("pin_reset", format!("household:{id}"), json!({ "leader_household_id": leader_household_id }));
+    // The household hears of it: who did it, how to make a new PIN, whom to call if it did
+    // not ask for this.
+    let leader =
+        c.fetch_one("SELECT name, msisdn FROM households WHERE id = $1", args![leader_household_id]).await?;
+    let (leader_name, leader_msisdn) = (leader.text("name")?, leader.text("msisdn")?);
+    let text = |lang| notice::pin_reset(&leader_name, &leader_msisdn, lang);
+    tell_household(c, ev, id, "pin_reset", text, json!({ "household_id": id })).await?;
     ok(Done::Nothing, id)
 }
 
@@ -1464,11 +1464,9 @@ async fn place_order(
     c: &mut Conn<'_>,
     ev: &mut Events<'_>,
     now: i64,
-    listing_id: i64,
-    buyer_name: String,
-    quantity_kg: i64,
-    amount: i64,
+    new: super::types::NewOrder,
 ) -> Result<Applied, MarketError> {
+    let super::types::NewOrder { listing_id, buyer_name, quantity_kg, amount, buyer_phone, delivery } = new;
     let listing = queries::listing_by_id(c, listing_id).await?.ok_or(MarketError::NotFound("listing"))?;
     if listing.status != ListingStatus::Active {
         return Err(MarketError::NotAllowed(format!(
@@ -1483,11 +1481,57 @@ async fn place_order(
             reason: format!("only {} kg on offer", listing.quantity_kg),
         });
     }
+    // The amount is the listing's price, not whatever the partner says.
+    match quantity_kg.checked_mul(listing.price_per_kg) {
+        Some(expected) if expected == amount => {}
+        expected => {
+            return Err(MarketError::Invalid {
+                field: "amount",
+                reason: match expected {
+                    Some(expected) => format!(
+                        "must be quantity_kg × the listing's price_per_kg: {quantity_kg} × {} = {expected}, got {amount}",
+                        listing.price_per_kg
+                    ),
+                    None => "quantity_kg × the listing's price_per_kg is out of range".to_owned(),
+                },
+            });
+        }
+    }
+    if let Some(d) = &delivery
+        && queries::commune(c, d.commune_code).await?.is_none()
+    {
+        return Err(MarketError::Invalid {
+            field: "delivery.commune_code",
+            reason: format!("no commune {} in the 2025 list", d.commune_code),
+        });
+    }
+    let (d_name, d_phone, d_address, d_commune) = match &delivery {
+        Some(d) => (
+            Some(d.name.clone()),
+            Some(d.phone.clone()),
+            Some(d.address.clone()),
+            Some(i64::from(d.commune_code)),
+        ),
+        None => (None, None, None, None),
+    };
     let id = c
         .insert(
             "INSERT INTO orders (listing_id, household_id, buyer_name, quantity_kg, amount, status, created_at_ms, \
-             updated_at_ms) VALUES ($1, $2, $3, $4, $5, 'new', $6, $6)",
-            args![listing.id, listing.household_id, &buyer_name, quantity_kg, amount, now],
+             updated_at_ms, buyer_phone, delivery_name, delivery_phone, delivery_address, delivery_commune_code) \
+             VALUES ($1, $2, $3, $4, $5, 'new', $6, $6, $7, $8, $9, $10, $11)",
+            args![
+                listing.id,
+                listing.household_id,
+                &buyer_name,
+                quantity_kg,
+                amount,
+                now,
+                buyer_phone.clone(),
+                d_name,
+                d_phone,
+                d_address,
+                d_commune
+            ],
         )
         .await?;
     // Guarded: another node (PostgreSQL) may have taken some of it meanwhile.
@@ -1511,6 +1555,8 @@ async fn place_order(
         product_name_en: listing.product_name_en.clone(),
         unit: listing.unit.clone(),
         buyer_name,
+        buyer_phone,
+        delivery,
         quantity_kg,
         amount,
         status: OrderStatus::New,
@@ -1540,6 +1586,8 @@ async fn mark_delivered(
     let to = order_flow::next(&order, OrderMove::Deliver, Mover::Partner)?;
     move_order(c, ev, now, &mut order, OrderMove::Deliver, to, json!({})).await?;
     let id = order.id;
+    let text = |lang| notice::order_delivered(&order, lang);
+    tell_household(c, ev, order.household_id, "order_delivered", text, json!({ "order_id": id })).await?;
     ok(Done::Order(order), id)
 }
 
@@ -1634,6 +1682,21 @@ async fn enqueue_sms(
     }
     ev.push("sms_queued", format!("outbox:{id}"), serde_json::Value::Object(data));
     Ok(id)
+}
+
+/// Tells a household something by SMS, in its language (`text` writes it), in the
+/// transaction of the action that causes it; returns the message's id.
+async fn tell_household(
+    c: &mut Conn<'_>,
+    ev: &mut Events<'_>,
+    household_id: i64,
+    kind: &str,
+    text: impl FnOnce(Lang) -> String,
+    about: serde_json::Value,
+) -> Result<i64, MarketError> {
+    let (msisdn, lang) = household_contact(c, household_id).await?;
+    let sms = Sms { msisdn: &msisdn, text: text(lang), lang, kind, ttl_ms: notice::NOTICE_TTL_MS };
+    enqueue_sms(c, ev, sms, about).await
 }
 
 /// A household's number and language, to tell it something by SMS.

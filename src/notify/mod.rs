@@ -78,6 +78,8 @@ pub struct Notifier {
     outcomes: mpsc::Sender<OutboxOutcome>,
     receipts: mpsc::Sender<PendingReceipt>,
     in_flight: Arc<Semaphore>,
+    /// `[ussd] hotline`: whom the keyword help names where a village has no other leader.
+    hotline: String,
     /// Outcomes and receipts recorded so far (for whoever waits on progress).
     recorded: Arc<watch::Sender<u64>>,
 }
@@ -164,6 +166,7 @@ impl Notifier {
             receipts,
             in_flight: Arc::new(Semaphore::new(slots)),
             recorded: recorded.clone(),
+            hotline: config.ussd.hotline.trim().to_owned(),
         });
         let in_flight = (n.in_flight.clone(), slots as u32);
         tracker.spawn(record_outcomes(
@@ -347,7 +350,7 @@ impl Notifier {
             }
             return;
         }
-        keywords::handle(&self.market, sm, responder).await;
+        keywords::handle(&self.market, &self.hotline, sm, responder).await;
     }
 }
 

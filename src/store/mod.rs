@@ -224,6 +224,7 @@ pub fn migrations(backend: Backend) -> &'static [(i64, &'static str, &'static st
                 include_str!("../../migrations/sqlite/0008_sms_keys_receipt_sweep.sql"),
             ),
             (9, "household_flows", include_str!("../../migrations/sqlite/0009_household_flows.sql")),
+            (10, "order_delivery", include_str!("../../migrations/sqlite/0010_order_delivery.sql")),
         ],
         Backend::Postgres => &[
             (1, "init", include_str!("../../migrations/postgres/0001_init.sql")),
@@ -237,6 +238,7 @@ pub fn migrations(backend: Backend) -> &'static [(i64, &'static str, &'static st
                 include_str!("../../migrations/postgres/0006_sms_keys_receipt_sweep.sql"),
             ),
             (7, "household_flows", include_str!("../../migrations/postgres/0007_household_flows.sql")),
+            (8, "order_delivery", include_str!("../../migrations/postgres/0008_order_delivery.sql")),
         ],
     }
 }

@@ -16,11 +16,11 @@ use super::super::reports::{
 };
 use super::{
     Applied, Done, Events, corrupt, find_or_create_village, insert_household, msisdn_taken, place_order,
-    register_leader, set_status,
+    register_leader, set_status, tell_household,
 };
 use crate::args;
 use crate::market::order_flow::{self, Mover, OrderMove};
-use crate::market::types::{Lang, MarketError};
+use crate::market::types::{Lang, MarketError, NewOrder};
 use crate::store::Conn;
 
 /// Applies one API write and stores its response under the partner's key.
@@ -46,8 +46,9 @@ pub(super) async fn apply(
         });
     };
     let result = match op {
-        ApiOp::PlaceOrder { listing_id, buyer_name, quantity_kg, amount } => {
-            api_place_order(c, ev, now, &call.partner, listing_id, buyer_name, quantity_kg, amount).await?
+        ApiOp::PlaceOrder(order) => api_place_order(c, ev, now, &call.partner, order).await?,
+        ApiOp::CancelOrder { order_id, reason, any_partner } => {
+            cancel_order(c, ev, now, &call.partner, order_id, reason, any_partner).await?
         }
         ApiOp::RecordPayment { order_id, amount, reference } => {
             record_payment(c, ev, now, &call.partner, order_id, amount, reference).await?
@@ -110,18 +111,14 @@ async fn admin_household(c: &mut Conn<'_>, id: i64) -> Result<reports::AdminHous
     reports::admin_household_by_id(c, id).await?.ok_or(MarketError::NotFound("household"))
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn api_place_order(
     c: &mut Conn<'_>,
     ev: &mut Events<'_>,
     now: i64,
     partner: &str,
-    listing_id: i64,
-    buyer_name: String,
-    quantity_kg: i64,
-    amount: i64,
+    order: NewOrder,
 ) -> Result<ApiResult, MarketError> {
-    let applied = place_order(c, ev, now, listing_id, buyer_name, quantity_kg, amount).await?;
+    let applied = place_order(c, ev, now, order).await?;
     let order_id = match applied.reply? {
         Done::Order(o) => o.id,
         other => return Err(corrupt("place_order", format!("{other:?}"))),
@@ -142,26 +139,45 @@ async fn api_place_order(
     partner_order(c, order_id).await
 }
 
-/// "Payment received" for the selling household, in its language.
-fn payment_text(order: &crate::market::Order, partner: &str, lang: Lang) -> String {
-    match lang {
-        Lang::Vi => format!(
-            "Đã nhận {}đ cho đơn {} ({} kg {}) qua {}.",
-            notice::money(order.amount, lang),
-            order.code,
-            order.quantity_kg,
-            order.product_name_vi,
-            partner
-        ),
-        Lang::En => format!(
-            "Payment of {} VND received for order {} ({} kg {}) via {}.",
-            notice::money(order.amount, lang),
-            order.code,
-            order.quantity_kg,
-            order.product_name_en.to_lowercase(),
-            partner
-        ),
+/// The partner that placed an order (or, with `any_partner`, an admin) calls it off.
+async fn cancel_order(
+    c: &mut Conn<'_>,
+    ev: &mut Events<'_>,
+    now: i64,
+    partner: &str,
+    order_id: i64,
+    reason: String,
+    any_partner: bool,
+) -> Result<ApiResult, MarketError> {
+    let mut order =
+        crate::market::queries::order_by_id(c, order_id).await?.ok_or(MarketError::NotFound("order"))?;
+    if !any_partner {
+        let placed_by = c
+            .fetch_optional("SELECT partner FROM api_orders WHERE order_id = $1", args![order_id])
+            .await?
+            .map(|r| r.text("partner"))
+            .transpose()?;
+        // Another partner's order is not found, as if it did not exist.
+        if placed_by.as_deref() != Some(partner) {
+            return Err(MarketError::NotFound("order"));
+        }
     }
+    let to = order_flow::next(&order, OrderMove::Cancel, Mover::Partner)?;
+    c.execute("UPDATE orders SET cancel_reason = $2 WHERE id = $1", args![order.id, &reason]).await?;
+    super::move_order(
+        c,
+        ev,
+        now,
+        &mut order,
+        OrderMove::Cancel,
+        to,
+        json!({ "reason": reason, "partner": partner }),
+    )
+    .await?;
+    let text = |lang| notice::order_cancelled(&order, partner, &reason, lang);
+    tell_household(c, ev, order.household_id, "order_cancelled", text, json!({ "order_id": order.id }))
+        .await?;
+    partner_order(c, order.id).await
 }
 
 async fn record_payment(
@@ -198,16 +214,9 @@ async fn record_payment(
         format!("order:{}", order.id),
         json!({ "from": order.status.as_str(), "amount": amount, "partner": partner, "reference": reference }),
     );
-    let (msisdn, lang) = super::household_contact(c, order.household_id).await?;
-    let text = payment_text(&order, partner, lang);
-    let sms = super::Sms {
-        msisdn: &msisdn,
-        text,
-        lang,
-        kind: "payment_received",
-        ttl_ms: notice::NEW_ORDER_TTL_MS,
-    };
-    super::enqueue_sms(c, ev, sms, json!({ "order_id": order.id })).await?;
+    let text = |lang| notice::payment_received(&order, partner, lang);
+    tell_household(c, ev, order.household_id, "payment_received", text, json!({ "order_id": order.id }))
+        .await?;
     partner_order(c, order.id).await
 }
 
@@ -240,6 +249,18 @@ async fn record_shipment(
         format!("order:{}", order.id),
         json!({ "from": order.status.as_str(), "partner": partner, "tracking_code": tracking_code }),
     );
+    // The household hears of what the post office did with its parcel.
+    let about = json!({ "order_id": order.id });
+    match status {
+        ShipmentStatus::Shipped => {
+            let text = |lang| notice::order_shipped(&order, partner, tracking_code.as_deref(), lang);
+            tell_household(c, ev, order.household_id, "order_shipped", text, about).await?;
+        }
+        ShipmentStatus::Delivered => {
+            let text = |lang| notice::order_delivered(&order, lang);
+            tell_household(c, ev, order.household_id, "order_delivered", text, about).await?;
+        }
+    }
     partner_order(c, order.id).await
 }
 
