@@ -293,8 +293,16 @@ fn fill_order_vars(vars: &mut Vars, o: &Order, lang: Lang) {
     vars.insert("order.unit".into(), o.unit.clone());
     vars.insert("order.product".into(), pick_in(lang, &o.product_name_vi, &o.product_name_en).to_owned());
     vars.insert("order.status".into(), o.status.label(to_market(lang)).to_owned());
-    vars.insert("order.buyer".into(), o.buyer_name.clone());
-    vars.insert("order.ship".into(), pick_in(lang, "chưa có địa chỉ", "no address yet").to_owned());
+    let buyer = match &o.buyer_phone {
+        Some(phone) => format!("{} {}", o.buyer_name, national(phone)),
+        None => o.buyer_name.clone(),
+    };
+    vars.insert("order.buyer".into(), buyer);
+    let ship = match &o.delivery {
+        Some(d) => format!("{}, {}, {}", d.name, national(&d.phone), d.address),
+        None => pick_in(lang, "hỏi người mua", "ask the buyer").to_owned(),
+    };
+    vars.insert("order.ship".into(), ship);
 }
 
 /// An order in the household's lists: code, product, quantity and unit, status.
@@ -653,6 +661,13 @@ impl Backend for MarketBackend<'_> {
                 let h = self.household()?;
                 let o = self.market.order(h.id, id(vars, "order")?).await.map_err(self.err())?;
                 self.order_vars(vars, &o);
+                // Where to send it, down to the commune.
+                if let Some(d) = &o.delivery
+                    && let Some(c) = self.market.commune(d.commune_code).await.map_err(self.err())?
+                {
+                    let ship = format!("{}, {}, {}, {}", d.name, national(&d.phone), d.address, c.name);
+                    vars.insert("order.ship".into(), ship);
+                }
                 Ok(())
             }
             "pin.lock" => {
@@ -727,6 +742,13 @@ pub fn worst_case() -> crate::menu::walk::WorstCase {
         product_name_en: en.clone(),
         unit: unit.clone(),
         buyer_name: WORST_NAME.to_owned(),
+        buyer_phone: Some("84912345678".to_owned()),
+        delivery: Some(crate::market::Delivery {
+            name: WORST_NAME.to_owned(),
+            phone: "84912345678".to_owned(),
+            address: "Số 125 ngõ 14 đường Trần Đăng Ninh, khu phố 3, gần chợ Kỳ Lừa".to_owned(),
+            commune_code: 0,
+        }),
         quantity_kg: *QUANTITY_KG.end(),
         amount: MAX_AMOUNT,
         status: st,
@@ -765,8 +787,8 @@ pub fn worst_case() -> crate::menu::walk::WorstCase {
     for (k, v) in &ov {
         set(k, v.clone(), oe.get(k).cloned().unwrap_or_default());
     }
-    let address = "Nguyễn Thị Thanh Hương Ly, 0912345678, Số 125 đường Trần Đăng Ninh, Phường Lương Văn Tri";
-    set("order.ship", address.into(), address.into());
+    let ship = format!("{}, {commune}", ov.get("order.ship").cloned().unwrap_or_default());
+    set("order.ship", ship.clone(), ship);
     let le = listing_entry(&listing, Lang::En);
     for (k, v) in listing_entry(&listing, Lang::Vi).fields {
         let e = le.fields.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()).unwrap_or_default();
