@@ -4,7 +4,8 @@
 # pair, their geometric mean, and each build's daemon CPU per step. The host's speed drifts
 # by a third within minutes, so only pairs run side by side are compared.
 # Each build starts from $BASE_A / $BASE_B when set (a build with a newer migration needs
-# its own migrated and vacuumed copy: the older one refuses it), else from $BASE.
+# its own migrated and vacuumed copy: the older one refuses it), else from $BASE; and reads
+# the menus of $MENUS_A / $MENUS_B when set (an older build cannot read newer menu files).
 # Usage: scripts/bench/ab.sh BIN_A BIN_B ROUNDS [loadtest args incl. --duration N]
 source "$(dirname "$0")/common.sh"
 BASE_A=${BASE_A:-${BASE:-$BENCH_DIR/base.db}}
@@ -17,8 +18,8 @@ shift 3
 for i in $(seq "$ROUNDS"); do
     if [ $((i % 2)) = 1 ]; then order="A B"; else order="B A"; fi
     for x in $order; do
-        if [ "$x" = A ]; then bin=$A base=$BASE_A; else bin=$B base=$BASE_B; fi
-        BASE=$base "$(dirname "$0")/run.sh" "$x" "$bin" "$@"
+        if [ "$x" = A ]; then bin=$A base=$BASE_A menus=${MENUS_A:-}; else bin=$B base=$BASE_B menus=${MENUS_B:-}; fi
+        BASE=$base MENUS=$menus "$(dirname "$0")/run.sh" "$x" "$bin" "$@"
     done
 done | tee "$BENCH_DIR/ab.last" | python3 -c '
 import math, re, statistics, sys

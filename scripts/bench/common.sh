@@ -11,7 +11,8 @@ WINDOW=${WINDOW:-1000}
 mkdir -p "$BENCH_DIR"
 
 # config DB_FILE: writes $BENCH_DIR/chogate.toml for a daemon on DB_FILE (one USSD centre
-# account, windows of $WINDOW, the shipped menus plus $USSD_EXTRA in [ussd], warnings only).
+# account, windows of $WINDOW, the menus of $MENUS (default: this checkout's) plus
+# $USSD_EXTRA in [ussd], warnings only).
 config() {
     cat >"$BENCH_DIR/chogate.toml" <<TOML
 [database]
@@ -25,7 +26,7 @@ system_id = "ussdc"
 password = "ussdc123"
 window = $WINDOW
 [ussd]
-menus_dir = "$ROOT/menus"
+menus_dir = "${MENUS:-$ROOT/menus}"
 ${USSD_EXTRA:-}
 [log]
 filter = "warn"

@@ -326,8 +326,8 @@ fn compose<O: PageOut>(
     out
 }
 
-/// Splits a long text at word boundaries into pages that fit with the "next" line, the last
-/// page carrying `tail`.
+/// Splits a long text into pages that fit with the "next" line, the last page carrying
+/// `tail`: at line breaks where a whole line fits, else at word boundaries.
 fn text_pages(text: &str, tail: &str, next: &str, t: Target) -> Vec<String> {
     let whole = join(text, tail);
     if t.fits(&whole) {
@@ -335,22 +335,49 @@ fn text_pages(text: &str, tail: &str, next: &str, t: Target) -> Vec<String> {
     }
     let mut pages = Vec::new();
     let mut current = String::new();
-    for word in text.split(' ') {
-        let candidate = if current.is_empty() { word.to_owned() } else { format!("{current} {word}") };
-        if t.fits(&join(&candidate, next)) || current.is_empty() {
+    for line in text.split('\n') {
+        let candidate = join(&current, line);
+        if t.fits(&join(&candidate, next)) {
             current = candidate;
-        } else {
+            continue;
+        }
+        if !current.is_empty() {
             pages.push(join(&current, next));
-            current = word.to_owned();
+            current.clear();
+        }
+        if t.fits(&join(line, next)) {
+            current = line.to_owned();
+            continue;
+        }
+        // A line too long for a page of its own: by words.
+        for word in line.split(' ') {
+            let candidate = if current.is_empty() { word.to_owned() } else { format!("{current} {word}") };
+            if t.fits(&join(&candidate, next)) || current.is_empty() {
+                current = candidate;
+            } else {
+                pages.push(join(&current, next));
+                current = word.to_owned();
+            }
         }
     }
     let last = join(&current, tail);
     if t.fits(&last) || tail.is_empty() {
         pages.push(last);
-    } else {
-        pages.push(join(&current, next));
-        pages.push(tail.to_owned());
+        return pages;
     }
+    // The tail does not fit after the last words: move some of them to a page of their own
+    // with it, rather than leave the tail alone on a page.
+    let words: Vec<&str> = current.split(' ').collect();
+    for k in 1..words.len() {
+        let (head, rest) = (words[..words.len() - k].join(" "), words[words.len() - k..].join(" "));
+        if t.fits(&join(&head, next)) && t.fits(&join(&rest, tail)) {
+            pages.push(join(&head, next));
+            pages.push(join(&rest, tail));
+            return pages;
+        }
+    }
+    pages.push(join(&current, next));
+    pages.push(tail.to_owned());
     pages
 }
 
