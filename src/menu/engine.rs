@@ -367,13 +367,15 @@ fn text_pages(text: &str, tail: &str, next: &str, t: Target) -> Vec<String> {
     }
     // The tail does not fit after the last words: move some of them to a page of their own
     // with it, rather than leave the tail alone on a page.
-    let words: Vec<&str> = current.split(' ').collect();
-    for k in 1..words.len() {
-        let (head, rest) = (words[..words.len() - k].join(" "), words[words.len() - k..].join(" "));
-        if t.fits(&join(&head, next)) && t.fits(&join(&rest, tail)) {
-            pages.push(join(&head, next));
-            pages.push(join(&rest, tail));
-            return pages;
+    for sep in ["\n", " "] {
+        let parts: Vec<&str> = current.split(sep).collect();
+        for k in 1..parts.len() {
+            let (head, rest) = (parts[..parts.len() - k].join(sep), parts[parts.len() - k..].join(sep));
+            if t.fits(&join(&head, next)) && t.fits(&join(&rest, tail)) {
+                pages.push(join(&head, next));
+                pages.push(join(&rest, tail));
+                return pages;
+            }
         }
     }
     pages.push(join(&current, next));
