@@ -661,3 +661,35 @@ async fn a_subscriber_pdu_should_be_answered_only_when_its_screen_has_room_in_th
     u.peer.send(&Pdu::new(screen_b.sequence, empty_response(screen_b.command_id()).unwrap())).await;
     d.stop().await;
 }
+
+#[tokio::test]
+async fn an_english_household_should_read_its_orders_and_help_in_english() {
+    let (d, _dir) = daemon().await;
+    let m = market(&d);
+    let (leader, _) = village(&m).await;
+    let en = m
+        .self_register(&cli(), IdemKey("r".into()), "0911222333", 6001, "Bản Chu", "Vy Thị Ngọc", Lang::En)
+        .await
+        .unwrap();
+    let mut u = Ussdc::bind(d.smpp, Family::DeliverSm).await;
+    // Pending: told so, in English, with whom to call.
+    let s = u.run("84911222333", 1, &[]).await;
+    assert_eq!(s[0].text, "Sign-up pending, SMS to follow. Call team leader Hoàng Văn Minh (0987000001).");
+    m.leader_decides(&cli(), IdemKey("c".into()), leader.id, en.id, chogate::market::LeaderDecision::Confirm)
+        .await
+        .unwrap();
+    let listing = m.create_listing(&cli(), IdemKey("l".into()), en.id, 1, 50, 30000).await.unwrap();
+    let partner = Actor { msisdn: "shopee".into(), channel: Channel::Http };
+    let o = m.place_order(&partner, IdemKey("o".into()), listing.id, "Nguyễn Văn B", 2, 60000).await.unwrap();
+    let s = u.run("84911222333", 2, &["2", "1", "7", "2", "2"]).await;
+    assert_eq!(s[0].text, "1. Sell produce\n2. Orders\n3. Payments\n4. My shop\n5. Help");
+    assert_eq!(s[1].text, format!("Orders:\n1. {} Custard apple 2kg new\n9. Back", o.code));
+    let menu = format!("{}, new:\n1. Accept\n2. Reject\n3. Details\n9. Back", o.code);
+    assert_eq!(s[2].text, menu);
+    assert_eq!(s[3].text, format!("Try again:\n{menu}"), "a wrong key keeps the same options");
+    assert_eq!(s[4].text, format!("Reject order {}? The goods go back on sale.\n1. Yes\n2. No", o.code));
+    assert_eq!(s[5].text, menu, "No goes back to the order");
+    let s = u.run("84911222333", 3, &["5", "1"]).await;
+    assert_eq!(s[2].text, "For help call team leader Hoàng Văn Minh (0987000001).\n9. Back");
+    d.stop().await;
+}
