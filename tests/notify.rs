@@ -401,7 +401,7 @@ async fn sms_keywords_should_always_answer_and_change_an_order_once(db: TestDb) 
     let c3 = &o3.code;
     assert_eq!(
         ask(&mut p, &format!("GUI {c3}")).await,
-        format!("Don {c3} chua nhan, khong the bao da giao buu dien. Co the: NHAN {c3}, HUY {c3}.")
+        format!("Don {c3} moi, khong the ghi da giao buu dien. Co the: NHAN {c3}, HUY {c3}.")
     );
     // A tracking code no post office gives: refused, and answered (its key stays short).
     assert_eq!(
@@ -411,7 +411,7 @@ async fn sms_keywords_should_always_answer_and_change_an_order_once(db: TestDb) 
     // TT without a PIN: where to make one only when the order can be paid.
     assert_eq!(
         ask(&mut p, &format!("TT {c3} 1234")).await,
-        format!("Don {c3} chua nhan, khong the xac nhan thanh toan. Co the: NHAN {c3}, HUY {c3}.")
+        format!("Don {c3} moi, khong the xac nhan thanh toan. Co the: NHAN {c3}, HUY {c3}.")
     );
     assert_eq!(
         ask(&mut p, &format!("TT {c1} 1234")).await,

@@ -116,43 +116,15 @@ fn help(lang: Lang, contact: Option<&str>) -> String {
     if septets(&with_contact) <= ONE_SMS { with_contact } else { base.to_owned() }
 }
 
-/// An order's status, in a reply.
-fn status_words(status: OrderStatus, lang: Lang) -> &'static str {
-    use OrderStatus::*;
-    match (lang, status) {
-        (Lang::Vi, New) => "chua nhan",
-        (Lang::Vi, Accepted) => "da nhan",
-        (Lang::Vi, Rejected) => "da tu choi",
-        (Lang::Vi, Shipped) => "da giao buu dien",
-        (Lang::Vi, Delivered) => "da giao toi nguoi mua",
-        (Lang::Vi, Paid) => "da thanh toan",
-        (Lang::Vi, Cancelled) => "da huy",
-        (Lang::En, New) => "not accepted yet",
-        (Lang::En, Accepted) => "accepted",
-        (Lang::En, Rejected) => "rejected",
-        (Lang::En, Shipped) => "handed to the post office",
-        (Lang::En, Delivered) => "delivered",
-        (Lang::En, Paid) => "paid",
-        (Lang::En, Cancelled) => "cancelled",
-    }
+/// An order's status, in a reply: the screens' words (`order_flow`), unaccented as every
+/// reply is.
+fn status_words(status: OrderStatus, lang: Lang) -> String {
+    crate::text::unaccent(status.label(lang))
 }
 
-/// What a move would do, in a refusal ("cannot ...").
-fn move_words(m: OrderMove, lang: Lang) -> &'static str {
-    match (lang, m) {
-        (Lang::Vi, OrderMove::Accept) => "nhan don",
-        (Lang::Vi, OrderMove::Reject) => "tu choi",
-        (Lang::Vi, OrderMove::Ship) => "bao da giao buu dien",
-        (Lang::Vi, OrderMove::Deliver) => "bao da giao",
-        (Lang::Vi, OrderMove::Pay) => "xac nhan thanh toan",
-        (Lang::Vi, OrderMove::Cancel) => "huy don",
-        (Lang::En, OrderMove::Accept) => "be accepted",
-        (Lang::En, OrderMove::Reject) => "be rejected",
-        (Lang::En, OrderMove::Ship) => "be marked handed to the post office",
-        (Lang::En, OrderMove::Deliver) => "be marked delivered",
-        (Lang::En, OrderMove::Pay) => "have its payment confirmed",
-        (Lang::En, OrderMove::Cancel) => "be cancelled",
-    }
+/// What a move would do, in a refusal ("khong the ..." / "cannot be ..."): the screens' words.
+fn move_words(m: OrderMove, lang: Lang) -> String {
+    crate::text::unaccent(m.label(lang))
 }
 
 /// The keyword that makes a move, if one does.
@@ -174,7 +146,11 @@ fn refusal(code: &str, status: OrderStatus, wanted: OrderMove, lang: Lang) -> St
             format!("Don {code} {}, khong the {}.", status_words(status, lang), move_words(wanted, lang))
         }
         Lang::En => {
-            format!("Order {code} is {}: it cannot {}.", status_words(status, lang), move_words(wanted, lang))
+            format!(
+                "Order {code} is {}: it cannot be {}.",
+                status_words(status, lang),
+                move_words(wanted, lang)
+            )
         }
     };
     let can: Vec<String> = status.moves(Mover::Household).filter_map(|m| keyword(m, code)).collect();
@@ -250,11 +226,6 @@ fn order_line(o: &Order, lang: Lang) -> String {
             format!("{} VND", money(o.amount, lang)),
             status_words(o.status, lang),
         ),
-    };
-    let status = match (lang, o.status) {
-        (Lang::Vi, OrderStatus::New) => "moi",
-        (Lang::En, OrderStatus::New) => "new",
-        _ => status,
     };
     text::unaccent(&format!("{} {} {} {} {amount} ({status})", o.code, o.quantity_kg, o.unit, name))
 }
@@ -622,8 +593,7 @@ mod tests {
         );
         assert_eq!(
             refusal("D000012", OrderStatus::New, OrderMove::Ship, Lang::En),
-            "Order D000012 is not accepted yet: it cannot be marked handed to the post office. You can: NHAN \
-             D000012, HUY D000012."
+            "Order D000012 is new: it cannot be handed to post. You can: NHAN D000012, HUY D000012."
         );
         assert_eq!(
             refusal("D000012", OrderStatus::Paid, OrderMove::Accept, Lang::Vi),
