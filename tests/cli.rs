@@ -273,7 +273,7 @@ async fn stats_after_new_listing_dialogues_should_show_exactly_that_many_more_li
     for session in 1..=N {
         let screens = u.run(HOUSEHOLD, session, &["1", "1", "10", "25000", "1"]).await;
         let last = screens.last().unwrap();
-        assert!(last.is_final() && last.text.starts_with("Đã đăng bán, mã L"), "{last:?}");
+        assert!(last.is_final() && last.text == "Đã đăng bán 10kg Na. Có đơn sẽ báo SMS.", "{last:?}");
     }
     d.stop().await;
 

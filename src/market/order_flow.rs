@@ -120,7 +120,7 @@ impl OrderStatus {
     pub fn label(self, lang: Lang) -> &'static str {
         match (lang, self) {
             (Lang::Vi, New) => "mới",
-            (Lang::Vi, Accepted) => "đã nhận",
+            (Lang::Vi, Accepted) => "đã nhận đơn",
             (Lang::Vi, Rejected) => "đã từ chối",
             (Lang::Vi, Shipped) => "đã giao bưu điện",
             (Lang::Vi, Delivered) => "đã đến người mua",
@@ -140,14 +140,14 @@ impl OrderStatus {
     pub fn short_label(self, lang: Lang) -> &'static str {
         match (lang, self) {
             (Lang::Vi, New) => "Mới",
-            (Lang::Vi, Accepted) => "Đã nhận",
+            (Lang::Vi, Accepted) => "Chờ gửi",
             (Lang::Vi, Shipped) => "Đã gửi",
             (Lang::Vi, Delivered) => "Đã đến",
             (Lang::Vi, Paid) => "Đã trả",
             (Lang::Vi, Rejected) => "Từ chối",
             (Lang::Vi, Cancelled) => "Đã hủy",
             (Lang::En, New) => "new",
-            (Lang::En, Accepted) => "accepted",
+            (Lang::En, Accepted) => "to send",
             (Lang::En, Shipped) => "sent",
             (Lang::En, Delivered) => "arrived",
             (Lang::En, Paid) => "paid",

@@ -450,7 +450,7 @@ pub fn worst_case_page(menus: &Menus, s: &Screen, t: Target, back: bool) -> Opti
         // Texts to read page at word boundaries: the fullest page counts.
         Kind::Info | Kind::Final => {
             let tail = if matches!(s.kind, Kind::Info) { back_line } else { "" };
-            text_pages(&title, tail, menus.message("next").get(lang), t)
+            text_pages(&title, tail, &join(menus.message("next").get(lang), tail), t)
                 .into_iter()
                 .max_by_key(|p| crate::text::measure(p, true).1)
         }
@@ -642,7 +642,14 @@ impl Menus {
                     "2" => {
                         self.clear_secrets(c);
                         match cancel {
-                            Some(to) => self.enter(c, to, b).await,
+                            // Back where the household came from, as if the confirmation had
+                            // never been shown: "9" there goes further back, not here again.
+                            Some(to) => {
+                                if let Some(at) = c.history.iter().rposition(|&s| s == to) {
+                                    c.history.truncate(at);
+                                }
+                                self.enter_at(c, to, b).await;
+                            }
                             None => {
                                 c.history.clear();
                                 self.enter_at(c, c.root, b).await;
@@ -823,8 +830,9 @@ impl Menus {
             }
             Kind::Final => return text_pages(&title, "", next, c.target),
             Kind::Info => {
+                // Every page says how to go back.
                 let back = if c.history.is_empty() { "" } else { self.message("back").get(lang) };
-                return text_pages(&title, back, next, c.target);
+                return text_pages(&title, back, &join(next, back), c.target);
             }
             _ => String::new(),
         };
@@ -862,10 +870,14 @@ impl Menus {
         let range = pages[page].clone();
         let first = first_number(labels.len(), range.start);
         let more = page + 1 < pages.len();
-        // The hint on top of the title, else in its place (the entries are what is asked),
-        // else left out.
+        // The hint on top of the title; else, for a title that only says what the list is
+        // ("Đơn hàng:"), in its place; a title that names something (which order) stays and
+        // the hint is left out.
+        let names_something = self.screens[c.screen].title.get(c.target.lang).contains('{');
         let with_hint = self.hint_text(c, c.hint.as_deref()).and_then(|h| {
-            [join(&h, &header.text), h].into_iter().find_map(|top| {
+            let tops =
+                if names_something { vec![join(&h, &header.text)] } else { vec![join(&h, &header.text), h] };
+            tops.into_iter().find_map(|top| {
                 let top = Piece::new(top, c.target);
                 let t = compose(
                     String::with_capacity(200),

@@ -12,7 +12,6 @@ use super::{Kind, Lang, Menus, ScreenId};
 const EXAMPLES: &[(&str, &str, &str)] = &[
     ("code", "D000012", "D000012"),
     ("amount", "350.000", "350,000"),
-    ("qty", "10", "10"),
     ("unit", "kg", "kg"),
     ("price", "35.000", "35,000"),
     ("product", "Na", "Custard apple"),
@@ -44,7 +43,11 @@ const EXAMPLES: &[(&str, &str, &str)] = &[
     ("month_amount", "1.050.000", "1,050,000"),
     ("all_orders", "11", "11"),
     ("all_amount", "4.200.000", "4,200,000"),
-    ("fmt", "10", "10"),
+    ("qty.fmt", "50", "50"),
+    ("price.fmt", "35.000", "35,000"),
+    ("hh.label", "Lý Thị Mai 0912***678", "Lý Thị Mai 0912***678"),
+    ("listing.qty", "50", "50"),
+    ("order.qty", "10", "10"),
 ];
 
 fn example_vars(lang: Lang, text: &str) -> Vars {

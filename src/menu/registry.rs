@@ -76,6 +76,7 @@ pub const MESSAGES: &[&str] = &[
     "pin_wrong",
     "pin_locked",
     "pin_exists",
+    "tracking_format",
     "order_state",
     "not_allowed",
     "not_found",

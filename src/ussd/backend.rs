@@ -156,7 +156,10 @@ fn to_act_error_in(e: MarketError, lang: Lang) -> ActError {
         }
         MarketError::PinLocked { until_ms } => ActError::Fail {
             message: "pin_locked",
-            vars: vec![("until".into(), crate::time::vn_clock(until_ms))],
+            vars: vec![
+                ("until".into(), crate::time::vn_clock(until_ms)),
+                ("contact".into(), pick_in(lang, "tổ trưởng", "your team leader").to_owned()),
+            ],
         },
         MarketError::OrderState { code, status, wanted } => ActError::Fail {
             message: "order_state",
@@ -299,7 +302,7 @@ fn fill_order_vars(vars: &mut Vars, o: &Order, lang: Lang) {
     };
     vars.insert("order.buyer".into(), buyer);
     let ship = match &o.delivery {
-        Some(d) => format!("{}, {}, {}", d.name, national(&d.phone), d.address),
+        Some(d) => format!("{}, {}\n{}", d.name, national(&d.phone), d.address),
         None => pick_in(lang, "hỏi người mua", "ask the buyer").to_owned(),
     };
     vars.insert("order.ship".into(), ship);
@@ -330,7 +333,7 @@ fn listing_entry(l: &crate::market::Listing, lang: Lang) -> Item {
         let price = crate::market::money(l.price_per_kg, to_market(lg));
         let cur = if lg == Lang::Vi { "đ" } else { "d" };
         let qty = crate::text::group_thousands(l.quantity_kg, sep(lg));
-        format!("{} {name} {qty}{} {price}{cur}", l.code, l.unit)
+        format!("{name} {qty}{unit} {price}{cur}/{unit}", unit = l.unit)
     };
     Item {
         id: l.id.to_string(),
@@ -504,6 +507,13 @@ impl Backend for MarketBackend<'_> {
             "order.reject" => self.move_order(key, vars, OrderMove::Reject, None).await,
             "order.ship" => {
                 let tracking = vars.get("tracking").cloned().filter(|t| t.trim() != "0");
+                // A post office's tracking code: letters and digits (EB123456789VN).
+                if let Some(t) = &tracking {
+                    let t = t.trim();
+                    if !(4..=30).contains(&t.len()) || !t.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                        return Err(ActError::reask("tracking_format"));
+                    }
+                }
                 self.move_order(key, vars, OrderMove::Ship, tracking.as_deref()).await
             }
             "order.cancel" => {
@@ -541,10 +551,28 @@ impl Backend for MarketBackend<'_> {
                 let h = self.seller()?;
                 let order = id(vars, "order")?;
                 let pin = vars.get("pin").cloned().unwrap_or_default();
-                let o =
-                    self.market.confirm_payment(&actor, idem, h.id, order, &pin).await.map_err(self.err())?;
-                self.order_vars(vars, &o);
-                Ok(())
+                match self.market.confirm_payment(&actor, idem, h.id, order, &pin).await {
+                    Ok(o) => {
+                        self.order_vars(vars, &o);
+                        Ok(())
+                    }
+                    // Locked by this very try: say until when, and whom to call to unlock it.
+                    Err(MarketError::PinLocked { until_ms }) => {
+                        let mut contact = Vars::default();
+                        self.contact(self.household, &mut contact).await?;
+                        Err(ActError::Fail {
+                            message: "pin_locked",
+                            vars: vec![
+                                ("until".into(), crate::time::vn_clock(until_ms)),
+                                (
+                                    "contact".into(),
+                                    contact.get("leader.contact").cloned().unwrap_or_default(),
+                                ),
+                            ],
+                        })
+                    }
+                    Err(e) => Err(self.err()(e)),
+                }
             }
             "commune.search" => {
                 let q = vars.get("commune_q").cloned().unwrap_or_default();
@@ -665,7 +693,7 @@ impl Backend for MarketBackend<'_> {
                 if let Some(d) = &o.delivery
                     && let Some(c) = self.market.commune(d.commune_code).await.map_err(self.err())?
                 {
-                    let ship = format!("{}, {}, {}, {}", d.name, national(&d.phone), d.address, c.name);
+                    let ship = format!("{}, {}\n{}, {}", d.name, national(&d.phone), d.address, c.name);
                     vars.insert("order.ship".into(), ship);
                 }
                 Ok(())
