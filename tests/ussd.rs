@@ -203,10 +203,13 @@ async fn orders_should_be_listed_and_accepted() {
         s[2].text,
         format!("{} mới:\n1. Nhận đơn\n2. Từ chối\n3. Xem chi tiết\n9. Quay lại", order.code)
     );
-    // The details, two pages broken at a line: what, who, then where to send it.
+    // The details: what and who on the first page, where to send it on the second.
     assert_eq!(
         s[3].text,
-        format!("{}: 5kg Na, 150.000đ.\nNgười mua: Nguyễn Văn B.\n0. Tiếp\n9. Quay lại", order.code)
+        format!("{}: 5kg Na, 150.000đ, người mua Nguyễn Văn B.\n0. Tiếp\n9. Quay lại", order.code)
+            "{}: 5kg Na, 150.000đ, người mua Nguyễn Văn B.\nGửi: hỏi người mua.\n9. Quay lại",
+            order.code
+        )
     );
     assert_eq!(
         s[5].text,

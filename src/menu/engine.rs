@@ -335,9 +335,12 @@ fn text_pages(text: &str, tail: &str, next: &str, t: Target) -> Vec<String> {
     }
     let mut pages = Vec::new();
     let mut current = String::new();
-    for line in text.split('\n') {
+    let lines: Vec<&str> = text.split('\n').collect();
+    for (i, line) in lines.iter().copied().enumerate() {
+        // The last line ends the text: what follows it is the tail, not "next".
+        let after = if i + 1 == lines.len() { tail } else { next };
         let candidate = join(&current, line);
-        if t.fits(&join(&candidate, next)) {
+        if t.fits(&join(&candidate, after)) {
             current = candidate;
             continue;
         }
@@ -345,7 +348,7 @@ fn text_pages(text: &str, tail: &str, next: &str, t: Target) -> Vec<String> {
             pages.push(join(&current, next));
             current.clear();
         }
-        if t.fits(&join(line, next)) {
+        if t.fits(&join(line, after)) {
             current = line.to_owned();
             continue;
         }

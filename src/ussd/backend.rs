@@ -296,13 +296,15 @@ fn fill_order_vars(vars: &mut Vars, o: &Order, lang: Lang) {
     vars.insert("order.unit".into(), o.unit.clone());
     vars.insert("order.product".into(), pick_in(lang, &o.product_name_vi, &o.product_name_en).to_owned());
     vars.insert("order.status".into(), o.status.label(to_market(lang)).to_owned());
+    // The buyer's number, unless the delivery line below gives it already.
+    let sent_to_buyer = o.delivery.as_ref().is_some_and(|d| Some(&d.phone) == o.buyer_phone.as_ref());
     let buyer = match &o.buyer_phone {
-        Some(phone) => format!("{} {}", o.buyer_name, national(phone)),
-        None => o.buyer_name.clone(),
+        Some(phone) if !sent_to_buyer => format!("{} {}", o.buyer_name, national(phone)),
+        _ => o.buyer_name.clone(),
     };
     vars.insert("order.buyer".into(), buyer);
     let ship = match &o.delivery {
-        Some(d) => format!("{}, {}\n{}", d.name, national(&d.phone), d.address),
+        Some(d) => format!("{}, {}, {}", d.name, national(&d.phone), d.address),
         None => pick_in(lang, "hỏi người mua", "ask the buyer").to_owned(),
     };
     vars.insert("order.ship".into(), ship);
@@ -693,7 +695,7 @@ impl Backend for MarketBackend<'_> {
                 if let Some(d) = &o.delivery
                     && let Some(c) = self.market.commune(d.commune_code).await.map_err(self.err())?
                 {
-                    let ship = format!("{}, {}\n{}, {}", d.name, national(&d.phone), d.address, c.name);
+                    let ship = format!("{}, {}, {}, {}", d.name, national(&d.phone), d.address, c.name);
                     vars.insert("order.ship".into(), ship);
                 }
                 Ok(())
