@@ -439,7 +439,7 @@ async fn leader_should_register_a_household_and_see_village_progress() {
         s[0].text,
         "1. Chờ xác nhận\n2. Đăng ký hộ\n3. Hộ trong thôn\n4. Tiến độ thôn\n5. Cửa hàng tôi"
     );
-    assert_eq!(s[2].text, "Số này đã được đăng ký.\nSố điện thoại của hộ:\n* Quay lại");
+    assert_eq!(s[2].text, "Số này đã đăng ký rồi. Nhập số khác:\nSố điện thoại của hộ:\n* Quay lại");
     // A phone number is no name.
     assert_eq!(s[4].text, "Tên chỉ gồm chữ cái và dấu cách.\nHọ tên chủ hộ:\n* Quay lại");
     assert_eq!(s[5].text, "Đăng ký hộ Đinh Văn Tám, số 0912000111?\n1. Đồng ý\n2. Không");
@@ -590,14 +590,23 @@ async fn leader_should_reset_a_households_pin_which_is_then_set_anew() {
     let (_, hh) = village(&m).await;
     m.set_pin(&cli(), IdemKey("p1".into()), hh.id, "4321").await.unwrap();
     let mut u = Ussdc::bind(d.smpp, Family::DeliverSm).await;
-    let s = u.run(LEADER, 66, &["3", "1", "1", "1"]).await;
+    let s = u.run(LEADER, 66, &["3", "1", "1", "9", "2", "1"]).await;
     assert_eq!(s[1].text, "Hộ trong thôn:\n1. Lý Thị Mai: chưa bán\n9. Quay lại");
-    assert_eq!(s[2].text, "Lý Thị Mai 0912***678:\n1. Đặt lại mã PIN\n2. Đã có TK thanh toán\n9. Quay lại");
-    assert_eq!(s[3].text, "Đặt lại mã PIN của Lý Thị Mai (0912***678)?\n1. Đồng ý\n2. Không");
-    assert!(s[4].is_final() && s[4].text.starts_with("Đã đặt lại PIN của Lý Thị Mai."), "{}", s[4].text);
+    assert_eq!(
+        s[2].text,
+        "Lý Thị Mai:\n1. Tình hình\n2. Đặt lại PIN\n3. Có tài khoản thanh toán\n9. Quay lại"
+    );
+    assert_eq!(
+        s[3].text, "Lý Thị Mai 0912***678:\nđã xác nhận\nchưa bán\n0. Tiếp\n9. Quay lại",
+        "where it stands, a line each"
+    );
+    assert_eq!(s[5].text, "Đặt lại mã PIN của Lý Thị Mai (0912***678)?\n1. Đồng ý\n2. Không");
+    assert!(s[6].is_final() && s[6].text.starts_with("Đã đặt lại PIN của Lý Thị Mai."), "{}", s[6].text);
     assert!(!m.household_by_msisdn(HOUSEHOLD).await.unwrap().unwrap().has_pin);
-    // The leader records the household's e-payment account (the programme's second target).
+    // No PIN now: a reset is no longer offered. The leader records the household's e-payment
+    // account (the programme's second target).
     let s = u.run(LEADER, 68, &["3", "1", "2", "1"]).await;
+    assert_eq!(s[2].text, "Lý Thị Mai:\n1. Tình hình\n2. Có tài khoản thanh toán\n9. Quay lại");
     assert!(
         s[4].is_final() && s[4].text.starts_with("Đã ghi nhận: Lý Thị Mai có tài khoản"),
         "{}",
@@ -605,10 +614,7 @@ async fn leader_should_reset_a_households_pin_which_is_then_set_anew() {
     );
     assert!(m.household_by_msisdn(HOUSEHOLD).await.unwrap().unwrap().has_epay);
     let s = u.run(LEADER, 69, &["3", "1"]).await;
-    assert_eq!(
-        s[2].text, "Lý Thị Mai 0912***678:\n1. Đặt lại mã PIN\n9. Quay lại",
-        "recorded: not offered again"
-    );
+    assert_eq!(s[2].text, "Lý Thị Mai:\n1. Tình hình\n9. Quay lại", "recorded: not offered again");
     // A household is no leader: the leader menu is not theirs.
     let s = u.run(HOUSEHOLD, 67, &[]).await;
     assert_eq!(s[0].text, MAIN);
@@ -695,5 +701,55 @@ async fn an_english_household_should_read_its_orders_and_help_in_english() {
     assert_eq!(s[5].text, menu, "No goes back to the order");
     let s = u.run("84911222333", 3, &["5", "1"]).await;
     assert_eq!(s[2].text, "For help call team leader Hoàng Văn Minh (0987000001).\n9. Back");
+    d.stop().await;
+}
+
+/// Issue 17, defect 1: a household with nine orders pages its list; a wrong key on the
+/// second page shows the same page with the same items, and the next key picks what it shows
+/// (before, the hint re-laid the pages and "1" opened another order). In UCS2 and in GSM.
+#[tokio::test]
+async fn a_wrong_key_on_a_paged_order_list_should_keep_the_same_items_and_numbers() {
+    let extra = "[[smpp_server.accounts]]\nsystem_id = \"gsm\"\npassword = \"pw\"\ntext_mode = \"gsm\"\n";
+    let (d, _dir) = daemon_with("", extra).await;
+    let m = market(&d);
+    let (_, hh) = village(&m).await;
+    let listing = m.create_listing(&cli(), IdemKey("c1".into()), hh.id, 1, 500, 30000).await.unwrap();
+    let partner = Actor { msisdn: "shopee".into(), channel: Channel::Http };
+    let mut codes = Vec::new();
+    for i in 0..9 {
+        let o = m
+            .place_order(&partner, IdemKey(format!("o{i}")), listing.id, "B", 1 + i, 30000 * (1 + i))
+            .await
+            .unwrap();
+        codes.push(o.code);
+    }
+    let mut ucs2 = Ussdc::bind(d.smpp, Family::DeliverSm).await;
+    let mut gsm = {
+        let mut peer = Peer::connect(d.smpp).await;
+        assert_eq!(peer.bind(BindKind::Transceiver, "gsm", "pw").await.status, 0);
+        Ussdc { peer, family: Family::DeliverSm }
+    };
+    for (u, session) in [(&mut ucs2, 70u8), (&mut gsm, 71u8)] {
+        let s = u.run(HOUSEHOLD, session, &["2", "0", "5", "1"]).await;
+        let items = |t: &str| {
+            t.lines()
+                .filter(|l| {
+                    l.starts_with(|c: char| c.is_ascii_digit())
+                        && !l.starts_with("0.")
+                        && !l.starts_with("9.")
+                })
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        let page2 = items(&s[2].text);
+        assert!(!page2.is_empty() && page2.len() < 5, "{}", s[2].text);
+        assert_eq!(items(&s[3].text), page2, "the same items after the wrong key: {}", s[3].text);
+        // "1" opens the order listed first on that page, as shown.
+        let first = page2[0].split_whitespace().nth(1).unwrap().to_owned();
+        assert!(s[4].text.starts_with(&format!("{first} ")), "{first}: {}", s[4].text);
+        for screen in &s {
+            assert!(!screen.text.is_empty());
+        }
+    }
     d.stop().await;
 }

@@ -298,6 +298,7 @@ pub(crate) async fn village_households(
     let rows = c
         .fetch_all(
             "SELECT h.id, h.name, h.msisdn, h.pending, h.has_epay, \
+             (h.pin_hash IS NOT NULL OR h.pin_locked_until_ms > 0) AS has_pin, \
              EXISTS (SELECT 1 FROM listings l WHERE l.household_id = h.id AND l.status = 'active' \
                      AND l.quantity_kg > 0) AS selling \
              FROM households h WHERE h.village_id = $1 AND (h.pending OR NOT $2) \
@@ -314,6 +315,7 @@ pub(crate) async fn village_households(
                 pending: r.flag("pending")?,
                 selling: r.flag("selling")?,
                 has_epay: r.flag("has_epay")?,
+                has_pin: r.flag("has_pin")?,
             })
         })
         .collect()

@@ -365,6 +365,8 @@ pub struct VillageHousehold {
     pub selling: bool,
     /// Has an e-payment account.
     pub has_epay: bool,
+    /// Has a payment PIN (or a lock) its leader can reset.
+    pub has_pin: bool,
 }
 
 /// A household's sales: paid orders and their amounts.

@@ -52,6 +52,7 @@ pub const CONDS: &[&str] = &[
     "order.can_pay",
     "village.is_new",
     "hh.no_epay",
+    "hh.has_pin",
 ];
 
 /// Loaders that fill variables before a screen is shown.

@@ -352,7 +352,7 @@ fn listing_entry(l: &crate::market::Listing, lang: Lang) -> Item {
 
 /// A household in its leader's lists: the name, and the masked number (sign-ups to confirm)
 /// or where it stands (the village's households).
-fn household_entry(r: &crate::market::VillageHousehold, pending_list: bool) -> Item {
+fn household_entry(r: &crate::market::VillageHousehold, pending_list: bool, lang: Lang) -> Item {
     let phone = masked_national(&r.msisdn);
     // Short: a village has dozens of households to page through.
     let state = |l: Lang| match (l, r.pending, r.selling) {
@@ -374,8 +374,30 @@ fn household_entry(r: &crate::market::VillageHousehold, pending_list: bool) -> I
             ("phone".into(), phone.clone()),
             ("msisdn".into(), r.msisdn.clone()),
             ("epay".into(), if r.has_epay { "1" } else { "0" }.into()),
+            ("pin".into(), if r.has_pin { "1" } else { "0" }.into()),
+            ("state".into(), household_state(r, lang)),
         ],
     }
+}
+
+/// Where a household stands, in words, for its leader.
+fn household_state(r: &crate::market::VillageHousehold, lang: Lang) -> String {
+    let say = |b: bool, yes: (&str, &str), no: (&str, &str)| {
+        let (vi, en) = if b { yes } else { no };
+        pick_in(lang, vi, en).to_owned()
+    };
+    // A line each: the leader's screen pages at line breaks.
+    [
+        say(r.pending, ("chờ xác nhận", "waiting for you"), ("đã xác nhận", "confirmed")),
+        say(r.selling, ("đang bán", "selling"), ("chưa bán", "not selling yet")),
+        say(
+            r.has_epay,
+            ("có tài khoản thanh toán", "has e-payment"),
+            ("chưa có tài khoản thanh toán", "no e-payment yet"),
+        ),
+        say(r.has_pin, ("có mã PIN", "has a PIN"), ("chưa có mã PIN", "no PIN yet")),
+    ]
+    .join("\n")
 }
 
 /// Registers the stored cleaned name back into the variable it came from.
@@ -470,7 +492,10 @@ impl Backend for MarketBackend<'_> {
                 let h = self.household()?;
                 let pending = source == "households.pending";
                 let rows = self.market.village_households(h.id, pending).await.map_err(self.err())?;
-                rows.into_iter().filter(|r| r.id != h.id).map(|r| household_entry(&r, pending)).collect()
+                rows.into_iter()
+                    .filter(|r| r.id != h.id)
+                    .map(|r| household_entry(&r, pending, self.lang))
+                    .collect()
             }
             other => {
                 warn!(source = other, "unknown data source");
@@ -667,6 +692,7 @@ impl Backend for MarketBackend<'_> {
             "order.can_pay" => self.order_allows(vars, OrderMove::Pay).await,
             "village.is_new" => Ok(vars.get("village").map(String::as_str) == Some("0")),
             "hh.no_epay" => Ok(vars.get("hh.epay").map(String::as_str) != Some("1")),
+            "hh.has_pin" => Ok(vars.get("hh.pin").map(String::as_str) == Some("1")),
             other => {
                 warn!(cond = other, "unknown condition");
                 Err(ActError::fail("error"))
@@ -804,6 +830,7 @@ pub fn worst_case() -> crate::menu::walk::WorstCase {
         pending,
         selling: false,
         has_epay: false,
+        has_pin: true,
     };
     let mut wc = WorstCase::default();
     let mut set = |k: &str, vi: String, en: String| {
@@ -893,9 +920,9 @@ pub fn worst_case() -> crate::menu::walk::WorstCase {
             vec![("name".into(), WORST_VILLAGE.into())],
         ),
     );
-    let pending = household_entry(&household(true), true);
+    let pending = household_entry(&household(true), true, Lang::Vi);
     entries.insert("households.pending".to_owned(), (pending.label, pending.fields));
-    let all = household_entry(&household(false), false);
+    let all = household_entry(&household(false), false, Lang::Vi);
     entries.insert("village.households".to_owned(), (all.label, all.fields));
     wc.entries = entries;
     wc
