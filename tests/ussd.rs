@@ -286,7 +286,7 @@ async fn aborted_dialogue_should_resume_where_it_was_and_apply_once() {
     assert_eq!(s[3].text, "Giá mỗi kg (đồng)?\n* Quay lại");
     u.abort(HOUSEHOLD, 8).await;
     let offer = u.dial(HOUSEHOLD, 9).await;
-    assert_eq!(offer.text, "Bạn đang làm dở.\n1. Tiếp tục\n2. Bắt đầu lại");
+    assert_eq!(offer.text, "Bạn đang làm dở: Đăng bán hàng.\n1. Tiếp tục\n2. Bắt đầu lại");
     let back = u.answer(HOUSEHOLD, 9, "1").await;
     assert_eq!(back.text, "Giá mỗi kg (đồng)?\n* Quay lại", "continues at the same screen");
     let confirm = u.answer(HOUSEHOLD, 9, "25000").await;
@@ -751,5 +751,24 @@ async fn a_wrong_key_on_a_paged_order_list_should_keep_the_same_items_and_number
             assert!(!screen.text.is_empty());
         }
     }
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn a_dialogue_cut_back_on_its_main_menu_should_not_be_offered_for_resume() {
+    let (d, _dir) = daemon().await;
+    village(&market(&d)).await;
+    let mut u = Ussdc::bind(d.smpp, Family::DeliverSm).await;
+    // Into help and back to the main menu, then cut: nothing to resume.
+    u.run(HOUSEHOLD, 80, &["5", "9"]).await;
+    u.abort(HOUSEHOLD, 80).await;
+    assert_eq!(u.dial(HOUSEHOLD, 81).await.text, MAIN);
+    // Cut in the middle of selling: the offer says what was under way.
+    u.run(HOUSEHOLD, 82, &["1", "1"]).await;
+    u.abort(HOUSEHOLD, 82).await;
+    assert_eq!(
+        u.dial(HOUSEHOLD, 83).await.text,
+        "Bạn đang làm dở: Đăng bán hàng.\n1. Tiếp tục\n2. Bắt đầu lại"
+    );
     d.stop().await;
 }

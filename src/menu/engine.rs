@@ -854,6 +854,34 @@ impl Menus {
         vec![join(&cut_to_fit(&title, &tail, c.target), &tail)]
     }
 
+    /// What the dialogue is about: the label of the root's option it went through
+    /// ("Đăng bán hàng"), for the resume offer; `None` on the root itself.
+    pub fn topic(&self, c: &Cursor) -> Option<&str> {
+        let first = match c.history.as_slice() {
+            [root, rest @ ..] if *root == c.root => rest.first().copied().unwrap_or(c.screen),
+            _ => return None,
+        };
+        let Kind::Choice { options } = &self.screens[c.root].kind else { return None };
+        options.iter().find(|o| o.goto == first).map(|o| o.label.get(c.target.lang))
+    }
+
+    /// The resume offer for a dialogue cut at `c`.
+    pub fn resume_offer(&self, c: &Cursor) -> String {
+        let lang = c.target.lang;
+        match self.topic(c) {
+            Some(topic) => {
+                fill_with(self.message("resume_topic").get(lang), |k| (k == "topic").then_some(topic))
+            }
+            None => self.message("resume").get(lang).to_owned(),
+        }
+    }
+
+    /// Whether a cut dialogue holds anything worth resuming: something typed, and not back
+    /// on its root menu.
+    pub fn worth_resuming(&self, c: &Cursor) -> bool {
+        c.step > 0 && !(c.screen == c.root && c.history.is_empty() && c.ending.is_none())
+    }
+
     /// The current page of the current screen.
     pub fn render(&self, c: &Cursor) -> Rendered {
         let screen = &self.screens[c.screen];

@@ -67,6 +67,7 @@ pub const MESSAGES: &[&str] = &[
     "yes",
     "no",
     "resume",
+    "resume_topic",
     "number_range",
     "text_format",
     "too_long",

@@ -441,7 +441,7 @@ impl Ussd {
     async fn send_screen(&self, key: &Key, dlg: &mut Dialogue, responder: Responder) {
         let slot = dlg.session.reserve().await;
         let (text, end) = match &dlg.resume_offer {
-            Some(_) => (self.menus.message("resume").get(dlg.cursor.target.lang).to_owned(), false),
+            Some(saved) => (self.menus.resume_offer(saved), false),
             None => {
                 let r = self.menus.render(&dlg.cursor);
                 (r.text, r.end)
@@ -549,8 +549,8 @@ impl Ussd {
         self.market.record_dialogue(&dlg.msisdn, dlg.opened_at_ms, dlg.inputs, why).await;
         crate::api::metrics::dialogue(why);
         let cursor = dlg.resume_offer.take().map_or_else(|| dlg.cursor.clone(), |c| *c);
-        // A dialogue still on its root with nothing typed has nothing worth resuming.
-        if cursor.step == 0 {
+        // A dialogue with nothing typed, or back on its root menu, has nothing to resume.
+        if !self.menus.worth_resuming(&cursor) {
             return;
         }
         if self.suspended.len() >= self.max_dialogues && !self.suspended.contains_key(&dlg.msisdn) {
