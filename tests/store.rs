@@ -559,6 +559,10 @@ async fn pin_should_be_set_checked_counted_locked_and_reset(db: TestDb) {
     // The right PIN pays and starts the count afresh.
     let paid = m.confirm_payment(&a, key("ok1"), h.id, o1.id, "1357").await.unwrap();
     assert_eq!(paid.status, OrderStatus::Paid);
+    // The household's earnings (sums read back as integers on both backends).
+    let sales = m.sales(h.id).await.unwrap();
+    assert_eq!((sales.month_orders, sales.month_amount, sales.all_orders), (1, paid.amount, 1));
+    assert_eq!(sales.all_amount, paid.amount);
     assert_eq!(m.confirm_payment(&a, key("ok1"), h.id, o1.id, "1357").await.unwrap(), paid);
     assert_eq!(env.count("SELECT COUNT(*) AS n FROM payments", args![]).await, 1);
     let r = m.confirm_payment(&a, key("again"), h.id, o1.id, "1357").await;

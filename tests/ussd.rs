@@ -231,14 +231,13 @@ async fn payment_should_set_a_pin_confirm_and_lock_after_five_wrong() {
         orders.push(o);
     }
     let mut u = Ussdc::bind(d.smpp, Family::DeliverSm).await;
-    let s = u.run(HOUSEHOLD, 5, &["3", "1", "1", "1234", "1234", "1"]).await;
+    let s = u.run(HOUSEHOLD, 5, &["3", "1", "1", "1234", "1234"]).await;
     assert_eq!(s[3].text, "Chưa có mã PIN. Tạo PIN 4 số (giữ bí mật):\n* Quay lại");
-    assert_eq!(s[4].text, "Nhập lại mã PIN:\n* Quay lại");
-    assert!(s[5].text.starts_with("Tạo PIN, xác nhận đã nhận 30.000đ"), "{}", s[5].text);
+    assert!(s[4].text.starts_with("Nhập lại PIN để xác nhận đã nhận 30.000đ"), "{}", s[4].text);
     assert!(
-        s[6].is_final() && s[6].text.starts_with("Đã tạo mã PIN và xác nhận thanh toán"),
+        s[5].is_final() && s[5].text.starts_with("Đã tạo mã PIN và xác nhận thanh toán"),
         "{}",
-        s[6].text
+        s[5].text
     );
     let mut paid = 0;
     for o in &orders {
@@ -549,6 +548,10 @@ async fn orders_should_be_rejected_or_handed_to_the_post_office() {
     let partner = Actor { msisdn: "shopee".into(), channel: Channel::Http };
     let a = m.place_order(&partner, IdemKey("o1".into()), listing.id, "B", 1, 30000).await.unwrap();
     let mut u = Ussdc::bind(d.smpp, Family::DeliverSm).await;
+    // "No" on the rejection goes back to the order, and "9" there to the list.
+    let s = u.run(HOUSEHOLD, 63, &["2", "1", "2", "2", "9"]).await;
+    assert_eq!(s[4].text, s[2].text);
+    assert_eq!(s[5].text, s[1].text, "9 goes to the list, not to the confirmation");
     // Rejecting asks first.
     let s = u.run(HOUSEHOLD, 64, &["2", "1", "2", "1"]).await;
     assert_eq!(s[3].text, format!("Từ chối đơn {}? Hàng được bán lại.\n1. Đồng ý\n2. Không", a.code));

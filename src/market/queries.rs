@@ -354,9 +354,10 @@ pub(crate) async fn sales(
 ) -> Result<Sales, StoreError> {
     let r = c
         .fetch_one(
-            "SELECT COUNT(*) AS all_orders, COALESCE(SUM(amount), 0) AS all_amount, \
-             COALESCE(SUM(CASE WHEN at_ms >= $2 THEN 1 ELSE 0 END), 0) AS month_orders, \
-             COALESCE(SUM(CASE WHEN at_ms >= $2 THEN amount ELSE 0 END), 0) AS month_amount \
+            // PostgreSQL sums BIGINTs as NUMERIC: cast back.
+            "SELECT COUNT(*) AS all_orders, CAST(COALESCE(SUM(amount), 0) AS BIGINT) AS all_amount, \
+             CAST(COALESCE(SUM(CASE WHEN at_ms >= $2 THEN 1 ELSE 0 END), 0) AS BIGINT) AS month_orders, \
+             CAST(COALESCE(SUM(CASE WHEN at_ms >= $2 THEN amount ELSE 0 END), 0) AS BIGINT) AS month_amount \
              FROM payments WHERE household_id = $1",
             args![household_id, month_start_ms],
         )

@@ -1475,6 +1475,17 @@ async fn place_order(
             listing.status.as_str()
         )));
     }
+    // A household its leader has not confirmed sells nothing (a listing from before that rule
+    // is not on offer either).
+    let pending = c
+        .fetch_optional("SELECT pending FROM households WHERE id = $1", args![listing.household_id])
+        .await?
+        .map(|r| r.flag("pending"))
+        .transpose()?
+        .unwrap_or(false);
+    if pending {
+        return Err(MarketError::NotAllowed(format!("listing {} is not on offer", listing.code)));
+    }
     if quantity_kg > listing.quantity_kg {
         return Err(MarketError::Invalid {
             field: "quantity_kg",

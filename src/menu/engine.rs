@@ -616,11 +616,20 @@ impl Menus {
                         return;
                     }
                 };
-                if let Some(other) = same_as
-                    && c.vars.get(other) != Some(&value)
-                {
-                    c.hint = Some(Box::new(("pin_mismatch", Vec::new())));
-                    return;
+                if let Some(other) = same_as {
+                    match c.vars.get(other) {
+                        Some(first) if *first == value => {}
+                        Some(_) => {
+                            c.hint = Some(Box::new(("pin_mismatch", Vec::new())));
+                            return;
+                        }
+                        // The first entry is gone (a resumed dialogue keeps no PIN): ask it again.
+                        None => {
+                            self.back(c, b).await;
+                            c.hint = Some(Box::new(("pin_mismatch", Vec::new())));
+                            return;
+                        }
+                    }
                 }
                 c.vars.insert(var.clone(), value);
                 let (goto, action) = (*goto, action.clone());
@@ -648,10 +657,11 @@ impl Menus {
                             // Back where the household came from, as if the confirmation had
                             // never been shown: "9" there goes further back, not here again.
                             Some(to) => {
-                                if let Some(at) = c.history.iter().rposition(|&s| s == to) {
+                                // (`to` may be a switch: cut at the screen it resolved to.)
+                                self.enter_at(c, to, b).await;
+                                if let Some(at) = c.history.iter().rposition(|&s| s == c.screen) {
                                     c.history.truncate(at);
                                 }
-                                self.enter_at(c, to, b).await;
                             }
                             None => {
                                 c.history.clear();
@@ -706,7 +716,9 @@ impl Menus {
         }
     }
 
-    fn clear_secrets(&self, c: &mut Cursor) {
+    /// Drops every PIN the cursor holds (after their one action, and before a cut dialogue
+    /// is kept for resumption).
+    pub fn clear_secrets(&self, c: &mut Cursor) {
         if !self.secret_vars.is_empty() {
             c.vars.retain(|k, _| !self.secret_vars.contains(k));
         }
@@ -923,10 +935,24 @@ impl Menus {
             })
         });
         let mut text = with_hint.unwrap_or_else(|| {
-            compose(String::with_capacity(200), &header, &labels[range], first, &nav, page, more)
+            compose(String::with_capacity(200), &header, &labels[range.clone()], first, &nav, page, more)
         });
         if !c.target.fits(&text) {
-            text = truncate_to_fit(&text, c.target);
+            // One entry too long for any page: cut the entry, keep the way back.
+            let mut label: String =
+                labels[range].iter().map(|l| l.text.as_ref()).collect::<Vec<_>>().join(" ");
+            while !label.is_empty() {
+                label.pop();
+                let cut = [Piece::new(format!("{label}…"), c.target)];
+                let page_text = compose(String::with_capacity(200), &header, &cut, first, &nav, page, more);
+                if c.target.fits(&page_text) {
+                    text = page_text;
+                    break;
+                }
+            }
+            if !c.target.fits(&text) {
+                text = truncate_to_fit(&text, c.target);
+            }
         }
         Rendered { text, end: false }
     }

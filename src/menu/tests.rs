@@ -286,17 +286,18 @@ async fn double_zero_should_return_to_main_and_nine_to_the_previous_screen() {
 async fn a_first_payment_should_create_the_pin_and_pay_with_it_and_never_keep_it() {
     let m = shipped();
     let b = Fake::default();
-    let (c, screens) =
-        dial(&m, &b, VI, &["3", "1", "1", "12", "1234", "1243", "*", "4321", "4321", "1"]).await;
+    let (c, screens) = dial(&m, &b, VI, &["3", "1", "1", "12", "1234", "1243", "*", "4321", "4321"]).await;
     assert_eq!(screens[1], "1. Đơn chờ thanh toán\n2. Tạo mã PIN\n9. Quay lại", "no PIN yet: create one");
     let create = "Chưa có mã PIN. Tạo PIN 4 số (giữ bí mật):\n* Quay lại";
+    let repeat = "Nhập lại PIN để xác nhận đã nhận 250.000đ (DH000007):\n* Quay lại";
     assert_eq!(screens[3], create);
     assert_eq!(screens[4], format!("Mã PIN gồm 4 chữ số.\n{create}"));
-    assert_eq!(screens[5], "Nhập lại mã PIN:\n* Quay lại");
-    assert_eq!(screens[6], "Hai mã PIN không khớp.\nNhập lại mã PIN:\n* Quay lại");
+    assert_eq!(screens[5], repeat);
+    assert_eq!(screens[6], "Hai mã PIN không khớp, nhập lại:\n* Quay lại", "the hint asks again itself");
     assert_eq!(screens[7], create, "a mistyped first PIN can be redone");
-    assert_eq!(screens[9], "Tạo PIN, xác nhận đã nhận 250.000đ (DH000007)?\n1. Đồng ý\n2. Không");
-    assert_eq!(screens[10], "Đã tạo mã PIN và xác nhận thanh toán DH000007. Nhớ PIN, không cho ai biết.");
+    assert_eq!(screens[8], repeat);
+    // The second typing creates the PIN and confirms the payment: no PIN waits a step more.
+    assert_eq!(screens[9], "Đã tạo mã PIN và xác nhận thanh toán DH000007. Nhớ PIN, không cho ai biết.");
     for secret in ["pin", "pin1", "pin2"] {
         assert!(!c.vars.contains_key(secret), "{secret} kept after use");
     }

@@ -165,7 +165,7 @@ fn inputs(menus: &Menus, c: &Cursor, worst: &WorstCase, shown: &str) -> Vec<Stri
         }
         Kind::Number { min, .. } => {
             out.extend(valid_input(kind, worst, c.target.lang));
-            out.push((min - 1).to_string());
+            out.push(min.saturating_sub(1).to_string());
             out.push("*".into());
         }
         Kind::Input { .. } => {

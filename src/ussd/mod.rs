@@ -548,7 +548,9 @@ impl Ussd {
         self.forget(key);
         self.market.record_dialogue(&dlg.msisdn, dlg.opened_at_ms, dlg.inputs, why).await;
         crate::api::metrics::dialogue(why);
-        let cursor = dlg.resume_offer.take().map_or_else(|| dlg.cursor.clone(), |c| *c);
+        let mut cursor = dlg.resume_offer.take().map_or_else(|| dlg.cursor.clone(), |c| *c);
+        // No PIN is kept while the dialogue waits to be resumed.
+        self.menus.clear_secrets(&mut cursor);
         // A dialogue with nothing typed, or back on its root menu, has nothing to resume.
         if !self.menus.worth_resuming(&cursor) {
             return;
