@@ -775,3 +775,116 @@ async fn a_dialogue_cut_back_on_its_main_menu_should_not_be_offered_for_resume()
     );
     d.stop().await;
 }
+
+/// Issue 17's defects, each checked in the three ways a household reads its screens:
+/// Vietnamese with accents (UCS2), unaccented Vietnamese (GSM) and English. The words come
+/// from the shipped menus, so the test checks what each screen offers, not its wording.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_defect_should_stay_fixed_in_vietnamese_gsm_and_english() {
+    use chogate::menu::{Lang as MenuLang, Menus};
+    let menus =
+        Menus::load_dir(&std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/menus"))).unwrap();
+    let extra = "[[smpp_server.accounts]]\nsystem_id = \"gsm\"\npassword = \"pw\"\ntext_mode = \"gsm\"\n";
+    let (d, _dir) = daemon_with("", extra).await;
+    let m = market(&d);
+    let partner = Actor { msisdn: "shopee".into(), channel: Channel::Http };
+    let modes =
+        [("vi", Lang::Vi, false, 6001u32), ("gsm", Lang::Vi, true, 6463), ("en", Lang::En, false, 6325)];
+    for (n, (name, lang, gsm, commune)) in modes.into_iter().enumerate() {
+        let ml = if lang == Lang::En { MenuLang::En } else { MenuLang::Vi };
+        // What a screen shows of a message, in this mode.
+        let word = |message: &str| {
+            let t = menus.message(message).get(ml).to_owned();
+            if gsm { chogate::text::unaccent(&t) } else { t }
+        };
+        let leader_no = format!("8498700010{n}");
+        let hh_no = format!("8491230010{n}");
+        let leader = m
+            .register_leader(
+                &cli(),
+                IdemKey(format!("l{n}")),
+                &leader_no,
+                "Hoàng Văn Minh",
+                commune,
+                "Bản Chu",
+                lang,
+            )
+            .await
+            .unwrap();
+        let hh = m
+            .self_register(&cli(), IdemKey(format!("r{n}")), &hh_no, commune, "ban chu", "Lý Thị Mai", lang)
+            .await
+            .unwrap();
+        assert_eq!(hh.village_id, leader.village_id, "{name}: typed without accents, the same village");
+        let mut u = if gsm {
+            let mut peer = Peer::connect(d.smpp).await;
+            assert_eq!(peer.bind(BindKind::Transceiver, "gsm", "pw").await.status, 0);
+            Ussdc { peer, family: Family::DeliverSm }
+        } else {
+            Ussdc::bind(d.smpp, Family::DeliverSm).await
+        };
+        let s0 = (n as u8) * 40;
+        // Defect 2: until its leader confirms it, the household is told so, and cannot sell.
+        let s = u.run(&hh_no, s0 + 1, &[]).await;
+        assert!(s[0].is_final() && s[0].text.contains("Minh"), "{name}: {}", s[0].text);
+        let s = u.run(&leader_no, s0 + 2, &["1", "1", "1"]).await;
+        assert!(s[3].is_final(), "{name}: {s:?}");
+        // Defect 5: a wrong key on the main menu keeps it one page, hint or not.
+        let s = u.run(&hh_no, s0 + 3, &["7"]).await;
+        assert!(s[1].text.starts_with(&word("invalid")), "{name}: {}", s[1].text);
+        assert!(s[1].text.contains("5. ") && !s[1].text.contains("0. "), "{name}: {}", s[1].text);
+        // Defect 6: * goes back from the quantity, where 9 is 9 units.
+        let s = u.run(&hh_no, s0 + 4, &["1", "1", "*", "1", "9"]).await;
+        assert_eq!(s[3].text, s[1].text, "{name}");
+        assert!(s[5].text.ends_with(&word("back_input")), "{name}: {}", s[5].text);
+        // Defect 1: nine orders; a wrong key on page 2 keeps its items; 1 opens the one shown.
+        let listing = m.create_listing(&cli(), IdemKey(format!("c{n}")), hh.id, 1, 500, 30000).await.unwrap();
+        for i in 0..9 {
+            m.place_order(&partner, IdemKey(format!("o{n}{i}")), listing.id, "B", 1 + i, 30000 * (1 + i))
+                .await
+                .unwrap();
+        }
+        let s = u.run(&hh_no, s0 + 5, &["2", "0", "77", "1"]).await;
+        let items = |t: &str| {
+            t.lines()
+                .filter(|l| {
+                    l.starts_with(|c: char| c.is_ascii_digit())
+                        && !l.starts_with("0.")
+                        && !l.starts_with("9.")
+                })
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(items(&s[3].text), items(&s[2].text), "{name}: {}", s[3].text);
+        let first = items(&s[2].text)[0].split_whitespace().nth(1).unwrap().to_owned();
+        assert!(s[4].text.starts_with(&first), "{name}: {first} / {}", s[4].text);
+        // Defect 3: a new order offers accept, reject and details (not "handed to the post");
+        // rejecting asks first.
+        assert_eq!(items(&s[4].text).len(), 3, "{name}: {}", s[4].text);
+        let r = u.answer(&hh_no, s0 + 5, "2").await;
+        assert!(r.text.ends_with(&format!("1. {}\n2. {}", word("yes"), word("no"))), "{name}: {}", r.text);
+        // Defect 4: during a lock the PIN is not asked for.
+        let o = m.place_order(&partner, IdemKey(format!("p{n}")), listing.id, "B", 1, 30000).await.unwrap();
+        m.move_order(&cli(), IdemKey(format!("pa{n}")), hh.id, o.id, OrderMove::Accept, None).await.unwrap();
+        m.move_order(&cli(), IdemKey(format!("ps{n}")), hh.id, o.id, OrderMove::Ship, None).await.unwrap();
+        m.set_pin(&cli(), IdemKey(format!("pin{n}")), hh.id, "2468").await.unwrap();
+        for i in 0..5 {
+            let _ = m.confirm_payment(&cli(), IdemKey(format!("w{n}{i}")), hh.id, o.id, "0000").await;
+        }
+        let s = u.run(&hh_no, s0 + 6, &["3", "1", "1"]).await;
+        assert!(s[3].is_final() && s[3].text.contains("Minh"), "{name}: {}", s[3].text);
+        // Defect 7: a number registered already is refused on the phone screen.
+        let s = u.run(&leader_no, s0 + 7, &["2", &hh_no]).await;
+        assert!(s[2].text.starts_with(&word("already_registered")), "{name}: {}", s[2].text);
+        assert!(s[2].text.ends_with(&word("back_input")), "{name}: {}", s[2].text);
+        // Defect 8: help names whom to call.
+        let s = u.run(&hh_no, s0 + 8, &["5", "1"]).await;
+        assert!(s[2].text.contains("Minh") && s[2].text.contains("0987000"), "{name}: {}", s[2].text);
+        // Unaccented text goes out in the GSM alphabet; Vietnamese in UCS2 (English as
+        // whatever its characters need).
+        for screen in s.iter().filter(|_| lang == Lang::Vi) {
+            assert_eq!(screen.data_coding, if gsm { 0 } else { 8 }, "{name}: {}", screen.text);
+        }
+    }
+    d.stop().await;
+}
