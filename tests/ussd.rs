@@ -390,9 +390,7 @@ async fn replies_should_use_the_accounts_pdu_family_and_text_mode() {
     for (account, family, command, dc) in
         [("sub", Family::SubmitSm, "submit_sm", 8u8), ("data", Family::DataSm, "data_sm", 0u8)]
     {
-        let mut peer = Peer::connect(d.smpp).await;
-        assert_eq!(peer.bind(BindKind::Transceiver, account, "pw").await.status, 0);
-        let mut u = Ussdc { peer, family };
+        let mut u = Ussdc::bind_as(d.smpp, account, "pw", family).await;
         let s = u.run(HOUSEHOLD, 20, &["5", "1", "9", "9", "2"]).await;
         assert_eq!((s[0].command, s[0].data_coding), (command, dc), "{account}");
         if dc == 0 {
@@ -409,9 +407,7 @@ async fn dialogues_keyed_by_user_message_reference_should_stay_apart() {
     let extra = "[[smpp_server.accounts]]\nsystem_id = \"umr\"\npassword = \"pw\"\ndialogue_key = \"user_message_reference\"\n";
     let (d, _dir) = daemon_with("", extra).await;
     village(&market(&d)).await;
-    let mut peer = Peer::connect(d.smpp).await;
-    assert_eq!(peer.bind(BindKind::Transceiver, "umr", "pw").await.status, 0);
-    let mut u = Ussdc { peer, family: Family::DeliverSm };
+    let mut u = Ussdc::bind_as(d.smpp, "umr", "pw", Family::DeliverSm).await;
     // Two dialogues of one subscriber, told apart by their reference only.
     let a = u.send(HOUSEHOLD, "*384#", 1, None, Some(100)).await;
     assert_eq!(a.umr, Some(100));
@@ -707,56 +703,6 @@ async fn an_english_household_should_read_its_orders_and_help_in_english() {
     d.stop().await;
 }
 
-/// Issue 17, defect 1: a household with nine orders pages its list; a wrong key on the
-/// second page shows the same page with the same items, and the next key picks what it shows
-/// (before, the hint re-laid the pages and "1" opened another order). In UCS2 and in GSM.
-#[tokio::test]
-async fn a_wrong_key_on_a_paged_order_list_should_keep_the_same_items_and_numbers() {
-    let extra = "[[smpp_server.accounts]]\nsystem_id = \"gsm\"\npassword = \"pw\"\ntext_mode = \"gsm\"\n";
-    let (d, _dir) = daemon_with("", extra).await;
-    let m = market(&d);
-    let (_, hh) = village(&m).await;
-    let listing = m.create_listing(&cli(), IdemKey("c1".into()), hh.id, 1, 500, 30000).await.unwrap();
-    let partner = Actor { msisdn: "shopee".into(), channel: Channel::Http };
-    let mut codes = Vec::new();
-    for i in 0..9 {
-        let o = m
-            .place_order(&partner, IdemKey(format!("o{i}")), listing.id, "B", 1 + i, 30000 * (1 + i))
-            .await
-            .unwrap();
-        codes.push(o.code);
-    }
-    let mut ucs2 = Ussdc::bind(d.smpp, Family::DeliverSm).await;
-    let mut gsm = {
-        let mut peer = Peer::connect(d.smpp).await;
-        assert_eq!(peer.bind(BindKind::Transceiver, "gsm", "pw").await.status, 0);
-        Ussdc { peer, family: Family::DeliverSm }
-    };
-    for (u, session) in [(&mut ucs2, 70u8), (&mut gsm, 71u8)] {
-        let s = u.run(HOUSEHOLD, session, &["2", "0", "5", "1"]).await;
-        let items = |t: &str| {
-            t.lines()
-                .filter(|l| {
-                    l.starts_with(|c: char| c.is_ascii_digit())
-                        && !l.starts_with("0.")
-                        && !l.starts_with("9.")
-                })
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        };
-        let page2 = items(&s[2].text);
-        assert!(!page2.is_empty() && page2.len() < 5, "{}", s[2].text);
-        assert_eq!(items(&s[3].text), page2, "the same items after the wrong key: {}", s[3].text);
-        // "1" opens the order listed first on that page, as shown.
-        let first = page2[0].split_whitespace().nth(1).unwrap().to_owned();
-        assert!(s[4].text.starts_with(&format!("{first} ")), "{first}: {}", s[4].text);
-        for screen in &s {
-            assert!(!screen.text.is_empty());
-        }
-    }
-    d.stop().await;
-}
-
 #[tokio::test]
 async fn a_dialogue_cut_back_on_its_main_menu_should_not_be_offered_for_resume() {
     let (d, _dir) = daemon().await;
@@ -817,9 +763,7 @@ async fn every_defect_should_stay_fixed_in_vietnamese_gsm_and_english() {
             .unwrap();
         assert_eq!(hh.village_id, leader.village_id, "{name}: typed without accents, the same village");
         let mut u = if gsm {
-            let mut peer = Peer::connect(d.smpp).await;
-            assert_eq!(peer.bind(BindKind::Transceiver, "gsm", "pw").await.status, 0);
-            Ussdc { peer, family: Family::DeliverSm }
+            Ussdc::bind_as(d.smpp, "gsm", "pw", Family::DeliverSm).await
         } else {
             Ussdc::bind(d.smpp, Family::DeliverSm).await
         };

@@ -209,9 +209,9 @@ mod tests {
         assert_eq!(money(0, Lang::En), "0");
     }
 
-    #[test]
-    fn new_order_text_should_name_code_product_and_amount() {
-        let order = Order {
+    /// D000012: 50 kg of custard apple for 1.500.000đ, from Shopee.
+    fn na_order() -> Order {
+        Order {
             id: 12,
             code: "D000012".into(),
             listing_id: 1,
@@ -226,7 +226,12 @@ mod tests {
             amount: 1_500_000,
             status: OrderStatus::New,
             created_at_ms: 0,
-        };
+        }
+    }
+
+    #[test]
+    fn new_order_text_should_name_code_product_and_amount() {
+        let order = na_order();
         assert_eq!(
             new_order(&order, Lang::Vi),
             "Đơn mới D000012: 50 kg Na, 1.500.000đ, người mua Shopee. Bấm *384#, chọn 2 (Đơn hàng) để Nhận đơn \
@@ -245,22 +250,7 @@ mod tests {
 
     #[test]
     fn no_text_should_dial_with_another_verb_or_show_a_raw_number() {
-        let order = Order {
-            id: 12,
-            code: "D000012".into(),
-            listing_id: 1,
-            household_id: 1,
-            product_name_vi: "Na".into(),
-            product_name_en: "Custard apple".into(),
-            unit: "kg".into(),
-            buyer_name: "Shopee".into(),
-            buyer_phone: None,
-            delivery: None,
-            quantity_kg: 50,
-            amount: 1_500_000,
-            status: OrderStatus::New,
-            created_at_ms: 0,
-        };
+        let order = na_order();
         assert_eq!(
             order_shipped(&order, "vnpost", Some("EB1VN"), Lang::En),
             "Order D000012 (50 kg custard apple) handed to the post office (vnpost), tracking code EB1VN. You will \

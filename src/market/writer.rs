@@ -1024,7 +1024,7 @@ async fn confirm_payment(
         return Err(MarketError::NotAllowed("the PIN changed meanwhile; try again".to_owned()));
     }
     let mut order = own_order(c, household_id, order_id).await?;
-    order_flow::next(&order, OrderMove::Pay, Mover::Household)?;
+    let to = order_flow::next(&order, OrderMove::Pay, Mover::Household)?;
     let subject = format!("household:{household_id}");
     // A lock that has run out starts the count afresh.
     let failures_before = if locked_until > 0 { 0 } else { row.int("pin_failures")? };
@@ -1057,10 +1057,11 @@ async fn confirm_payment(
             outcome: format!("pin_wrong:{remaining}"),
         });
     }
-    set_status(c, &order, OrderStatus::Paid, now).await?;
+    let amount = order.amount;
+    move_order(c, ev, now, &mut order, OrderMove::Pay, to, json!({ "amount": amount })).await?;
     c.execute(
         "INSERT INTO payments (order_id, household_id, amount, at_ms, actor, channel) VALUES ($1, $2, $3, $4, $5, $6)",
-        args![order.id, household_id, order.amount, now, &ev.actor.msisdn, ev.actor.channel.as_str()],
+        args![order.id, household_id, amount, now, &ev.actor.msisdn, ev.actor.channel.as_str()],
     )
     .await?;
     if failures_before != 0 || locked_until != 0 {
@@ -1070,12 +1071,6 @@ async fn confirm_payment(
         )
         .await?;
     }
-    ev.push(
-        "order_paid",
-        format!("order:{}", order.id),
-        json!({ "from": order.status.as_str(), "amount": order.amount }),
-    );
-    order.status = OrderStatus::Paid;
     let id = order.id;
     ok(Done::Order(order), id)
 }

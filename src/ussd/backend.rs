@@ -16,8 +16,9 @@ use std::sync::{Arc, OnceLock};
 use tracing::warn;
 
 /// An amount as the household reads it: `250.000` in Vietnamese, `250,000` in English.
+/// (Quantities are grouped the same way: `100.000` kg.)
 fn money(amount: i64, lang: Lang) -> String {
-    crate::market::money(amount, to_market(lang))
+    crate::menu::engine::group_thousands(amount, lang)
 }
 
 fn to_market(lang: Lang) -> MarketLang {
@@ -107,13 +108,6 @@ impl<'a> MarketBackend<'a> {
         self.household().and_then(|h| if h.pending { Err(ActError::fail("not_allowed")) } else { Ok(h) })
     }
 
-    fn pick<'s>(&self, vi: &'s str, en: &'s str) -> &'s str {
-        match self.lang {
-            Lang::Vi => vi,
-            Lang::En => en,
-        }
-    }
-
     /// Who to call: the village's team leader, else (for a village without one, and for the
     /// leader themselves) the hotline, else the commune's People's Committee.
     async fn contact(&self, household: Option<&Household>, vars: &mut Vars) -> Result<(), ActError> {
@@ -124,17 +118,17 @@ impl<'a> MarketBackend<'a> {
         let leader = leader.filter(|l| l.msisdn != self.msisdn);
         let (who, contact) = match (leader, self.hotline.trim()) {
             (Some(l), _) => {
-                let who = format!("{} {}", self.pick("tổ trưởng", "team leader"), l.name);
+                let who = format!("{} {}", pick_in(self.lang, "tổ trưởng", "team leader"), l.name);
                 let contact = format!("{who} ({})", national(&l.msisdn));
                 (who, contact)
             }
             (None, hotline) if !hotline.is_empty() => {
-                let who = self.pick("đường dây nóng", "the hotline").to_owned();
+                let who = pick_in(self.lang, "đường dây nóng", "the hotline").to_owned();
                 (who.clone(), format!("{who} {hotline}"))
             }
             (None, _) => {
                 let commune = household.map(|h| h.commune_name.clone()).unwrap_or_default();
-                let who = format!("{} {commune}", self.pick("UBND", "the People's Committee of"));
+                let who = format!("{} {commune}", pick_in(self.lang, "UBND", "the People's Committee of"));
                 (who.clone(), who)
             }
         };
@@ -148,19 +142,23 @@ fn id(vars: &Vars, name: &str) -> Result<i64, ActError> {
     vars.get(name).and_then(|v| v.parse().ok()).ok_or_else(|| ActError::fail("not_found"))
 }
 
+/// Payment confirmation is locked until then: say so, and whom to call to unlock it.
+fn pin_locked(until_ms: i64, contact: &str) -> ActError {
+    ActError::Fail {
+        message: "pin_locked",
+        vars: vec![("until".into(), crate::time::vn_clock(until_ms)), ("contact".into(), contact.to_owned())],
+    }
+}
+
 /// What each market error tells the household.
 fn to_act_error_in(e: MarketError, lang: Lang) -> ActError {
     match e {
         MarketError::PinWrong { remaining } => {
             ActError::Reask { message: "pin_wrong", vars: vec![("remaining".into(), remaining.to_string())] }
         }
-        MarketError::PinLocked { until_ms } => ActError::Fail {
-            message: "pin_locked",
-            vars: vec![
-                ("until".into(), crate::time::vn_clock(until_ms)),
-                ("contact".into(), pick_in(lang, "tổ trưởng", "your team leader").to_owned()),
-            ],
-        },
+        MarketError::PinLocked { until_ms } => {
+            pin_locked(until_ms, pick_in(lang, "tổ trưởng", "your team leader"))
+        }
         MarketError::OrderState { code, status, wanted } => ActError::Fail {
             message: "order_state",
             vars: vec![
@@ -188,16 +186,28 @@ impl MarketBackend<'_> {
         move |e| to_act_error_in(e, self.lang)
     }
 
-    fn order_vars(&self, vars: &mut Vars, o: &Order) {
-        fill_order_vars(vars, o, self.lang);
+    /// A refused payment, told as [`to_act_error_in`] does, but a lock names the person to
+    /// call (one more read: only on that refusal).
+    async fn payment_refusal(&self, e: MarketError) -> ActError {
+        match e {
+            MarketError::PinLocked { until_ms } => {
+                let mut contact = Vars::default();
+                if let Err(e) = self.contact(self.household, &mut contact).await {
+                    return e;
+                }
+                pin_locked(until_ms, contact.get("leader.contact").map_or("", String::as_str))
+            }
+            e => to_act_error_in(e, self.lang),
+        }
     }
 
-    fn order_item(&self, o: &Order) -> Item {
-        order_entry(o, self.lang)
-    }
-
-    fn listing_item(&self, l: &crate::market::Listing) -> Item {
-        listing_entry(l, self.lang)
+    /// Sets the household's first PIN; a PIN set already is told so.
+    async fn set_first_pin(&self, key: IdemKey, household_id: i64, pin: &str) -> Result<(), ActError> {
+        match self.market.set_pin(&self.actor(), key, household_id, pin).await {
+            Ok(()) => Ok(()),
+            Err(MarketError::NotAllowed(_)) => Err(ActError::fail("pin_exists")),
+            Err(e) => Err(to_act_error_in(e, self.lang)),
+        }
     }
 
     async fn move_order(
@@ -214,7 +224,7 @@ impl MarketBackend<'_> {
             .move_order(&self.actor(), IdemKey(key.to_owned()), h.id, order, mv, detail)
             .await
             .map_err(self.err())?;
-        self.order_vars(vars, &o);
+        fill_order_vars(vars, &o, self.lang);
         Ok(())
     }
 
@@ -231,7 +241,7 @@ impl MarketBackend<'_> {
             .update_listing(&self.actor(), IdemKey(key.to_owned()), h.id, listing, change)
             .await
             .map_err(self.err())?;
-        for (k, v) in self.listing_item(&l).fields {
+        for (k, v) in listing_entry(&l, self.lang).fields {
             vars.insert(format!("listing.{k}"), v);
         }
         Ok(())
@@ -279,10 +289,6 @@ impl MarketBackend<'_> {
     }
 }
 
-fn sep(lang: Lang) -> char {
-    if lang == Lang::Vi { '.' } else { ',' }
-}
-
 fn pick_in<'s>(lang: Lang, vi: &'s str, en: &'s str) -> &'s str {
     if lang == Lang::Vi { vi } else { en }
 }
@@ -292,7 +298,7 @@ fn pick_in<'s>(lang: Lang, vi: &'s str, en: &'s str) -> &'s str {
 fn fill_order_vars(vars: &mut Vars, o: &Order, lang: Lang) {
     vars.insert("order.code".into(), o.code.clone());
     vars.insert("order.amount".into(), money(o.amount, lang));
-    vars.insert("order.qty".into(), crate::text::group_thousands(o.quantity_kg, sep(lang)));
+    vars.insert("order.qty".into(), money(o.quantity_kg, lang));
     vars.insert("order.unit".into(), o.unit.clone());
     vars.insert("order.product".into(), pick_in(lang, &o.product_name_vi, &o.product_name_en).to_owned());
     vars.insert("order.status".into(), o.status.label(to_market(lang)).to_owned());
@@ -314,7 +320,7 @@ fn fill_order_vars(vars: &mut Vars, o: &Order, lang: Lang) {
 fn order_entry(o: &Order, lang: Lang) -> Item {
     let label = |l: Lang| {
         let name = pick_in(l, &o.product_name_vi, &o.product_name_en);
-        let qty = crate::text::group_thousands(o.quantity_kg, sep(l));
+        let qty = money(o.quantity_kg, l);
         format!("{} {} {qty}{} {}", o.code, name, o.unit, o.status.short_label(to_market(l)))
     };
     Item {
@@ -332,9 +338,9 @@ fn order_entry(o: &Order, lang: Lang) -> Item {
 fn listing_entry(l: &crate::market::Listing, lang: Lang) -> Item {
     let label = |lg: Lang| {
         let name = pick_in(lg, &l.product_name_vi, &l.product_name_en);
-        let price = crate::market::money(l.price_per_kg, to_market(lg));
+        let price = money(l.price_per_kg, lg);
         let cur = if lg == Lang::Vi { "đ" } else { "d" };
-        let qty = crate::text::group_thousands(l.quantity_kg, sep(lg));
+        let qty = money(l.quantity_kg, lg);
         format!("{name} {qty}{unit} {price}{cur}/{unit}", unit = l.unit)
     };
     Item {
@@ -343,7 +349,7 @@ fn listing_entry(l: &crate::market::Listing, lang: Lang) -> Item {
         fields: vec![
             ("code".into(), l.code.clone()),
             ("product".into(), pick_in(lang, &l.product_name_vi, &l.product_name_en).to_owned()),
-            ("qty".into(), crate::text::group_thousands(l.quantity_kg, sep(lang))),
+            ("qty".into(), money(l.quantity_kg, lang)),
             ("unit".into(), l.unit.clone()),
             ("price".into(), money(l.price_per_kg, lang)),
         ],
@@ -416,7 +422,7 @@ impl Backend for MarketBackend<'_> {
             "orders.open" => {
                 let h = self.seller()?;
                 let orders = self.market.orders_in_progress(h.id).await.map_err(self.err())?;
-                orders.iter().map(|o| self.order_item(o)).collect()
+                orders.iter().map(|o| order_entry(o, self.lang)).collect()
             }
             "orders.awaiting_payment" => {
                 let h = self.seller()?;
@@ -424,7 +430,7 @@ impl Backend for MarketBackend<'_> {
                 orders
                     .iter()
                     .map(|o| {
-                        let mut item = self.order_item(o);
+                        let mut item = order_entry(o, self.lang);
                         item.label = both(|l| {
                             let cur = if l == Lang::Vi { "đ" } else { "d" };
                             format!("{} {}{cur}", o.code, money(o.amount, l))
@@ -436,14 +442,14 @@ impl Backend for MarketBackend<'_> {
             "orders.history" => {
                 let h = self.seller()?;
                 let orders = self.market.past_orders(h.id).await.map_err(self.err())?;
-                orders.iter().map(|o| self.order_item(o)).collect()
+                orders.iter().map(|o| order_entry(o, self.lang)).collect()
             }
             "listings.active" | "listings.stopped" => {
                 let h = self.seller()?;
                 let status =
                     if source == "listings.active" { ListingStatus::Active } else { ListingStatus::Stopped };
                 let listings = self.market.listings_in(h.id, status).await.map_err(self.err())?;
-                listings.iter().map(|l| self.listing_item(l)).collect()
+                listings.iter().map(|l| listing_entry(l, self.lang)).collect()
             }
             "cancel_reasons" => CANCEL_REASONS
                 .iter()
@@ -550,29 +556,25 @@ impl Backend for MarketBackend<'_> {
             "pin.set" => {
                 let h = self.seller()?;
                 let pin = vars.get("pin1").cloned().unwrap_or_default();
-                self.market.set_pin(&actor, idem, h.id, &pin).await.map_err(|e| match e {
-                    MarketError::NotAllowed(_) => ActError::fail("pin_exists"),
-                    e => to_act_error_in(e, self.lang),
-                })
+                self.set_first_pin(idem, h.id, &pin).await
             }
             "pin.set_and_pay" => {
                 // The PIN typed twice a moment ago creates the PIN and confirms the payment.
                 let h = self.seller()?;
                 let pin = vars.get("pin1").cloned().unwrap_or_default();
                 let order = id(vars, "order")?;
-                self.market.set_pin(&actor, IdemKey(format!("{key}:pin")), h.id, &pin).await.map_err(
-                    |e| match e {
-                        MarketError::NotAllowed(_) => ActError::fail("pin_exists"),
-                        e => to_act_error_in(e, self.lang),
-                    },
-                )?;
-                let o = self
+                self.set_first_pin(IdemKey(format!("{key}:pin")), h.id, &pin).await?;
+                match self
                     .market
                     .confirm_payment(&actor, IdemKey(format!("{key}:pay")), h.id, order, &pin)
                     .await
-                    .map_err(self.err())?;
-                self.order_vars(vars, &o);
-                Ok(())
+                {
+                    Ok(o) => {
+                        fill_order_vars(vars, &o, self.lang);
+                        Ok(())
+                    }
+                    Err(e) => Err(self.payment_refusal(e).await),
+                }
             }
             "payment.confirm" => {
                 let h = self.seller()?;
@@ -580,25 +582,10 @@ impl Backend for MarketBackend<'_> {
                 let pin = vars.get("pin").cloned().unwrap_or_default();
                 match self.market.confirm_payment(&actor, idem, h.id, order, &pin).await {
                     Ok(o) => {
-                        self.order_vars(vars, &o);
+                        fill_order_vars(vars, &o, self.lang);
                         Ok(())
                     }
-                    // Locked by this very try: say until when, and whom to call to unlock it.
-                    Err(MarketError::PinLocked { until_ms }) => {
-                        let mut contact = Vars::default();
-                        self.contact(self.household, &mut contact).await?;
-                        Err(ActError::Fail {
-                            message: "pin_locked",
-                            vars: vec![
-                                ("until".into(), crate::time::vn_clock(until_ms)),
-                                (
-                                    "contact".into(),
-                                    contact.get("leader.contact").cloned().unwrap_or_default(),
-                                ),
-                            ],
-                        })
-                    }
-                    Err(e) => Err(self.err()(e)),
+                    Err(e) => Err(self.payment_refusal(e).await),
                 }
             }
             "commune.search" => {
@@ -716,7 +703,7 @@ impl Backend for MarketBackend<'_> {
             "order" => {
                 let h = self.household()?;
                 let o = self.market.order(h.id, id(vars, "order")?).await.map_err(self.err())?;
-                self.order_vars(vars, &o);
+                fill_order_vars(vars, &o, self.lang);
                 // Where to send it, down to the commune.
                 if let Some(d) = &o.delivery
                     && let Some(c) = self.market.commune(d.commune_code).await.map_err(self.err())?
@@ -864,9 +851,11 @@ pub fn worst_case() -> crate::menu::walk::WorstCase {
         set(name, WORST_VILLAGE.into(), WORST_VILLAGE.into());
     }
     set("commune.label", commune.clone(), commune.clone());
-    let reason_vi = longest(CANCEL_REASONS.iter().map(|r| r.1.to_owned()).collect());
-    let reason_en = longest(CANCEL_REASONS.iter().map(|r| r.2.to_owned()).collect());
-    set("reason.label", reason_vi, reason_en);
+    let reason = Text {
+        vi: longest(CANCEL_REASONS.iter().map(|r| r.1.to_owned()).collect()),
+        en: longest(CANCEL_REASONS.iter().map(|r| r.2.to_owned()).collect()),
+    };
+    set("reason.label", reason.vi.clone(), reason.en.clone());
     set("leader.who", format!("tổ trưởng {WORST_NAME}"), format!("team leader {WORST_NAME}"));
     set(
         "leader.contact",
@@ -910,7 +899,6 @@ pub fn worst_case() -> crate::menu::walk::WorstCase {
         "products".to_owned(),
         (Text { vi: vi.clone(), en: en.clone() }, vec![("unit".into(), unit.clone())]),
     );
-    let reason = wc_text(&wc, "reason.label");
     entries.insert("cancel_reasons".to_owned(), (reason, Vec::new()));
     entries.insert("communes.match".to_owned(), (Text { vi: commune.clone(), en: commune }, Vec::new()));
     entries.insert(
@@ -926,10 +914,6 @@ pub fn worst_case() -> crate::menu::walk::WorstCase {
     entries.insert("village.households".to_owned(), (all.label, all.fields));
     wc.entries = entries;
     wc
-}
-
-fn wc_text(wc: &crate::menu::walk::WorstCase, k: &str) -> Text {
-    wc.values.get(k).cloned().unwrap_or(Text { vi: String::new(), en: String::new() })
 }
 
 #[cfg(test)]

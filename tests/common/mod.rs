@@ -331,6 +331,13 @@ impl Ussdc {
         Ussdc { peer: Peer::bound(addr).await, family }
     }
 
+    /// Bound as another server account (`system_id`, `password`).
+    pub async fn bind_as(addr: SocketAddr, system_id: &str, password: &str, family: Family) -> Ussdc {
+        let mut peer = Peer::connect(addr).await;
+        assert_eq!(peer.bind(BindKind::Transceiver, system_id, password).await.status, 0);
+        Ussdc { peer, family }
+    }
+
     /// Sends one subscriber PDU, checks its response, and returns the screen that follows
     /// (answering it with status 0).
     pub async fn send(

@@ -16,7 +16,7 @@ use super::super::reports::{
 };
 use super::{
     Applied, Done, Events, corrupt, find_or_create_village, insert_household, msisdn_taken, place_order,
-    register_leader, set_status, tell_household,
+    register_leader, tell_household,
 };
 use crate::args;
 use crate::market::order_flow::{self, Mover, OrderMove};
@@ -189,7 +189,7 @@ async fn record_payment(
     amount: i64,
     reference: Option<String>,
 ) -> Result<ApiResult, MarketError> {
-    let order =
+    let mut order =
         crate::market::queries::order_by_id(c, order_id).await?.ok_or(MarketError::NotFound("order"))?;
     let to = order_flow::next(&order, OrderMove::Pay, Mover::Partner)?;
     if amount != order.amount {
@@ -198,7 +198,8 @@ async fn record_payment(
             reason: format!("must be the order's amount, {}", order.amount),
         });
     }
-    set_status(c, &order, to, now).await?;
+    let extra = json!({ "amount": amount, "partner": partner, "reference": reference });
+    super::move_order(c, ev, now, &mut order, OrderMove::Pay, to, extra).await?;
     c.execute(
         "INSERT INTO payments (order_id, household_id, amount, at_ms, actor, channel) VALUES ($1, $2, $3, $4, $5, $6)",
         args![order.id, order.household_id, amount, now, &ev.actor.msisdn, ev.actor.channel.as_str()],
@@ -206,14 +207,9 @@ async fn record_payment(
     .await?;
     c.execute(
         "INSERT INTO api_payments (order_id, partner, reference, at_ms) VALUES ($1, $2, $3, $4)",
-        args![order.id, partner, reference.clone(), now],
+        args![order.id, partner, reference, now],
     )
     .await?;
-    ev.push(
-        "order_paid",
-        format!("order:{}", order.id),
-        json!({ "from": order.status.as_str(), "amount": amount, "partner": partner, "reference": reference }),
-    );
     let text = |lang| notice::payment_received(&order, partner, lang);
     tell_household(c, ev, order.household_id, "payment_received", text, json!({ "order_id": order.id }))
         .await?;
@@ -230,25 +226,20 @@ async fn record_shipment(
     status: ShipmentStatus,
     tracking_code: Option<String>,
 ) -> Result<ApiResult, MarketError> {
-    let order =
+    let mut order =
         crate::market::queries::order_by_id(c, order_id).await?.ok_or(MarketError::NotFound("order"))?;
     let mv = match status {
         ShipmentStatus::Shipped => OrderMove::Ship,
         ShipmentStatus::Delivered => OrderMove::Deliver,
     };
     let to = order_flow::next(&order, mv, Mover::Partner)?;
-    let kind = mv.event_kind();
-    set_status(c, &order, to, now).await?;
+    let extra = json!({ "partner": partner, "tracking_code": tracking_code });
+    super::move_order(c, ev, now, &mut order, mv, to, extra).await?;
     c.execute(
         "INSERT INTO shipments (order_id, partner, status, tracking_code, at_ms) VALUES ($1, $2, $3, $4, $5)",
         args![order.id, partner, status.as_str(), tracking_code.clone(), now],
     )
     .await?;
-    ev.push(
-        kind,
-        format!("order:{}", order.id),
-        json!({ "from": order.status.as_str(), "partner": partner, "tracking_code": tracking_code }),
-    );
     // The household hears of what the post office did with its parcel.
     let about = json!({ "order_id": order.id });
     match status {
