@@ -223,6 +223,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::CheckConfig => {
             let config = load(&cli)?;
+            crate::smpp::transport::TlsSettings::load(&config)
+                .with_context(|| format!("configuration {}", cli.config.display()))?;
             println!(
                 "{}: ok ({} server accounts, {} SMSCs)",
                 cli.config.display(),

@@ -280,6 +280,31 @@ pub struct SmppServerConfig {
     /// `[[smpp_server.accounts]]`: the peers allowed to bind.
     #[serde(default)]
     pub accounts: Vec<ServerAccount>,
+    /// Address of a second listener that speaks SMPP over TLS (default none).
+    #[serde(default)]
+    pub tls_listen: Option<SocketAddr>,
+    /// PEM file with the TLS listener's certificate chain (required with `tls_listen`).
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM file with the TLS listener's private key (required with `tls_listen`).
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// Connections open at once on the SMPP listeners together (default 256, at least 1);
+    /// beyond it no connection is accepted until one closes.
+    #[serde(default = "default_smpp_max_connections")]
+    pub max_connections: u32,
+    /// Connections open at once from one address (an IPv6 /64 counts as one; default 32, at
+    /// least 1); beyond it a new connection is closed at once.
+    #[serde(default = "default_smpp_max_connections_per_ip")]
+    pub max_connections_per_ip: u32,
+}
+
+fn default_smpp_max_connections() -> u32 {
+    256
+}
+
+fn default_smpp_max_connections_per_ip() -> u32 {
+    32
 }
 
 fn default_smpp_listen() -> SocketAddr {
@@ -288,7 +313,15 @@ fn default_smpp_listen() -> SocketAddr {
 
 impl Default for SmppServerConfig {
     fn default() -> Self {
-        Self { listen: default_smpp_listen(), accounts: Vec::new() }
+        Self {
+            listen: default_smpp_listen(),
+            accounts: Vec::new(),
+            tls_listen: None,
+            tls_cert: None,
+            tls_key: None,
+            max_connections: default_smpp_max_connections(),
+            max_connections_per_ip: default_smpp_max_connections_per_ip(),
+        }
     }
 }
 
@@ -315,6 +348,14 @@ pub struct ServerAccount {
     /// How screen text is encoded (default `ucs2`).
     #[serde(default)]
     pub text_mode: TextMode,
+    /// Addresses this account may bind from: IP addresses or CIDR blocks such as
+    /// `10.20.0.0/16` (default empty: any address).
+    #[serde(default)]
+    pub allowed_ips: Vec<Cidr>,
+    /// MSISDN prefixes (digits) of the subscribers this account may speak for; a PDU from
+    /// another number is refused with `ESME_RINVSRCADR` (default empty: any number).
+    #[serde(default)]
+    pub msisdn_prefixes: Vec<String>,
 }
 
 fn default_max_binds() -> u32 {
@@ -373,6 +414,20 @@ pub struct SmscConfig {
     /// `submit_sm_resp` (default `as_given`; leading zeros and case never matter).
     #[serde(default)]
     pub receipt_ids: ReceiptIds,
+    /// Speak SMPP over TLS to this SMSC (default false).
+    #[serde(default)]
+    pub tls: bool,
+    /// PEM file of the certificate authorities trusted for this SMSC's certificate (default:
+    /// the system's trusted roots).
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
+    /// The name the SMSC's certificate must carry (default `host`).
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
+    /// MSISDN prefixes (digits) of the numbers this SMSC may deliver messages from; a PDU
+    /// from another number is refused with `ESME_RINVSRCADR` (default empty: any number).
+    #[serde(default)]
+    pub msisdn_prefixes: Vec<String>,
 }
 
 /// How an SMSC's delivery receipts write the ids its `submit_sm_resp` gave.
@@ -494,6 +549,28 @@ pub struct SmppTuning {
     /// Cap on the failed-bind delay in milliseconds (default 10000).
     #[serde(default = "default_failed_bind_max_delay_ms")]
     pub failed_bind_max_delay_ms: u64,
+    /// Failed binds from one address within `failed_bind_window_secs` after which the address
+    /// is refused whatever it sends (default 10, at least 1).
+    #[serde(default = "default_failed_bind_limit")]
+    pub failed_bind_limit: u32,
+    /// The window the failed binds are counted in, in seconds (default 300, at least 1).
+    #[serde(default = "default_failed_bind_window_secs")]
+    pub failed_bind_window_secs: u64,
+    /// How long an address over the limit is refused, in seconds (default 900, at least 1).
+    #[serde(default = "default_failed_bind_cooldown_secs")]
+    pub failed_bind_cooldown_secs: u64,
+}
+
+fn default_failed_bind_limit() -> u32 {
+    10
+}
+
+fn default_failed_bind_window_secs() -> u64 {
+    300
+}
+
+fn default_failed_bind_cooldown_secs() -> u64 {
+    900
 }
 
 fn default_enquire_link_secs() -> u64 {
@@ -535,6 +612,9 @@ impl Default for SmppTuning {
             inbound_window: default_inbound_window(),
             failed_bind_delay_ms: default_failed_bind_delay_ms(),
             failed_bind_max_delay_ms: default_failed_bind_max_delay_ms(),
+            failed_bind_limit: default_failed_bind_limit(),
+            failed_bind_window_secs: default_failed_bind_window_secs(),
+            failed_bind_cooldown_secs: default_failed_bind_cooldown_secs(),
         }
     }
 }
@@ -568,6 +648,84 @@ impl SmppTuning {
     /// Cap on the failed-bind delay.
     pub fn failed_bind_max_delay(&self) -> Duration {
         Duration::from_millis(self.failed_bind_max_delay_ms)
+    }
+
+    /// The window failed binds are counted in.
+    pub fn failed_bind_window(&self) -> Duration {
+        Duration::from_secs(self.failed_bind_window_secs)
+    }
+
+    /// How long an address over the failed-bind limit is refused.
+    pub fn failed_bind_cooldown(&self) -> Duration {
+        Duration::from_secs(self.failed_bind_cooldown_secs)
+    }
+}
+
+/// An IP address block: `10.20.0.0/16`, `2001:db8::/32`, or one address (`192.0.2.7`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    bits: u8,
+}
+
+impl Cidr {
+    /// Whether `ip` is in the block (an IPv4 address written as IPv6, `::ffff:a.b.c.d`, counts
+    /// as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => prefix_eq(&net.octets(), &ip.octets(), self.bits),
+            (IpAddr::V6(net), IpAddr::V6(ip)) => prefix_eq(&net.octets(), &ip.octets(), self.bits),
+            _ => false,
+        }
+    }
+}
+
+/// Whether the first `bits` bits of `a` and `b` are equal.
+fn prefix_eq(a: &[u8], b: &[u8], bits: u8) -> bool {
+    let whole = usize::from(bits / 8);
+    if a[..whole] != b[..whole] {
+        return false;
+    }
+    let rest = bits % 8;
+    rest == 0 || {
+        let mask = 0xffu8 << (8 - rest);
+        a[whole] & mask == b[whole] & mask
+    }
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (addr, bits) = match s.split_once('/') {
+            Some((a, b)) => (a, Some(b)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr.trim().parse().map_err(|_| format!("`{s}` is not an IP address or CIDR block"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let bits = match bits {
+            None => max,
+            Some(b) => b
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|b| *b <= max)
+                .ok_or_else(|| format!("`{s}`: the prefix length must be 0 to {max}"))?,
+        };
+        Ok(Cidr { addr: addr.to_canonical(), bits })
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.bits)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -850,6 +1008,17 @@ impl Config {
                 return Err(invalid(format!("{key}.max_binds"), "must be at least 1"));
             }
             check_window(&format!("{key}.window"), account.window)?;
+            check_prefixes(&format!("{key}.msisdn_prefixes"), &account.msisdn_prefixes)?;
+        }
+        let server = &self.smpp_server;
+        check_at_least_one("smpp_server.max_connections", u64::from(server.max_connections))?;
+        check_at_least_one("smpp_server.max_connections_per_ip", u64::from(server.max_connections_per_ip))?;
+        if server.tls_listen.is_some() {
+            for (key, value) in [("smpp_server.tls_cert", &server.tls_cert), ("smpp_server.tls_key", &server.tls_key)] {
+                if value.is_none() {
+                    return Err(invalid(key, "is required with smpp_server.tls_listen"));
+                }
+            }
         }
 
         for (i, smsc) in self.smsc.iter().enumerate() {
@@ -862,6 +1031,9 @@ impl Config {
         check_secs("smpp.bind_timeout_secs", smpp.bind_timeout_secs, 1)?;
         check_secs("smpp.drain_timeout_secs", smpp.drain_timeout_secs, 0)?;
         check_ms("smpp.failed_bind_max_delay_ms", smpp.failed_bind_max_delay_ms, 0)?;
+        check_at_least_one("smpp.failed_bind_limit", u64::from(smpp.failed_bind_limit))?;
+        check_secs("smpp.failed_bind_window_secs", smpp.failed_bind_window_secs, 1)?;
+        check_secs("smpp.failed_bind_cooldown_secs", smpp.failed_bind_cooldown_secs, 1)?;
         if !PDU_LEN_RANGE.contains(&smpp.max_pdu_len) {
             return Err(invalid(
                 "smpp.max_pdu_len",
@@ -952,13 +1124,10 @@ impl Config {
         check_octets(&format!("{key}.password"), smsc.password.expose(), 0, MAX_PASSWORD)?;
         check_octets(&format!("{key}.system_type"), &smsc.system_type, 0, MAX_SYSTEM_TYPE)?;
         check_window(&format!("{key}.window"), smsc.window)?;
-        for (p, prefix) in smsc.route_prefixes.iter().enumerate() {
-            if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(invalid(
-                    format!("{key}.route_prefixes[{p}]"),
-                    format!("`{prefix}` must be a non-empty string of digits"),
-                ));
-            }
+        check_prefixes(&format!("{key}.route_prefixes"), &smsc.route_prefixes)?;
+        check_prefixes(&format!("{key}.msisdn_prefixes"), &smsc.msisdn_prefixes)?;
+        if !smsc.tls && (smsc.tls_ca.is_some() || smsc.tls_server_name.is_some()) {
+            return Err(invalid(format!("{key}.tls"), "tls_ca and tls_server_name need tls = true"));
         }
         check_ms(&format!("{key}.reconnect_min_ms"), smsc.reconnect_min_ms, 1)?;
         check_ms(&format!("{key}.reconnect_max_ms"), smsc.reconnect_max_ms, 1)?;
@@ -978,20 +1147,26 @@ impl Config {
     /// The SMSC whose longest route prefix matches an MSISDN (digits, e.g. `84912345678`;
     /// a leading `+` is ignored). Ties go to the SMSC listed first; `None` if nothing matches.
     pub fn route_for(&self, msisdn: &str) -> Option<&SmscConfig> {
-        let digits = msisdn.strip_prefix('+').unwrap_or(msisdn);
         let mut best: Option<(&SmscConfig, usize)> = None;
         for smsc in &self.smsc {
-            for prefix in &smsc.route_prefixes {
-                if !prefix.is_empty()
-                    && digits.starts_with(prefix.as_str())
-                    && best.is_none_or(|(_, len)| prefix.len() > len)
-                {
-                    best = Some((smsc, prefix.len()));
-                }
+            if let Some(len) = crate::msisdn::longest_prefix(msisdn, smsc.route_prefixes.iter().map(String::as_str))
+                && best.is_none_or(|(_, l)| len > l)
+            {
+                best = Some((smsc, len));
             }
         }
         best.map(|(smsc, _)| smsc)
     }
+}
+
+/// Checks a list of MSISDN prefixes: each a non-empty string of digits.
+fn check_prefixes(key: &str, prefixes: &[String]) -> Result<(), ConfigError> {
+    for (p, prefix) in prefixes.iter().enumerate() {
+        if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(invalid(format!("{key}[{p}]"), format!("`{prefix}` must be a non-empty string of digits")));
+        }
+    }
+    Ok(())
 }
 
 /// Checks an SMPP C-Octet string: length in octets within `min..=max`, no NUL.

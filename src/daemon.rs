@@ -16,7 +16,8 @@ use crate::market::{Market, MarketError};
 use crate::menu::{MenuError, Menus};
 use crate::notify::Notifier;
 use crate::smpp::client::{self, ClientContext};
-use crate::smpp::server::{self, Accounts, ServerContext};
+use crate::smpp::server::{self, Accounts, Connections, ServerContext};
+use crate::smpp::transport::TlsSettings;
 use crate::smpp::session::{InboundRequest, Registry};
 use crate::ussd::{self, Ussd};
 
@@ -42,6 +43,9 @@ pub enum DaemonError {
         /// why.
         source: std::io::Error,
     },
+    /// A TLS certificate, key or trusted root could not be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::smpp::transport::TlsError),
     /// A thread (the HTTP API's) could not be started.
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),
@@ -51,6 +55,8 @@ pub enum DaemonError {
 pub struct Daemon {
     /// Where the SMPP server listens (useful with port 0).
     pub smpp_addr: SocketAddr,
+    /// Where the SMPP server listens in TLS, when it does.
+    pub smpp_tls_addr: Option<SocketAddr>,
     /// Where the HTTP server listens.
     pub http_addr: SocketAddr,
     /// Bound SMPP sessions by label.
@@ -76,6 +82,7 @@ impl Daemon {
     pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Daemon, DaemonError> {
         let tracker = TaskTracker::new();
         let registry = Arc::new(Registry::default());
+        let tls = TlsSettings::load(&config)?;
         let menus = Arc::new(Menus::load_dir(&config.ussd.menus_dir)?);
         info!(dir = %config.ussd.menus_dir.display(), screens = menus.screens.len(), "menus loaded");
         let store_shutdown = CancellationToken::new();
@@ -83,6 +90,16 @@ impl Daemon {
         let ussd = Arc::new(Ussd::new(&config, menus, market.clone()));
 
         let smpp_listener = listen("SMPP server", config.smpp_server.listen).await?;
+        let tls_listener = match config.smpp_server.tls_listen {
+            Some(addr) => {
+                let l = listen("SMPP over TLS", addr).await?;
+                let local = l
+                    .local_addr()
+                    .map_err(|source| DaemonError::Listen { what: "SMPP over TLS", addr, source })?;
+                Some((l, local))
+            }
+            None => None,
+        };
         let http_listener = listen("HTTP", config.http.listen).await?;
         let smpp_addr = smpp_listener.local_addr().map_err(|source| DaemonError::Listen {
             what: "SMPP server",
@@ -102,17 +119,24 @@ impl Daemon {
 
         let ctx = ServerContext {
             accounts: Arc::new(Accounts::new(&config.smpp_server.accounts, &config.smpp)),
+            connections: Connections::new(&config.smpp_server),
             tuning: config.smpp.clone(),
             inbound: inbound.clone(),
             registry: registry.clone(),
         };
-        tracker.spawn(server::serve(smpp_listener, ctx, shutdown.clone(), tracker.clone()));
+        let smpp_tls_addr = tls_listener.as_ref().map(|(_, a)| *a);
+        if let (Some((listener, addr)), Some(acceptor)) = (tls_listener, tls.server.clone()) {
+            tracker.spawn(server::serve(listener, Some(acceptor), ctx.clone(), shutdown.clone(), tracker.clone()));
+            info!(%addr, "SMPP server listening in TLS");
+        }
+        tracker.spawn(server::serve(smpp_listener, None, ctx, shutdown.clone(), tracker.clone()));
         info!(addr = %smpp_addr, accounts = config.smpp_server.accounts.len(), "SMPP server listening");
 
         let client_ctx = ClientContext { tuning: config.smpp.clone(), inbound, registry: registry.clone() };
         for smsc in &config.smsc {
             for &kind in client::bind_kinds(smsc.bind) {
-                tracker.spawn(client::run_bind(smsc.clone(), kind, client_ctx.clone(), shutdown.clone()));
+                let smsc_tls = tls.smsc.get(&smsc.name).cloned();
+                tracker.spawn(client::run_bind(smsc.clone(), kind, smsc_tls, client_ctx.clone(), shutdown.clone()));
             }
             info!(name = %smsc.name, host = %smsc.host, port = smsc.port, "SMSC bind started");
         }
@@ -141,6 +165,7 @@ impl Daemon {
         info!(addr = %http_addr, "HTTP listening");
         Ok(Daemon {
             smpp_addr,
+            smpp_tls_addr,
             http_addr,
             registry,
             market,

@@ -32,9 +32,34 @@ pub fn normalize(input: &str) -> Option<String> {
     Some(out)
 }
 
+/// The length of the longest of `prefixes` that `msisdn` starts with (in its canonical form
+/// when it is a Vietnamese mobile number, else its digits after an optional `+`).
+pub fn longest_prefix<'a>(msisdn: &str, prefixes: impl IntoIterator<Item = &'a str>) -> Option<usize> {
+    let canonical = normalize(msisdn);
+    let digits = canonical.as_deref().unwrap_or_else(|| msisdn.strip_prefix('+').unwrap_or(msisdn));
+    prefixes.into_iter().filter(|p| !p.is_empty() && digits.starts_with(p)).map(str::len).max()
+}
+
+/// Whether a peer limited to `prefixes` may speak for `msisdn` (no prefixes: any number).
+pub fn allowed(prefixes: &[String], msisdn: &str) -> bool {
+    prefixes.is_empty() || longest_prefix(msisdn, prefixes.iter().map(String::as_str)).is_some()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefixes_should_match_every_written_form_and_nothing_else() {
+        let p = vec!["8491".to_owned(), "84944".to_owned()];
+        assert!(allowed(&p, "0912345678"));
+        assert!(allowed(&p, "+84944123456"));
+        assert!(!allowed(&p, "84812345678"));
+        assert!(!allowed(&p, ""));
+        assert!(allowed(&[], "anything"));
+        assert_eq!(longest_prefix("84944123456", p.iter().map(String::as_str)), Some(5));
+        assert_eq!(longest_prefix("12345", ["123", ""]), Some(3));
+    }
     use proptest::prelude::*;
 
     #[test]

@@ -220,6 +220,48 @@ pub fn action_latency(d: Duration) {
     ACTIONS.record(d);
 }
 
+/// Why chogate refused an SMPP peer something, as `chogate_smpp_refused_total{reason=...}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A bind from an address locked out after too many failed binds.
+    BindLocked,
+    /// A bind with the right password from an address the account does not allow.
+    BindAddress,
+    /// A connection over `max_connections_per_ip`.
+    ConnectionsPerIp,
+    /// A message for a number outside the peer's `msisdn_prefixes`.
+    MsisdnPrefix,
+    /// A delivery receipt from a peer that is not an SMSC chogate sends SMS to.
+    Receipt,
+}
+
+impl Refusal {
+    const ALL: [Refusal; 5] = [
+        Refusal::BindLocked,
+        Refusal::BindAddress,
+        Refusal::ConnectionsPerIp,
+        Refusal::MsisdnPrefix,
+        Refusal::Receipt,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Refusal::BindLocked => "bind_locked",
+            Refusal::BindAddress => "bind_address",
+            Refusal::ConnectionsPerIp => "connections_per_ip",
+            Refusal::MsisdnPrefix => "msisdn_prefix",
+            Refusal::Receipt => "receipt",
+        }
+    }
+}
+
+static REFUSED: [AtomicU64; 5] = [const { AtomicU64::new(0) }; 5];
+
+/// chogate refused an SMPP peer something.
+pub fn smpp_refused(reason: Refusal) {
+    REFUSED[reason as usize].fetch_add(1, Relaxed);
+}
+
 // ---- HTTP ----------------------------------------------------------------------------------
 
 const HTTP_CODES: [u16; 14] = [200, 201, 400, 401, 403, 404, 405, 409, 413, 415, 429, 500, 503, 0];
@@ -301,6 +343,20 @@ pub fn render(scrape: &Scrape) -> String {
                 );
             }
         }
+    }
+    header(
+        &mut out,
+        "chogate_smpp_refused_total",
+        "counter",
+        "What chogate refused SMPP peers: binds from locked-out or disallowed addresses, connections over the per-address limit, messages for numbers outside the peer's prefixes, receipts from peers that are not SMSCs.",
+    );
+    for r in Refusal::ALL {
+        let _ = writeln!(
+            out,
+            "chogate_smpp_refused_total{{reason=\"{}\"}} {}",
+            r.label(),
+            REFUSED[r as usize].load(Relaxed)
+        );
     }
     header(&mut out, "chogate_smpp_binds", "gauge", "Bound SMPP sessions per peer.");
     for (name, n) in &scrape.binds {

@@ -322,6 +322,13 @@ impl Notifier {
             return;
         };
         if receipt::is_receipt(sm) {
+            if session.role() != crate::smpp::session::Role::Client {
+                // chogate sends SMS through [[smsc]] binds only: a receipt from a peer bound
+                // to it can match nothing.
+                crate::api::metrics::smpp_refused(crate::api::metrics::Refusal::Receipt);
+                responder.respond(status::ESME_RINVESMCLASS, "").await;
+                return;
+            }
             let Some(r) = receipt::parse(sm) else {
                 warn!("receipt without an id or a state; acknowledged and dropped");
                 responder.respond(status::ESME_ROK, "").await;

@@ -63,6 +63,7 @@ pub async fn bind_ussdc(
         role: RoleParams::Client {
             bind: Bind::new(BindKind::Transceiver, system_id, password),
             label: Arc::from("chogate"),
+            msisdn_prefixes: Arc::from([]),
         },
         tuning: Tuning::new(tuning, window),
         inbound: tx.into(),
@@ -134,9 +135,11 @@ impl Authenticator for Credentials {
                 system_id: "chogate-sim".to_owned(),
                 window: self.window,
                 guard: Box::new(()),
+                delay: Duration::ZERO,
+                msisdn_prefixes: Arc::from([]),
             })
         } else {
-            warn!(%peer, system_id = %bind.system_id, "bind refused: wrong system_id or password");
+            warn!(%peer, system_id = %bind.system_id.escape_debug(), "bind refused: wrong system_id or password");
             BindDecision::Reject { status: status::ESME_RINVPASWD, delay: Duration::ZERO }
         }
     }

@@ -11,6 +11,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use super::pdu::{Bind, BindKind};
 use super::session::{self, Inbound, Registry, RoleParams, SessionEnd, SessionParams, Tuning};
+use super::transport::{Conn, SmscTls};
 use crate::config::{BindMode, SmppTuning, SmscConfig};
 
 /// A bind that lasted this long counts as healthy: the next reconnect starts from the
@@ -52,15 +53,35 @@ pub struct ClientContext {
     pub registry: Arc<Registry>,
 }
 
-/// Keeps one bind of `kind` to `smsc` up until shutdown.
-pub async fn run_bind(smsc: SmscConfig, kind: BindKind, ctx: ClientContext, shutdown: CancellationToken) {
+/// Connects, in TLS when `tls` is given, within the SMSC's connect timeout (the handshake
+/// included).
+async fn connect(addr: &str, tls: Option<&SmscTls>) -> std::io::Result<Conn> {
+    let stream = TcpStream::connect(addr).await?;
+    match tls {
+        None => Ok(Conn::Plain(stream)),
+        Some(t) => {
+            let stream = t.connector.connect(t.name.clone(), stream).await?;
+            Ok(Conn::Tls(Box::new(stream.into())))
+        }
+    }
+}
+
+/// Keeps one bind of `kind` to `smsc` up until shutdown (in TLS when `tls` is given).
+pub async fn run_bind(
+    smsc: SmscConfig,
+    kind: BindKind,
+    tls: Option<SmscTls>,
+    ctx: ClientContext,
+    shutdown: CancellationToken,
+) {
     let span = info_span!("smsc", name = %smsc.name, bind = kind.as_str());
     async move {
         let addr = format!("{}:{}", smsc.host, smsc.port);
         let label: Arc<str> = Arc::from(smsc.name.as_str());
+        let prefixes: Arc<[String]> = smsc.msisdn_prefixes.clone().into();
         let mut attempt: u32 = 0;
         loop {
-            let connect = tokio::time::timeout(smsc.connect_timeout(), TcpStream::connect(&addr));
+            let connect = tokio::time::timeout(smsc.connect_timeout(), connect(&addr, tls.as_ref()));
             let connected = tokio::select! {
                 () = shutdown.cancelled() => break,
                 c = connect => c,
@@ -68,11 +89,15 @@ pub async fn run_bind(smsc: SmscConfig, kind: BindKind, ctx: ClientContext, shut
             let started = Instant::now();
             match connected {
                 Ok(Ok(stream)) => {
-                    info!(%addr, "connected, binding");
+                    info!(%addr, tls = tls.is_some(), "connected, binding");
                     let mut bind = Bind::new(kind, smsc.system_id.clone(), smsc.password.expose());
                     bind.system_type = smsc.system_type.clone();
                     let params = SessionParams {
-                        role: RoleParams::Client { bind, label: label.clone() },
+                        role: RoleParams::Client {
+                            bind,
+                            label: label.clone(),
+                            msisdn_prefixes: prefixes.clone(),
+                        },
                         tuning: Tuning::new(&ctx.tuning, smsc.window),
                         inbound: ctx.inbound.clone(),
                         registry: ctx.registry.clone(),

@@ -7,6 +7,7 @@ pub mod pdu;
 pub mod server;
 pub mod session;
 pub mod status;
+pub mod transport;
 
 pub use pdu::{Address, Bind, BindKind, BindResp, Body, DataSm, MessageIdResp, Pdu, PduError, Sm, Tlv, Tlvs};
 pub use session::{Inbound, InboundRequest, Responder, SessionError, SessionHandle, SessionState};

@@ -16,8 +16,6 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
@@ -26,6 +24,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use super::frame::{Frame, FrameError, FrameReader};
 use super::pdu::{Bind, BindKind, BindResp, Body, Pdu, Tlvs, command_name, empty_response};
 use super::status;
+use super::transport::{Conn, ReadSide, WriteSide};
 use crate::config::SmppTuning;
 
 /// Which side of the bind this session is.
@@ -109,6 +108,10 @@ pub struct Grant {
     pub window: usize,
     /// Released when the session ends (counts binds per account).
     pub guard: Box<dyn Send + Sync>,
+    /// Wait before answering (the same as a refusal from this address would wait).
+    pub delay: Duration,
+    /// The subscribers the peer may speak for (empty: any).
+    pub msisdn_prefixes: Arc<[String]>,
 }
 
 /// Decides binds in the server role.
@@ -127,6 +130,8 @@ pub enum RoleParams {
         bind: Bind,
         /// Name of the SMSC, for logs and the registry.
         label: Arc<str>,
+        /// The numbers the SMSC may deliver messages from (empty: any).
+        msisdn_prefixes: Arc<[String]>,
     },
 }
 
@@ -591,7 +596,7 @@ impl Slot<'_> {
 
 /// Writes all of `buf`, failing if the peer takes none of it for `stall`. Most writes fit in
 /// the socket's buffer at once and need no timer.
-async fn write_or_stall(w: &mut OwnedWriteHalf, buf: &[u8], stall: Duration) -> std::io::Result<()> {
+async fn write_or_stall(w: &mut WriteSide, buf: &[u8], stall: Duration) -> std::io::Result<()> {
     let mut off = 0;
     while off < buf.len() {
         match w.try_write(&buf[off..]) {
@@ -612,6 +617,15 @@ async fn write_or_stall(w: &mut OwnedWriteHalf, buf: &[u8], stall: Duration) -> 
             return Err(std::io::ErrorKind::WriteZero.into());
         }
         off += n;
+    }
+    // TLS keeps what it could not send yet in its own buffer: push it out (nothing for TCP).
+    if let WriteSide::Tls(_) = w {
+        tokio::select! {
+            r = w.flush() => r?,
+            () = tokio::time::sleep(stall) => {
+                return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the peer takes nothing"));
+            }
+        }
     }
     Ok(())
 }
@@ -634,6 +648,36 @@ impl Drop for Forget<'_> {
     }
 }
 
+/// How many warnings about what a peer sends are written per connection: the first few,
+/// then one every [`WarnBudget::EVERY`] (with the count of those left out), so that a peer
+/// sending garbage in a loop fills neither the log nor the disk.
+#[derive(Debug, Default)]
+struct WarnBudget {
+    seen: u64,
+    written: u64,
+}
+
+impl WarnBudget {
+    /// Warnings written in full.
+    const FIRST: u64 = 5;
+    /// Then one in this many.
+    const EVERY: u64 = 1000;
+
+    /// Whether to write this warning.
+    fn take(&mut self) -> bool {
+        self.seen += 1;
+        let write = self.seen <= Self::FIRST || self.seen % Self::EVERY == 0;
+        if write {
+            let left_out = self.seen - self.written - 1;
+            if left_out > 0 {
+                warn!(left_out, "warnings about this peer's PDUs left out");
+            }
+            self.written = self.seen;
+        }
+        write
+    }
+}
+
 /// Where the reader is.
 enum Phase {
     /// Server: waiting for a bind until the deadline.
@@ -651,12 +695,12 @@ enum Phase {
 /// Starts a session on a connected socket. Returns its handle and the future that runs it
 /// until it ends; the caller spawns that future on its task tracker.
 pub fn start(
-    stream: TcpStream,
+    conn: impl Into<Conn>,
     params: SessionParams,
 ) -> (SessionHandle, impl Future<Output = SessionEnd> + Send) {
-    let peer = stream.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-    let _ = stream.set_nodelay(true);
-    let (read_half, write_half) = stream.into_split();
+    let conn = conn.into();
+    let peer = conn.peer_addr();
+    let (read_half, write_half) = conn.split();
     let role = match params.role {
         RoleParams::Server(_) => Role::Server,
         RoleParams::Client { .. } => Role::Client,
@@ -664,6 +708,10 @@ pub fn start(
     let label: Arc<str> = match &params.role {
         RoleParams::Server(_) => peer.to_string().into(),
         RoleParams::Client { label, .. } => label.clone(),
+    };
+    let prefixes = match &params.role {
+        RoleParams::Client { msisdn_prefixes, .. } => msisdn_prefixes.clone(),
+        RoleParams::Server(_) => Arc::from([]),
     };
     let t = &params.tuning;
     // Room for every response we may owe and every request we may have out, plus control PDUs.
@@ -695,6 +743,8 @@ pub fn start(
         params,
         label,
         _guard: None,
+        prefixes,
+        warnings: WarnBudget::default(),
         last_rx: Instant::now(),
         enquire_out: None,
         deadline: None,
@@ -710,12 +760,16 @@ pub fn start(
 }
 
 struct Reader {
-    frames: FrameReader<tokio::net::tcp::OwnedReadHalf>,
+    frames: FrameReader<ReadSide>,
     inbound_permits: Arc<Semaphore>,
     handle: SessionHandle,
     params: SessionParams,
     label: Arc<str>,
     _guard: Option<Box<dyn Send + Sync>>,
+    /// The subscribers the peer may speak for (empty: any).
+    prefixes: Arc<[String]>,
+    /// Warnings about what the peer sends, so that garbage cannot flood the log.
+    warnings: WarnBudget,
     last_rx: Instant,
     /// Our enquire_link awaiting its response: sequence and when it was sent.
     enquire_out: Option<(u32, Instant)>,
@@ -926,7 +980,9 @@ impl Reader {
     async fn on_frame_error(&mut self, e: FrameError) -> Step {
         match e {
             FrameError::Unframeable { len, header } => {
-                warn!(len, "unframeable command_length, closing");
+                if self.warnings.take() {
+                    warn!(len, "unframeable command_length, closing");
+                }
                 let seq = header.map(|h| h.sequence).unwrap_or(0);
                 self.nack(seq, status::ESME_RINVCMDLEN).await;
                 Step::End(SessionEnd::Unframeable)
@@ -943,11 +999,13 @@ impl Reader {
         let bytes = match frame {
             Frame::Pdu(bytes) => bytes,
             Frame::Oversized(h) => {
-                warn!(
-                    len = h.command_length,
-                    max = self.params.tuning.max_pdu_len,
-                    "oversized PDU discarded"
-                );
+                if self.warnings.take() {
+                    warn!(
+                        len = h.command_length,
+                        max = self.params.tuning.max_pdu_len,
+                        "oversized PDU discarded"
+                    );
+                }
                 if !h.is_response() {
                     self.nack(h.sequence, status::ESME_RINVCMDLEN).await;
                 }
@@ -958,7 +1016,9 @@ impl Reader {
             Ok(pdu) => pdu,
             Err(fail) => {
                 let Some(h) = fail.header else { return Step::Continue };
-                warn!(command = command_name(h.command_id), seq = h.sequence, error = %fail.error, "malformed PDU");
+                if self.warnings.take() {
+                    warn!(command = command_name(h.command_id), seq = h.sequence, error = %fail.error, "malformed PDU");
+                }
                 if h.is_response() {
                     // Whoever waits for it learns that it came back unusable.
                     self.complete(Pdu {
@@ -1091,6 +1151,19 @@ impl Reader {
                     self.answer(seq, command_id, status::ESME_RINVBNDSTS).await;
                     return Step::Continue;
                 }
+                let source = match &body {
+                    Body::SubmitSm(sm) | Body::DeliverSm(sm) => &sm.source.addr,
+                    Body::DataSm(sm) => &sm.source.addr,
+                    _ => "",
+                };
+                if !crate::msisdn::allowed(&self.prefixes, source) {
+                    crate::api::metrics::smpp_refused(crate::api::metrics::Refusal::MsisdnPrefix);
+                    if self.warnings.take() {
+                        warn!(source = %crate::logging::mask_msisdn(source).escape_debug(), "a number this peer may not speak for; refused");
+                    }
+                    self.answer(seq, command_id, status::ESME_RINVSRCADR).await;
+                    return Step::Continue;
+                }
                 self.dispatch(Pdu { status: pdu.status, sequence: seq, body }).await;
                 Step::Continue
             }
@@ -1138,11 +1211,15 @@ impl Reader {
         let kind = bind.kind;
         match auth.authenticate(self.shared().peer, &bind) {
             BindDecision::Accept(grant) => {
+                if !self.wait_or_shutdown(grant.delay).await {
+                    return Step::End(SessionEnd::Shutdown);
+                }
                 let resp =
                     Body::BindResp(BindResp { kind, system_id: grant.system_id.clone(), tlvs: sc_version() });
                 self.send(Pdu::new(seq, resp)).await;
-                info!(system_id = %bind.system_id, kind = kind.as_str(), "bound");
+                info!(system_id = %bind.system_id.escape_debug(), kind = kind.as_str(), "bound");
                 self.label = grant.label.clone();
+                self.prefixes = grant.msisdn_prefixes;
                 *self.shared().label.write().unwrap_or_else(PoisonError::into_inner) = grant.label;
                 self.resize_window(grant.window);
                 self._guard = Some(grant.guard);
@@ -1150,16 +1227,25 @@ impl Reader {
                 Step::Phase(Phase::Bound(kind))
             }
             BindDecision::Reject { status: st, delay } => {
-                warn!(system_id = %bind.system_id, status = %status::name(st), "bind refused");
-                let wait = sleep_until(Instant::now() + delay);
-                tokio::select! {
-                    () = wait => {}
-                    () = self.params.shutdown.cancelled() => {}
+                if self.warnings.take() {
+                    warn!(system_id = %bind.system_id.escape_debug(), status = %status::name(st), "bind refused");
                 }
+                self.wait_or_shutdown(delay).await;
                 let resp = Body::BindResp(BindResp { kind, system_id: String::new(), tlvs: Tlvs::default() });
                 self.send(Pdu { status: st, sequence: seq, body: resp }).await;
                 Step::End(SessionEnd::BindRejected(st))
             }
+        }
+    }
+
+    /// Waits `delay`, or less if shutdown comes first (then `false`).
+    async fn wait_or_shutdown(&self, delay: Duration) -> bool {
+        if delay.is_zero() {
+            return true;
+        }
+        tokio::select! {
+            () = sleep_until(Instant::now() + delay) => true,
+            () = self.params.shutdown.cancelled() => false,
         }
     }
 
@@ -1241,7 +1327,7 @@ fn take_queued(rx: &mut mpsc::Receiver<Bytes>, buf: &mut BytesMut, limit: usize)
 /// nothing for `stall` (the response timeout) is gone: the session ends, rather than every
 /// task that queues a PDU for it waiting for room forever.
 async fn write_loop(
-    mut w: OwnedWriteHalf,
+    mut w: WriteSide,
     mut rx: mpsc::Receiver<Bytes>,
     done: CancellationToken,
     stall: Duration,

@@ -26,6 +26,8 @@ pub const ESME_RINVPASWD: u32 = 0x0000_000E;
 pub const ESME_RINVSYSID: u32 = 0x0000_000F;
 /// Message queue full.
 pub const ESME_RMSGQFUL: u32 = 0x0000_0014;
+/// Invalid esm_class field data (a delivery receipt where none can be expected).
+pub const ESME_RINVESMCLASS: u32 = 0x0000_0043;
 /// Throttling error (the peer exceeded allowed message limits).
 pub const ESME_RTHROTTLED: u32 = 0x0000_0058;
 /// Invalid optional parameter value (a TLV such as `ussd_service_op` with a value the
@@ -55,6 +57,7 @@ pub fn name(status: u32) -> std::borrow::Cow<'static, str> {
         ESME_RINVSYSID => "ESME_RINVSYSID",
         ESME_RMSGQFUL => "ESME_RMSGQFUL",
         ESME_RTHROTTLED => "ESME_RTHROTTLED",
+        ESME_RINVESMCLASS => "ESME_RINVESMCLASS",
         ESME_RINVOPTPARAMVAL => "ESME_RINVOPTPARAMVAL",
         ESME_RX_T_APPN => "ESME_RX_T_APPN",
         ESME_RX_P_APPN => "ESME_RX_P_APPN",

@@ -417,6 +417,7 @@ pub fn client_session(
         role: RoleParams::Client {
             bind: Bind::new(BindKind::Transceiver, system_id, password),
             label: std::sync::Arc::from(system_id),
+            msisdn_prefixes: std::sync::Arc::from([]),
         },
         tuning,
         inbound,
