@@ -701,7 +701,8 @@ impl std::str::FromStr for Cidr {
             Some((a, b)) => (a, Some(b)),
             None => (s, None),
         };
-        let addr: IpAddr = addr.trim().parse().map_err(|_| format!("`{s}` is not an IP address or CIDR block"))?;
+        let addr: IpAddr =
+            addr.trim().parse().map_err(|_| format!("`{s}` is not an IP address or CIDR block"))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let bits = match bits {
             None => max,
@@ -1014,7 +1015,9 @@ impl Config {
         check_at_least_one("smpp_server.max_connections", u64::from(server.max_connections))?;
         check_at_least_one("smpp_server.max_connections_per_ip", u64::from(server.max_connections_per_ip))?;
         if server.tls_listen.is_some() {
-            for (key, value) in [("smpp_server.tls_cert", &server.tls_cert), ("smpp_server.tls_key", &server.tls_key)] {
+            for (key, value) in
+                [("smpp_server.tls_cert", &server.tls_cert), ("smpp_server.tls_key", &server.tls_key)]
+            {
                 if value.is_none() {
                     return Err(invalid(key, "is required with smpp_server.tls_listen"));
                 }
@@ -1149,7 +1152,8 @@ impl Config {
     pub fn route_for(&self, msisdn: &str) -> Option<&SmscConfig> {
         let mut best: Option<(&SmscConfig, usize)> = None;
         for smsc in &self.smsc {
-            if let Some(len) = crate::msisdn::longest_prefix(msisdn, smsc.route_prefixes.iter().map(String::as_str))
+            if let Some(len) =
+                crate::msisdn::longest_prefix(msisdn, smsc.route_prefixes.iter().map(String::as_str))
                 && best.is_none_or(|(_, l)| len > l)
             {
                 best = Some((smsc, len));
@@ -1163,7 +1167,10 @@ impl Config {
 fn check_prefixes(key: &str, prefixes: &[String]) -> Result<(), ConfigError> {
     for (p, prefix) in prefixes.iter().enumerate() {
         if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(invalid(format!("{key}[{p}]"), format!("`{prefix}` must be a non-empty string of digits")));
+            return Err(invalid(
+                format!("{key}[{p}]"),
+                format!("`{prefix}` must be a non-empty string of digits"),
+            ));
         }
     }
     Ok(())

@@ -17,8 +17,8 @@ use crate::menu::{MenuError, Menus};
 use crate::notify::Notifier;
 use crate::smpp::client::{self, ClientContext};
 use crate::smpp::server::{self, Accounts, Connections, ServerContext};
-use crate::smpp::transport::TlsSettings;
 use crate::smpp::session::{InboundRequest, Registry};
+use crate::smpp::transport::TlsSettings;
 use crate::ussd::{self, Ussd};
 
 /// Requests from all SMPP peers waiting for the application, at most.
@@ -93,9 +93,11 @@ impl Daemon {
         let tls_listener = match config.smpp_server.tls_listen {
             Some(addr) => {
                 let l = listen("SMPP over TLS", addr).await?;
-                let local = l
-                    .local_addr()
-                    .map_err(|source| DaemonError::Listen { what: "SMPP over TLS", addr, source })?;
+                let local = l.local_addr().map_err(|source| DaemonError::Listen {
+                    what: "SMPP over TLS",
+                    addr,
+                    source,
+                })?;
                 Some((l, local))
             }
             None => None,
@@ -126,7 +128,13 @@ impl Daemon {
         };
         let smpp_tls_addr = tls_listener.as_ref().map(|(_, a)| *a);
         if let (Some((listener, addr)), Some(acceptor)) = (tls_listener, tls.server.clone()) {
-            tracker.spawn(server::serve(listener, Some(acceptor), ctx.clone(), shutdown.clone(), tracker.clone()));
+            tracker.spawn(server::serve(
+                listener,
+                Some(acceptor),
+                ctx.clone(),
+                shutdown.clone(),
+                tracker.clone(),
+            ));
             info!(%addr, "SMPP server listening in TLS");
         }
         tracker.spawn(server::serve(smpp_listener, None, ctx, shutdown.clone(), tracker.clone()));
@@ -136,7 +144,13 @@ impl Daemon {
         for smsc in &config.smsc {
             for &kind in client::bind_kinds(smsc.bind) {
                 let smsc_tls = tls.smsc.get(&smsc.name).cloned();
-                tracker.spawn(client::run_bind(smsc.clone(), kind, smsc_tls, client_ctx.clone(), shutdown.clone()));
+                tracker.spawn(client::run_bind(
+                    smsc.clone(),
+                    kind,
+                    smsc_tls,
+                    client_ctx.clone(),
+                    shutdown.clone(),
+                ));
             }
             info!(name = %smsc.name, host = %smsc.host, port = smsc.port, "SMSC bind started");
         }

@@ -126,6 +126,50 @@ async fn serve_should_log_its_addresses_and_unbind_peers_on_sigterm() {
     assert!(!log.contains("secret1"), "password in the log:\n{log}");
 }
 
+/// Garbage sent before binding is answered PDU by PDU, but the log gets a few warnings and
+/// a count, not one line per PDU; a system_id with a line break cannot forge a log line.
+#[tokio::test]
+async fn garbage_before_bind_should_write_a_few_warnings_and_escape_what_the_peer_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        &dir,
+        "[http]\nlisten = \"127.0.0.1:0\"\n[smpp_server]\nlisten = \"127.0.0.1:0\"\n\
+         [[smpp_server.accounts]]\nsystem_id = \"ussdc\"\npassword = \"secret1\"\n[smpp]\ndrain_timeout_secs = 1\n",
+    );
+    let Served { mut child, log: mut rx, seen, smpp: addr } = serve(&dir, &path).await;
+    let mut log = seen;
+    let mut peer = Peer::connect(addr).await;
+    // 200 submit_sm whose body ends inside its first field: each is malformed.
+    let mut garbage = Vec::new();
+    for seq in 1..=200u32 {
+        garbage.extend_from_slice(&common::raw_pdu(0x0000_0004, seq, b"USSD", None));
+    }
+    peer.send_raw(&garbage).await;
+    for _ in 0..200 {
+        let nack = peer.recv().await.expect("the connection lives on");
+        assert_eq!(nack.body, Body::GenericNack);
+    }
+    drop(peer);
+    // A bind whose system_id carries a line break and a fake log line.
+    let mut peer = Peer::connect(addr).await;
+    let resp = peer.bind(chogate::smpp::pdu::BindKind::Transceiver, "x\nINFO forged", "nope").await;
+    assert_eq!(resp.status, chogate::smpp::status::ESME_RINVPASWD);
+    peer.expect_closed().await;
+
+    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "exit {status:?}");
+    while let Some(line) = rx.recv().await {
+        log.push(line);
+    }
+    let malformed = log.iter().filter(|l| l.contains("malformed PDU")).count();
+    assert!(malformed <= 5, "{malformed} warnings for 200 bad PDUs:\n{}", log.join("\n"));
+    assert!(log.iter().any(|l| l.contains("left out")), "{}", log.join("\n"));
+    assert!(!log.iter().any(|l| l.starts_with("INFO forged")), "{}", log.join("\n"));
+    assert!(log.iter().any(|l| l.contains(r"x\nINFO forged")), "{}", log.join("\n"));
+}
+
 fn bad_menus() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/menus")).unwrap() {

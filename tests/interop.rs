@@ -37,6 +37,10 @@ const SMSC_SYSTEM_TYPE: &str = "USSDGW";
 // ---------------------------------------------------------------------------------------
 
 /// The scripts and the pinned dependency lists.
+fn tls_fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls").join(name)
+}
+
 fn interop_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("interop")
 }
@@ -461,17 +465,73 @@ async fn smpplib_submit_should_be_answered_on_the_same_bind() {
     daemon.stop().await;
 }
 
+/// A USSD centre that speaks SMPP over TLS through Python's ssl (OpenSSL) binds to chogate's
+/// TLS listener, checking its certificate against the test CA; the USSD exchange is the same
+/// as in plain TCP.
+#[tokio::test]
+async fn smpplib_over_tls_should_bind_and_get_its_screen() {
+    let mut config = base_config("");
+    config.smpp_server.tls_listen = Some("127.0.0.1:0".parse().unwrap());
+    config.smpp_server.tls_cert = Some(tls_fixture("server.pem"));
+    config.smpp_server.tls_key = Some(tls_fixture("server.key"));
+    let daemon = TestDaemon::start(config).await;
+    let tls_addr = daemon.daemon.as_ref().unwrap().smpp_tls_addr.expect("TLS listener");
+    let python_path = python_path().await;
+    let mut cmd = Command::new("python3");
+    cmd.arg("-s")
+        .arg(interop_dir().join("smpplib_peer.py"))
+        .arg(tls_addr.ip().to_string())
+        .arg(tls_addr.port().to_string())
+        .args([ACCOUNT, PASSWORD, "submit"])
+        .env("PYTHONPATH", python_path)
+        .env("CHOGATE_TLS_CA", tls_fixture("ca.pem"))
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    let done = Foreign::spawn("smpplib_peer.py", cmd).finish().await;
+    assert!(done.status.success(), "smpplib over TLS failed ({})\n{}", done.status, done.report);
+    done.assert_steps(&[
+        "CONNECTED",
+        "TLS",
+        "BOUND",
+        "SUBMIT_SM",
+        "SUBMIT_SM_RESP",
+        "SCREEN",
+        "ENQUIRE_LINK_RESP",
+        "UNBIND_RESP",
+        "CLOSED_BY_SERVER",
+        "PASS",
+    ]);
+    assert!(done.line("TLS ").starts_with("TLSv1."), "{}", done.report);
+    assert_eq!(done.line("SCREEN "), "op=2 its_session_info=0x1200 data_coding=8", "{}", done.report);
+    assert_no_binds(&daemon);
+    daemon.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------
 // Client role: chogate binds to a node-smpp SMSC.
 // ---------------------------------------------------------------------------------------
 
 #[tokio::test]
 async fn node_smpp_smsc_should_accept_chogate_bind_and_see_unbind_on_shutdown() {
+    node_smsc_session(false).await;
+}
+
+/// The same through TLS: node's `tls` server (not rustls) with the test CA's certificate;
+/// chogate checks it against `tls_ca` and the name `localhost`.
+#[tokio::test]
+async fn node_smpp_smsc_over_tls_should_accept_chogate_bind_and_see_unbind_on_shutdown() {
+    node_smsc_session(true).await;
+}
+
+/// One session with smsc.js from bind to unbind, in TLS or not.
+async fn node_smsc_session(tls: bool) {
     let node_path = node_path().await;
     let mut cmd = Command::new("node");
     cmd.arg(interop_dir().join("smsc.js"))
         .args([SMSC_SYSTEM_ID, SMSC_PASSWORD, SMSC_SYSTEM_TYPE])
         .env("NODE_PATH", node_path);
+    if tls {
+        cmd.env("SMSC_TLS_CERT", tls_fixture("server.pem")).env("SMSC_TLS_KEY", tls_fixture("server.key"));
+    }
     let mut smsc = Foreign::spawn("smsc.js", cmd);
     let port: u16 = smsc.expect_prefix("LISTENING ").await.parse().expect("LISTENING <port>");
 
@@ -490,12 +550,21 @@ system_type = "{SMSC_SYSTEM_TYPE}"
 bind = "transceiver"
 reconnect_min_ms = 50
 reconnect_max_ms = 200
-"#
+{tls}
+"#,
+        tls = if tls {
+            format!(
+                "tls = true\ntls_ca = \"{}\"\ntls_server_name = \"localhost\"",
+                tls_fixture("ca.pem").display()
+            )
+        } else {
+            String::new()
+        }
     );
     let smpp = "response_timeout_secs = 120\ndrain_timeout_secs = 120";
     let daemon = TestDaemon::start(base_config_with(smpp, &extra)).await;
 
-    smsc.expect("SESSION 1").await;
+    smsc.expect(if tls { "SESSION 1 TLSv1.3" } else { "SESSION 1" }).await;
     // node-smpp decoded chogate's bind_transceiver: credentials, system_type, version 3.4.
     smsc.expect(&format!("BOUND {SMSC_SYSTEM_ID} 0x34")).await;
     smsc.expect("ENQUIRE_LINK_RESP").await;

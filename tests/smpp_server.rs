@@ -59,27 +59,186 @@ async fn wrong_password_should_get_invpaswd_and_close() {
     d.stop().await;
 }
 
+/// Binds one connection each; the status and how long the answer took.
+async fn timed_bind(addr: std::net::SocketAddr, password: &str) -> (u32, Duration) {
+    let mut p = Peer::connect(addr).await;
+    let t = Instant::now();
+    let resp = p.bind(BindKind::Transceiver, ACCOUNT, password).await;
+    (resp.status, t.elapsed())
+}
+
 #[tokio::test]
-async fn repeated_failed_binds_from_one_address_should_be_slowed_down() {
+async fn right_and_wrong_passwords_should_wait_alike_and_the_address_be_locked_after_the_limit() {
     let d = TestDaemon::start(base_config_with(
-        "failed_bind_delay_ms = 150\nfailed_bind_max_delay_ms = 2000",
+        "failed_bind_delay_ms = 150\nfailed_bind_max_delay_ms = 2000\nfailed_bind_limit = 4",
         "",
     ))
     .await;
-    let mut elapsed = Vec::new();
-    for _ in 0..3 {
-        let mut p = Peer::connect(d.smpp).await;
-        let t = Instant::now();
-        let resp = p.bind(BindKind::Transceiver, ACCOUNT, "wrong").await;
-        assert_eq!(resp.status, status::ESME_RINVPASWD);
-        elapsed.push(t.elapsed());
+    // No failure yet: answered at once, right or wrong (nothing to tell apart).
+    assert_eq!(timed_bind(d.smpp, "wrong").await.0, status::ESME_RINVPASWD);
+    // One failure: the right password waits what a wrong one would (150 ms), then two (300 ms).
+    let (st, right) = timed_bind(d.smpp, PASSWORD).await;
+    assert_eq!(st, status::ESME_ROK);
+    assert!(right >= Duration::from_millis(150), "{right:?}");
+    let (st, wrong) = timed_bind(d.smpp, "wrong").await;
+    assert_eq!(st, status::ESME_RINVPASWD);
+    assert!(wrong >= Duration::from_millis(150), "{wrong:?}");
+    let (_, wrong) = timed_bind(d.smpp, "wrong").await;
+    assert!(wrong >= Duration::from_millis(300), "{wrong:?}");
+    // The fourth failure locks the address out: the right password is refused now.
+    assert_eq!(timed_bind(d.smpp, "wrong").await.0, status::ESME_RINVPASWD);
+    assert_eq!(timed_bind(d.smpp, PASSWORD).await.0, status::ESME_RBINDFAIL);
+    d.stop().await;
+}
+
+/// The attack the issue measured: 50 guesses at once from one address, each given up
+/// after 100 ms. No guess is answered fast enough to tell, and the password itself, tried
+/// last, is refused: the address is locked out.
+#[tokio::test]
+async fn parallel_guessing_from_one_address_should_find_no_password() {
+    let d = TestDaemon::start(base_config_with("failed_bind_limit = 5\nfailed_bind_max_delay_ms = 1000", ""))
+        .await;
+    let mut guesses = tokio::task::JoinSet::new();
+    for i in 0..50 {
+        let addr = d.smpp;
+        guesses.spawn(async move {
+            let mut p = Peer::connect(addr).await;
+            let seq =
+                p.request(Body::Bind(Bind::new(BindKind::Transceiver, ACCOUNT, format!("guess{i}")))).await;
+            match tokio::time::timeout(Duration::from_millis(100), p.recv()).await {
+                Ok(Some(resp)) => {
+                    assert_eq!(resp.sequence, seq);
+                    Some(resp.status)
+                }
+                // No answer in time: the guesser learns nothing from that.
+                Ok(None) | Err(_) => None,
+            }
+        });
     }
-    // 150 ms, then 300 ms, then 600 ms at least: lower bounds only, a slow machine passes.
-    assert!(elapsed[1] >= Duration::from_millis(300), "{elapsed:?}");
-    assert!(elapsed[2] >= Duration::from_millis(600), "{elapsed:?}");
-    // A right password still binds at once and clears the record.
+    let mut answered = Vec::new();
+    while let Some(r) = guesses.join_next().await {
+        answered.extend(r.unwrap());
+    }
+    assert!(answered.iter().all(|st| *st != status::ESME_ROK), "{answered:?}");
+    assert!(
+        answered.iter().filter(|st| **st == status::ESME_RINVPASWD).count() <= 5,
+        "at most failed_bind_limit wrong answers before the lock: {answered:?}"
+    );
+    assert_eq!(timed_bind(d.smpp, PASSWORD).await.0, status::ESME_RBINDFAIL);
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn a_bind_from_an_address_the_account_does_not_allow_should_be_refused() {
+    let extra = r#"
+[[smpp_server.accounts]]
+system_id = "pinned"
+password = "pw"
+allowed_ips = ["192.0.2.0/24", "2001:db8::/32"]
+[[smpp_server.accounts]]
+system_id = "local"
+password = "pw"
+allowed_ips = ["127.0.0.0/8"]
+"#;
+    let d = TestDaemon::start(base_config(extra)).await;
+    let mut p = Peer::connect(d.smpp).await;
+    // Refused like a wrong password: nothing tells the peer the password was right.
+    assert_eq!(p.bind(BindKind::Transceiver, "pinned", "pw").await.status, status::ESME_RINVPASWD);
+    p.expect_closed().await;
+    let mut p = Peer::connect(d.smpp).await;
+    assert_eq!(p.bind(BindKind::Transceiver, "local", "pw").await.status, status::ESME_ROK);
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn a_message_for_a_number_outside_the_accounts_prefixes_should_be_refused() {
+    let extra = r#"
+[[smpp_server.accounts]]
+system_id = "viettel"
+password = "pw"
+msisdn_prefixes = ["8498", "8497"]
+"#;
+    let d = TestDaemon::start(base_config(extra)).await;
+    let mut p = Peer::connect(d.smpp).await;
+    assert_eq!(p.bind(BindKind::Transceiver, "viettel", "pw").await.status, status::ESME_ROK);
+    // 84912345678 is not one of this account's subscribers.
+    let seq = p.request(Body::SubmitSm(ussd_sm())).await;
+    let resp = p.recv_skip_enquire().await.unwrap();
+    assert_eq!((resp.sequence, resp.status), (seq, status::ESME_RINVSRCADR));
+    // One of its own is served.
+    let mut sm = ussd_sm();
+    sm.source = Address::international("84981234567");
+    let seq = p.request(Body::SubmitSm(sm)).await;
+    let resp = p.recv_skip_enquire().await.unwrap();
+    assert_eq!((resp.sequence, resp.status), (seq, status::ESME_ROK));
+    let screen = p.recv_skip_enquire().await.unwrap();
+    assert!(matches!(screen.body, Body::DeliverSm(_)), "{screen:?}");
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn a_delivery_receipt_from_a_ussd_centre_should_be_refused() {
+    let d = TestDaemon::start(base_config("")).await;
     let mut p = Peer::bound(d.smpp).await;
+    let receipt = Sm {
+        source: Address::international("84912345678"),
+        dest: Address::international("384"),
+        esm_class: 0x04,
+        short_message: bytes::Bytes::from_static(
+            b"id:1 sub:001 dlvrd:001 submit date:2612080000 done date:2612080000 stat:DELIVRD err:000 text:",
+        ),
+        ..Sm::default()
+    };
+    let seq = p.request(Body::DeliverSm(Box::new(receipt))).await;
+    let resp = p.recv_skip_enquire().await.unwrap();
+    assert_eq!((resp.sequence, resp.status), (seq, status::ESME_RINVESMCLASS));
     p.ping().await;
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn connections_over_the_per_address_limit_should_be_closed_at_once() {
+    let mut config = base_config("");
+    config.smpp_server.max_connections_per_ip = 2;
+    let d = TestDaemon::start(config).await;
+    let mut first = Peer::bound(d.smpp).await;
+    let mut second = Peer::connect(d.smpp).await;
+    let mut third = Peer::connect(d.smpp).await;
+    third.expect_closed().await;
+    // The two within the limit live on; once one goes, a new one is served.
+    second.ping().await;
+    first.ping().await;
+    drop(first);
+    let mut again = loop {
+        // The daemon frees the slot when it sees the close: until then a new connection
+        // is closed as the third was.
+        let mut p = Peer::connect(d.smpp).await;
+        let seq = p.request(Body::Bind(Bind::new(BindKind::Transceiver, ACCOUNT, PASSWORD))).await;
+        if let Some(resp) = p.recv().await {
+            assert_eq!((resp.sequence, resp.status), (seq, status::ESME_ROK));
+            break p;
+        }
+    };
+    again.ping().await;
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn connections_over_the_total_limit_should_wait_for_a_free_slot() {
+    let mut config = base_config("");
+    config.smpp_server.max_connections = 1;
+    let d = TestDaemon::start(config).await;
+    let mut first = Peer::bound(d.smpp).await;
+    // The second connects (the kernel's backlog takes it) but is not served yet.
+    let mut second = Peer::connect(d.smpp).await;
+    let seq = second.request(Body::Bind(Bind::new(BindKind::Transceiver, "other", "pw2"))).await;
+    first.ping().await;
+    assert!(second.nothing_buffered(), "served past max_connections");
+    let unbind = first.request(Body::Unbind).await;
+    assert_eq!(first.recv().await.unwrap(), Pdu::new(unbind, Body::UnbindResp));
+    first.expect_closed().await;
+    let resp = second.recv().await.expect("served once the first closed");
+    assert_eq!((resp.sequence, resp.status), (seq, status::ESME_ROK));
     d.stop().await;
 }
 

@@ -341,7 +341,7 @@ impl Notifier {
             let smsc = session.label().to_string();
             let ids = self.smscs.get(&smsc).map(|s| s.receipt_ids).unwrap_or_default();
             let Some(form) = receipt::response_form(&r.message_id, ids) else {
-                warn!(%smsc, id = %r.message_id, ?ids, "receipt id does not read in the configured base; dropped");
+                warn!(%smsc, id = %r.message_id.escape_debug(), ?ids, "receipt id does not read in the configured base; dropped");
                 responder.respond(status::ESME_ROK, "").await;
                 return;
             };

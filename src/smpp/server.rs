@@ -526,7 +526,8 @@ mod tests {
 
     #[tokio::test]
     async fn connections_should_be_limited_per_address() {
-        let config = SmppServerConfig { max_connections: 10, max_connections_per_ip: 2, ..Default::default() };
+        let config =
+            SmppServerConfig { max_connections: 10, max_connections_per_ip: 2, ..Default::default() };
         let c = Connections::new(&config);
         let ip: IpAddr = "10.1.1.1".parse().unwrap();
         let one = c.admit(c.room().await.unwrap(), ip).unwrap();

@@ -676,6 +676,15 @@ impl WarnBudget {
         }
         write
     }
+
+    /// Writes how many were left out since the last one written (at the end of a session).
+    fn flush(&mut self) {
+        let left_out = self.seen - self.written;
+        if left_out > 0 {
+            warn!(left_out, "warnings about this peer's PDUs left out");
+            self.written = self.seen;
+        }
+    }
 }
 
 /// Where the reader is.
@@ -1267,6 +1276,7 @@ impl Reader {
     }
 
     fn finish(&mut self, end: &SessionEnd) {
+        self.warnings.flush();
         let s = self.shared();
         s.state.send_replace(SessionState::Closed);
         s.done.cancel();

@@ -75,7 +75,10 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
     let config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .and_then(|b| b.with_no_client_auth().with_single_cert(chain, private))
-        .map_err(|e| TlsError::Config { key: "smpp_server.tls_cert/tls_key".into(), reason: e.to_string() })?;
+        .map_err(|e| TlsError::Config {
+            key: "smpp_server.tls_cert/tls_key".into(),
+            reason: e.to_string(),
+        })?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
@@ -153,7 +156,10 @@ impl TlsSettings {
         let mut smsc = std::collections::HashMap::new();
         for (i, s) in config.smsc.iter().enumerate().filter(|(_, s)| s.tls) {
             let connector = client_config(&format!("smsc[{i}].tls_ca"), s.tls_ca.as_deref())?;
-            let name = server_name(&format!("smsc[{i}].tls_server_name"), s.tls_server_name.as_deref().unwrap_or(&s.host))?;
+            let name = server_name(
+                &format!("smsc[{i}].tls_server_name"),
+                s.tls_server_name.as_deref().unwrap_or(&s.host),
+            )?;
             smsc.insert(s.name.clone(), SmscTls { connector, name });
         }
         Ok(TlsSettings { server, smsc })

@@ -193,6 +193,18 @@ impl Peer {
         p
     }
 
+    /// Whether nothing has come from the daemon so far: one look at what the socket holds,
+    /// without waiting.
+    pub fn nothing_buffered(&mut self) -> bool {
+        use std::future::Future;
+        use std::task::{Context, Poll, Waker};
+        if !matches!(self.reader.buffered(), Ok(None)) {
+            return false;
+        }
+        let next = std::pin::pin!(self.reader.next());
+        matches!(next.poll(&mut Context::from_waker(Waker::noop())), Poll::Pending)
+    }
+
     /// enquire_link round trip: proves the session is alive and in sync.
     pub async fn ping(&mut self) {
         let seq = self.request(Body::EnquireLink).await;

@@ -14,11 +14,17 @@ Scenarios:
                 with ussd_service_op 2 and its_session_info echoed; smpplib answers it; the
                 bind stays usable and unbinds cleanly.
 
+With CHOGATE_TLS_CA (a PEM file) in the environment it connects in TLS through Python's ssl
+module (OpenSSL, not rustls), checking chogate's certificate against that CA and the name
+`localhost`, and prints `TLS <version>` after connecting.
+
 Prints one line per step; the last line is "PASS <scenario>" (exit 0) or "FAIL <why>" (exit 1).
 Driven by tests/interop.rs, which runs it with PYTHONPATH pointing at a pinned smpplib.
 """
 
 import logging
+import os
+import ssl
 import sys
 import time
 
@@ -50,9 +56,22 @@ def expect(cond, why):
         raise Failed(why)
 
 
+class CheckedTls:
+    """An ssl context for smpplib, which wraps its socket without a server name: this one
+    gives it, so that the certificate's name is checked as well as its chain."""
+
+    def __init__(self, cafile):
+        self.context = ssl.create_default_context(cafile=cafile)
+
+    def wrap_socket(self, sock):
+        return self.context.wrap_socket(sock, server_hostname="localhost")
+
+
 def connect(client):
     client.connect()
     step("CONNECTED")
+    if isinstance(client._socket, ssl.SSLSocket):
+        step("TLS %s" % client._socket.version())
 
 
 def read_response(client, sequence, command):
@@ -213,7 +232,14 @@ def main(argv):
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     host, port, system_id, password, scenario = argv[1], int(argv[2]), argv[3], argv[4], argv[5]
     # allow_unknown_opt_params=False: smpplib's strict mode, an unknown TLV from chogate fails.
-    client = smpplib.client.Client(host, port, timeout=SOCKET_TIMEOUT, allow_unknown_opt_params=False)
+    cafile = os.environ.get("CHOGATE_TLS_CA")
+    client = smpplib.client.Client(
+        host,
+        port,
+        timeout=SOCKET_TIMEOUT,
+        allow_unknown_opt_params=False,
+        ssl_context=CheckedTls(cafile) if cafile else None,
+    )
     try:
         connect(client)
         SCENARIOS[scenario](client, system_id, password)

@@ -13,6 +13,8 @@
 //   UNBIND                             chogate unbound; unbind_resp is sent back
 //   CLOSED                             the connection closed after the unbind; then exit 0
 //   FAIL <why>                         an expectation failed; then exit 1
+// With SMSC_TLS_CERT and SMSC_TLS_KEY (PEM files) in the environment it speaks SMPP over TLS
+// (node's tls), and SESSION carries the protocol: `SESSION 1 TLSv1.3`.
 // It also exits when its stdin closes, so it never outlives the test that runs it.
 // Driven by tests/interop.rs, with NODE_PATH pointing at the pinned `smpp` package.
 'use strict';
@@ -36,9 +38,15 @@ function fail(why) {
 
 let sessions = 0;
 
-const server = smpp.createServer(function (session) {
+const fs = require('fs');
+const tlsOptions = process.env.SMSC_TLS_CERT && process.env.SMSC_TLS_KEY
+	? { cert: fs.readFileSync(process.env.SMSC_TLS_CERT), key: fs.readFileSync(process.env.SMSC_TLS_KEY) }
+	: {};
+
+const server = smpp.createServer(tlsOptions, function (session) {
 	sessions += 1;
-	say('SESSION ' + sessions);
+	const protocol = session.socket.getProtocol ? ' ' + session.socket.getProtocol() : '';
+	say('SESSION ' + sessions + protocol);
 	if (sessions > 1) {
 		fail('a second connection: chogate reconnected, so the first session broke');
 	}
