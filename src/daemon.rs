@@ -44,7 +44,7 @@ pub enum DaemonError {
         source: std::io::Error,
     },
     /// A TLS certificate, key or trusted root could not be used.
-    #[error("TLS: {0}")]
+    #[error(transparent)]
     Tls(#[from] crate::smpp::transport::TlsError),
     /// A thread (the HTTP API's) could not be started.
     #[error("cannot start a thread: {0}")]

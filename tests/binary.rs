@@ -53,6 +53,34 @@ fn check_config_should_fail_naming_the_bad_key() {
     assert!(!out.status.success() && err.contains("CHOGATE_SMPP__ENQUIRE_LINK_SECS"), "{err}");
 }
 
+/// A TLS certificate or key that cannot be used is named with its setting, its file and the
+/// reason, by `check-config` and at start.
+#[test]
+fn tls_files_that_cannot_be_used_should_be_named_by_check_config_and_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls");
+    let cases = [
+        (format!("{fixtures}/missing.pem"), format!("{fixtures}/server.key"), "smpp_server.tls_cert", "missing.pem"),
+        (format!("{fixtures}/server.key"), format!("{fixtures}/server.key"), "smpp_server.tls_cert", "no CERTIFICATE"),
+        (format!("{fixtures}/server.pem"), format!("{fixtures}/ca.pem"), "smpp_server.tls_key", "ca.pem"),
+    ];
+    for (cert, key, setting, reason) in cases {
+        let path = write_config(
+            &dir,
+            &format!(
+                "[http]\nlisten = \"127.0.0.1:0\"\n[smpp_server]\nlisten = \"127.0.0.1:0\"\n\
+                 tls_listen = \"127.0.0.1:0\"\ntls_cert = \"{cert}\"\ntls_key = \"{key}\"\n"
+            ),
+        );
+        for args in [&["check-config", "--config"][..], &["serve", "--config"][..]] {
+            let out = Command::new(BIN).args(args).arg(&path).current_dir(dir.path()).output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{args:?} accepted {cert} / {key}");
+            assert!(err.contains(setting) && err.contains(reason), "{args:?}: {err}");
+        }
+    }
+}
+
 /// A `chogate serve` child process and its log lines.
 struct Served {
     child: std::process::Child,
