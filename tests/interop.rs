@@ -343,15 +343,28 @@ impl Finished {
 /// Runs a script of tests/interop against the daemon's SMPP server (its address, then
 /// `args`) with smpplib on its path, until it exits.
 async fn run_smpplib_script(daemon: &TestDaemon, script: &'static str, args: &[&str]) -> Finished {
+    run_smpplib_script_at(daemon.smpp, None, script, args).await
+}
+
+/// Like [`run_smpplib_script`], against `addr`, in TLS checked against `ca` when given.
+async fn run_smpplib_script_at(
+    addr: std::net::SocketAddr,
+    ca: Option<PathBuf>,
+    script: &'static str,
+    args: &[&str],
+) -> Finished {
     let python_path = python_path().await;
     let mut cmd = Command::new("python3");
     cmd.arg("-s")
         .arg(interop_dir().join(script))
-        .arg(daemon.smpp.ip().to_string())
-        .arg(daemon.smpp.port().to_string())
+        .arg(addr.ip().to_string())
+        .arg(addr.port().to_string())
         .args(args)
         .env("PYTHONPATH", python_path)
         .env("PYTHONDONTWRITEBYTECODE", "1");
+    if let Some(ca) = ca {
+        cmd.env("CHOGATE_TLS_CA", ca);
+    }
     Foreign::spawn(script, cmd).finish().await
 }
 
@@ -435,21 +448,38 @@ async fn smpplib_bad_password_should_get_invpaswd() {
 
 #[tokio::test]
 async fn smpplib_submit_should_be_answered_on_the_same_bind() {
-    let daemon = TestDaemon::start(base_config("")).await;
+    smpplib_submit(false).await;
+}
 
-    let done = smpplib(&daemon, ACCOUNT, PASSWORD, "submit").await;
+/// A USSD centre that speaks SMPP over TLS through Python's ssl (OpenSSL) binds to chogate's
+/// TLS listener, checking its certificate against the test CA and the name `localhost`; the
+/// USSD exchange is the same as in plain TCP.
+#[tokio::test]
+async fn smpplib_over_tls_should_bind_and_get_its_screen() {
+    smpplib_submit(true).await;
+}
 
-    done.assert_steps(&[
-        "CONNECTED",
-        "BOUND",
-        "SUBMIT_SM",
-        "SUBMIT_SM_RESP",
-        "SCREEN",
-        "ENQUIRE_LINK_RESP",
-        "UNBIND_RESP",
-        "CLOSED_BY_SERVER",
-        "PASS",
-    ]);
+/// smpplib_peer.py's submit scenario, in plain TCP or in TLS.
+async fn smpplib_submit(tls: bool) {
+    let mut config = base_config("");
+    if tls {
+        config.smpp_server.tls_listen = Some("127.0.0.1:0".parse().unwrap());
+        config.smpp_server.tls_cert = Some(tls_fixture("server.pem"));
+        config.smpp_server.tls_key = Some(tls_fixture("server.key"));
+    }
+    let daemon = TestDaemon::start(config).await;
+    let addr =
+        if tls { daemon.daemon.as_ref().unwrap().smpp_tls_addr.expect("TLS listener") } else { daemon.smpp };
+    let ca = tls.then(|| tls_fixture("ca.pem"));
+    let done = run_smpplib_script_at(addr, ca, "smpplib_peer.py", &[ACCOUNT, PASSWORD, "submit"]).await;
+    assert!(done.status.success(), "smpplib submit (tls: {tls}) failed ({})\n{}", done.status, done.report);
+    let mut steps = vec!["CONNECTED", "BOUND", "SUBMIT_SM", "SUBMIT_SM_RESP", "SCREEN"];
+    steps.extend(["ENQUIRE_LINK_RESP", "UNBIND_RESP", "CLOSED_BY_SERVER", "PASS"]);
+    if tls {
+        steps.insert(1, "TLS");
+        assert!(done.line("TLS ").starts_with("TLSv1."), "{}", done.report);
+    }
+    done.assert_steps(&steps);
     // The script checks this too; checked here again from what it printed.
     let seq = done.line("SUBMIT_SM seq=");
     assert_eq!(
@@ -460,47 +490,6 @@ async fn smpplib_submit_should_be_answered_on_the_same_bind() {
     );
     // The registration screen (the number is not registered): op 2, session 0x12 echoed,
     // Vietnamese as UCS2.
-    assert_eq!(done.line("SCREEN "), "op=2 its_session_info=0x1200 data_coding=8", "{}", done.report);
-    assert_no_binds(&daemon);
-    daemon.stop().await;
-}
-
-/// A USSD centre that speaks SMPP over TLS through Python's ssl (OpenSSL) binds to chogate's
-/// TLS listener, checking its certificate against the test CA; the USSD exchange is the same
-/// as in plain TCP.
-#[tokio::test]
-async fn smpplib_over_tls_should_bind_and_get_its_screen() {
-    let mut config = base_config("");
-    config.smpp_server.tls_listen = Some("127.0.0.1:0".parse().unwrap());
-    config.smpp_server.tls_cert = Some(tls_fixture("server.pem"));
-    config.smpp_server.tls_key = Some(tls_fixture("server.key"));
-    let daemon = TestDaemon::start(config).await;
-    let tls_addr = daemon.daemon.as_ref().unwrap().smpp_tls_addr.expect("TLS listener");
-    let python_path = python_path().await;
-    let mut cmd = Command::new("python3");
-    cmd.arg("-s")
-        .arg(interop_dir().join("smpplib_peer.py"))
-        .arg(tls_addr.ip().to_string())
-        .arg(tls_addr.port().to_string())
-        .args([ACCOUNT, PASSWORD, "submit"])
-        .env("PYTHONPATH", python_path)
-        .env("CHOGATE_TLS_CA", tls_fixture("ca.pem"))
-        .env("PYTHONDONTWRITEBYTECODE", "1");
-    let done = Foreign::spawn("smpplib_peer.py", cmd).finish().await;
-    assert!(done.status.success(), "smpplib over TLS failed ({})\n{}", done.status, done.report);
-    done.assert_steps(&[
-        "CONNECTED",
-        "TLS",
-        "BOUND",
-        "SUBMIT_SM",
-        "SUBMIT_SM_RESP",
-        "SCREEN",
-        "ENQUIRE_LINK_RESP",
-        "UNBIND_RESP",
-        "CLOSED_BY_SERVER",
-        "PASS",
-    ]);
-    assert!(done.line("TLS ").starts_with("TLSv1."), "{}", done.report);
     assert_eq!(done.line("SCREEN "), "op=2 its_session_info=0x1200 data_coding=8", "{}", done.report);
     assert_no_binds(&daemon);
     daemon.stop().await;
