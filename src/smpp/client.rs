@@ -61,7 +61,7 @@ async fn connect(addr: &str, tls: Option<&SmscTls>) -> std::io::Result<Conn> {
         None => Ok(Conn::Plain(stream)),
         Some(t) => {
             let stream = t.connector.connect(t.name.clone(), stream).await?;
-            Ok(Conn::Tls(Box::new(stream.into())))
+            Ok(Conn::tls(stream.into()))
         }
     }
 }

@@ -368,7 +368,7 @@ pub async fn serve(
                     };
                     match conn {
                         Ok(conn) => {
-                            let conn = Conn::Tls(Box::new(conn.into()));
+                            let conn = Conn::tls(conn.into());
                             let (_handle, run) = session::start(conn, params);
                             run.await;
                         }

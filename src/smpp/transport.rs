@@ -166,12 +166,23 @@ impl TlsSettings {
     }
 }
 
-/// A connected socket, plain or in TLS.
+/// Any byte stream a session can run on besides plain TCP: TLS in either role, or an
+/// in-memory pipe in tests.
+pub trait Stream: AsyncRead + AsyncWrite + Send + Sync + Unpin + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Sync + Unpin + 'static> Stream for T {}
+
+/// A connected socket: plain TCP, or another stream (TLS) with the peer's address.
 pub enum Conn {
     /// Plain TCP.
     Plain(TcpStream),
-    /// TLS over TCP, either role.
-    Tls(Box<TlsStream<TcpStream>>),
+    /// TLS over TCP, or an in-memory pipe.
+    Stream {
+        /// The stream.
+        io: Box<dyn Stream>,
+        /// The peer's address.
+        peer: SocketAddr,
+    },
 }
 
 impl From<TcpStream> for Conn {
@@ -181,13 +192,20 @@ impl From<TcpStream> for Conn {
 }
 
 impl Conn {
+    /// A TLS stream (either role) over TCP.
+    pub fn tls(stream: TlsStream<TcpStream>) -> Conn {
+        let tcp = stream.get_ref().0;
+        let _ = tcp.set_nodelay(true);
+        let peer = tcp.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        Conn::Stream { io: Box::new(stream), peer }
+    }
+
     /// The peer's address (0.0.0.0:0 if the socket no longer knows it).
     pub fn peer_addr(&self) -> SocketAddr {
-        let tcp = match self {
-            Conn::Plain(s) => s,
-            Conn::Tls(s) => s.get_ref().0,
-        };
-        tcp.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+        match self {
+            Conn::Plain(s) => s.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
+            Conn::Stream { peer, .. } => *peer,
+        }
     }
 
     /// Cuts the connection into what the reader and the writer own.
@@ -198,10 +216,9 @@ impl Conn {
                 let (r, w) = s.into_split();
                 (ReadSide::Plain(r), WriteSide::Plain(w))
             }
-            Conn::Tls(s) => {
-                let _ = s.get_ref().0.set_nodelay(true);
-                let (r, w) = tokio::io::split(*s);
-                (ReadSide::Tls(r), WriteSide::Tls(w))
+            Conn::Stream { io, .. } => {
+                let (r, w) = tokio::io::split(io);
+                (ReadSide::Stream(r), WriteSide::Stream(w))
             }
         }
     }
@@ -211,15 +228,15 @@ impl Conn {
 pub enum ReadSide {
     /// Plain TCP.
     Plain(OwnedReadHalf),
-    /// TLS.
-    Tls(ReadHalf<TlsStream<TcpStream>>),
+    /// Another stream.
+    Stream(ReadHalf<Box<dyn Stream>>),
 }
 
 impl AsyncRead for ReadSide {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             ReadSide::Plain(r) => Pin::new(r).poll_read(cx, buf),
-            ReadSide::Tls(r) => Pin::new(r).poll_read(cx, buf),
+            ReadSide::Stream(r) => Pin::new(r).poll_read(cx, buf),
         }
     }
 }
@@ -228,18 +245,23 @@ impl AsyncRead for ReadSide {
 pub enum WriteSide {
     /// Plain TCP.
     Plain(OwnedWriteHalf),
-    /// TLS.
-    Tls(WriteHalf<TlsStream<TcpStream>>),
+    /// Another stream.
+    Stream(WriteHalf<Box<dyn Stream>>),
 }
 
 impl WriteSide {
-    /// Writes what the socket takes at once without waiting (plain TCP only; TLS takes
-    /// nothing this way and leaves it all to the async write).
+    /// Writes what the socket takes at once without waiting (plain TCP only; another stream
+    /// takes nothing this way and leaves it all to the async write).
     pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
         match self {
             WriteSide::Plain(w) => w.try_write(buf),
-            WriteSide::Tls(_) => Err(io::ErrorKind::WouldBlock.into()),
+            WriteSide::Stream(_) => Err(io::ErrorKind::WouldBlock.into()),
         }
+    }
+
+    /// Whether what was written may wait in a buffer of the stream's own (TLS) until flushed.
+    pub fn buffers(&self) -> bool {
+        matches!(self, WriteSide::Stream(_))
     }
 }
 
@@ -247,21 +269,21 @@ impl AsyncWrite for WriteSide {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             WriteSide::Plain(w) => Pin::new(w).poll_write(cx, buf),
-            WriteSide::Tls(w) => Pin::new(w).poll_write(cx, buf),
+            WriteSide::Stream(w) => Pin::new(w).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             WriteSide::Plain(w) => Pin::new(w).poll_flush(cx),
-            WriteSide::Tls(w) => Pin::new(w).poll_flush(cx),
+            WriteSide::Stream(w) => Pin::new(w).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             WriteSide::Plain(w) => Pin::new(w).poll_shutdown(cx),
-            WriteSide::Tls(w) => Pin::new(w).poll_shutdown(cx),
+            WriteSide::Stream(w) => Pin::new(w).poll_shutdown(cx),
         }
     }
 }
