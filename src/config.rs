@@ -1172,6 +1172,12 @@ fn check_prefixes(key: &str, prefixes: &[String]) -> Result<(), ConfigError> {
                 format!("`{prefix}` must be a non-empty string of digits"),
             ));
         }
+        if let Some(rest) = prefix.strip_prefix('0') {
+            return Err(invalid(
+                format!("{key}[{p}]"),
+                format!("`{prefix}`: numbers are compared in their international form; write it as 84{rest}"),
+            ));
+        }
     }
     Ok(())
 }

@@ -127,17 +127,14 @@ impl Daemon {
             registry: registry.clone(),
         };
         let smpp_tls_addr = tls_listener.as_ref().map(|(_, a)| *a);
-        if let (Some((listener, addr)), Some(acceptor)) = (tls_listener, tls.server.clone()) {
-            tracker.spawn(server::serve(
-                listener,
-                Some(acceptor),
-                ctx.clone(),
-                shutdown.clone(),
-                tracker.clone(),
-            ));
-            info!(%addr, "SMPP server listening in TLS");
-        }
-        tracker.spawn(server::serve(smpp_listener, None, ctx, shutdown.clone(), tracker.clone()));
+        let tls_serve = match (tls_listener, tls.server.clone()) {
+            (Some((listener, addr)), Some(acceptor)) => {
+                info!(%addr, "SMPP server listening in TLS");
+                Some((listener, acceptor))
+            }
+            _ => None,
+        };
+        tracker.spawn(server::serve(smpp_listener, tls_serve, ctx, shutdown.clone(), tracker.clone()));
         info!(addr = %smpp_addr, accounts = config.smpp_server.accounts.len(), "SMPP server listening");
 
         let client_ctx = ClientContext { tuning: config.smpp.clone(), inbound, registry: registry.clone() };

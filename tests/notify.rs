@@ -191,6 +191,37 @@ async fn receipt_before_the_submit_response_should_still_match() {
     d.stop().await;
 }
 
+/// An SMSC pinned to other numbers (`msisdn_prefixes`) cannot text in a keyword for this
+/// household, but its receipt for the SMS chogate sent the household through it is taken:
+/// a receipt's number is the recipient's, whatever route the SMS took.
+#[tokio::test]
+async fn an_smscs_prefixes_should_refuse_its_keywords_for_other_numbers_but_never_a_receipt() {
+    let smsc = Smsc::start().await;
+    let config = format!("{}msisdn_prefixes = [\"8498\"]\n", smsc.config("viettel", ""));
+    let d = TestDaemon::start(base_config(&config)).await;
+    let m = market(&d);
+    let mut p = smsc.accept().await;
+    village(&m, Lang::Vi).await;
+    let actor = Actor { msisdn: HOUSEHOLD.into(), channel: Channel::Sms };
+    m.queue_sms(&actor, IdemKey("q1".into()), HOUSEHOLD, "Hello", Lang::En, "test").await.unwrap();
+    let (seq, _) = next_submit(&mut p).await;
+    answer(&mut p, seq, 0, "77").await;
+    receipt(&mut p, "77", "DELIVRD").await;
+    let notifier = d.daemon.as_ref().unwrap().notifier.clone();
+    notifier.wait_recorded(2).await;
+    assert_eq!(m.message(outbox_id(&m).await).await.unwrap().unwrap().status, "delivered");
+    let sm = Sm {
+        source: Address::international(HOUSEHOLD),
+        dest: Address::international("384"),
+        short_message: Bytes::from_static(b"DH"),
+        ..Sm::default()
+    };
+    let seq = p.request(Body::DeliverSm(Box::new(sm))).await;
+    let resp = p.recv_skip_enquire().await.unwrap();
+    assert_eq!((resp.sequence, resp.status), (seq, status::ESME_RINVSRCADR));
+    d.stop().await;
+}
+
 #[tokio::test]
 async fn throttled_message_should_be_retried_and_permanent_errors_fail() {
     let smsc = Smsc::start().await;

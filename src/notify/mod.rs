@@ -357,6 +357,13 @@ impl Notifier {
             }
             return;
         }
+        if let Some(msisdn) = crate::msisdn::normalize(&sm.source.addr)
+            && !session.may_speak_for(&msisdn)
+        {
+            crate::api::metrics::smpp_refused(crate::api::metrics::Refusal::MsisdnPrefix);
+            responder.respond(status::ESME_RINVSRCADR, "").await;
+            return;
+        }
         keywords::handle(&self.market, &self.hotline, sm, responder).await;
     }
 }

@@ -148,6 +148,22 @@ impl Accounts {
         }
     }
 
+    /// Frees a place in a full table: first every entry that no longer counts (unlocked, its
+    /// window over), then the unlocked address seen longest ago, and only when every entry is
+    /// locked the locked one seen longest ago (so that failing from many addresses does not
+    /// flush a lock).
+    fn make_room(&self, table: &mut HashMap<IpAddr, Failures>, now: Instant) {
+        let window = self.limits.window;
+        table.retain(|_, f| f.locked_until.is_some_and(|u| u > now) || now.duration_since(f.since) < window);
+        if table.len() < FAILURE_TABLE_MAX {
+            return;
+        }
+        let oldest = table.iter().min_by_key(|(_, f)| (f.locked_until.is_some(), f.seen)).map(|(k, _)| *k);
+        if let Some(oldest) = oldest {
+            table.remove(&oldest);
+        }
+    }
+
     /// Judges a bind from `peer` and records a failure; returns the verdict and how long the
     /// answer waits (decided before the password is looked at).
     fn decide(&self, peer: SocketAddr, bind: &Bind) -> (Verdict<'_>, Duration) {
@@ -155,10 +171,7 @@ impl Accounts {
         let now = Instant::now();
         let mut table = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
         if !table.contains_key(&key) && table.len() >= FAILURE_TABLE_MAX {
-            let oldest = table.iter().min_by_key(|(_, f)| f.seen).map(|(k, _)| *k);
-            if let Some(oldest) = oldest {
-                table.remove(&oldest);
-            }
+            self.make_room(&mut table, now);
         }
         let entry =
             table.entry(key).or_insert(Failures { count: 0, since: now, seen: now, locked_until: None });
@@ -171,6 +184,7 @@ impl Accounts {
             entry.since = now;
         }
         if entry.locked_until.is_some() {
+            drop(table);
             metrics::smpp_refused(Refusal::BindLocked);
             return (Verdict::Locked, self.limits.max_delay);
         }
@@ -184,14 +198,10 @@ impl Accounts {
                 false
             }
         };
-        let right = account.filter(|_| password_ok).filter(|a| {
-            let allowed = a.config.allowed_ips.is_empty() || a.config.allowed_ips.iter().any(|c| c.contains(peer.ip()));
-            if !allowed {
-                metrics::smpp_refused(Refusal::BindAddress);
-                warn!(system_id = %bind.system_id.escape_debug(), %peer, "bind from an address the account does not allow");
-            }
-            allowed
+        let from_elsewhere = account.filter(|_| password_ok).is_some_and(|a| {
+            !(a.config.allowed_ips.is_empty() || a.config.allowed_ips.iter().any(|c| c.contains(peer.ip())))
         });
+        let right = account.filter(|_| password_ok && !from_elsewhere);
         if let Some(account) = right {
             if entry.count == 0 {
                 table.remove(&key);
@@ -199,9 +209,19 @@ impl Accounts {
             return (Verdict::Right(account), delay);
         }
         entry.count = entry.count.saturating_add(1);
-        if entry.count >= self.limits.limit {
+        let locked = entry.count >= self.limits.limit;
+        if locked {
             entry.locked_until = Some(now + self.limits.cooldown);
-            warn!(%peer, failures = entry.count, cooldown = ?self.limits.cooldown, "too many failed binds; address refused");
+        }
+        let failures = entry.count;
+        // What is logged is logged once the table is free: a slow log must not hold up binds.
+        drop(table);
+        if from_elsewhere {
+            metrics::smpp_refused(Refusal::BindAddress);
+            warn!(system_id = %bind.system_id.escape_debug(), %peer, "bind from an address the account does not allow");
+        }
+        if locked {
+            warn!(%peer, failures, cooldown = ?self.limits.cooldown, "too many failed binds; address refused");
         }
         (Verdict::Wrong, delay)
     }
@@ -302,11 +322,13 @@ pub struct ServerContext {
     pub registry: Arc<Registry>,
 }
 
-/// Accepts connections until shutdown (in TLS when `tls` is given); every session runs on
-/// `tracker` and unbinds gracefully when `shutdown` is cancelled.
+/// Accepts connections on the plain listener and, when given, the TLS one until shutdown;
+/// every session runs on `tracker` and unbinds gracefully when `shutdown` is cancelled. One
+/// loop for both, so that the place taken before `accept` serves whichever listener a peer
+/// comes to.
 pub async fn serve(
-    listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    plain: TcpListener,
+    tls: Option<(TcpListener, TlsAcceptor)>,
     ctx: ServerContext,
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -318,9 +340,16 @@ pub async fn serve(
             r = ctx.connections.room() => r,
         };
         let Some(room) = room else { break };
-        let accepted = tokio::select! {
+        let tls_accept = async {
+            match &tls {
+                Some((listener, acceptor)) => (listener.accept().await, Some(acceptor.clone())),
+                None => std::future::pending().await,
+            }
+        };
+        let (accepted, acceptor) = tokio::select! {
             () = shutdown.cancelled() => break,
-            a = listener.accept() => a,
+            a = plain.accept() => (a, None),
+            a = tls_accept => a,
         };
         let (stream, peer) = match accepted {
             Ok(x) => x,
@@ -338,48 +367,46 @@ pub async fn serve(
             debug!(%peer, "too many connections from this address; closed");
             continue;
         };
-        info!(%peer, tls = tls.is_some(), "SMPP connection");
-        let params = SessionParams {
+        info!(%peer, tls = acceptor.is_some(), "SMPP connection");
+        let mut params = SessionParams {
             role: RoleParams::Server(auth.clone()),
             tuning: Tuning::new(&ctx.tuning, 1),
             inbound: ctx.inbound.clone(),
             registry: ctx.registry.clone(),
             shutdown: shutdown.clone(),
         };
-        match &tls {
-            None => {
-                let (_handle, run) = session::start(stream, params);
-                tracker.spawn(async move {
+        let Some(acceptor) = acceptor else {
+            let (_handle, run) = session::start(stream, params);
+            tracker.spawn(async move {
+                run.await;
+                drop(slot);
+            });
+            continue;
+        };
+        tracker.spawn(async move {
+            // The handshake and the bind share one bind timeout.
+            let started = Instant::now();
+            let timeout = params.tuning.bind_timeout;
+            let conn = tokio::select! {
+                r = acceptor.accept(stream) => r,
+                () = tokio::time::sleep(timeout) => {
+                    info!(%peer, "no TLS handshake within {timeout:?}, closing");
+                    return;
+                }
+                () = params.shutdown.cancelled() => return,
+            };
+            match conn {
+                Ok(conn) => {
+                    params.tuning.bind_timeout = timeout.saturating_sub(started.elapsed());
+                    let (_handle, run) = session::start(Conn::tls(conn.into()), params);
                     run.await;
-                    drop(slot);
-                });
+                }
+                Err(e) => info!(%peer, error = %e, "TLS handshake failed"),
             }
-            Some(acceptor) => {
-                let handshake = acceptor.accept(stream);
-                let timeout = ctx.tuning.bind_timeout();
-                tracker.spawn(async move {
-                    let conn = tokio::select! {
-                        r = handshake => r,
-                        () = tokio::time::sleep(timeout) => {
-                            info!(%peer, "no TLS handshake within {timeout:?}, closing");
-                            return;
-                        }
-                        () = params.shutdown.cancelled() => return,
-                    };
-                    match conn {
-                        Ok(conn) => {
-                            let conn = Conn::tls(conn.into());
-                            let (_handle, run) = session::start(conn, params);
-                            run.await;
-                        }
-                        Err(e) => info!(%peer, error = %e, "TLS handshake failed"),
-                    }
-                    drop(slot);
-                });
-            }
-        }
+            drop(slot);
+        });
     }
-    info!(tls = tls.is_some(), "SMPP server stopped accepting");
+    info!("SMPP server stopped accepting");
 }
 
 #[cfg(test)]
@@ -458,7 +485,9 @@ mod tests {
         let b = accounts();
         answer(&b, peer(), "nope");
         assert_eq!(answer(&b, peer(), "nope"), (status::ESME_RINVPASWD, 100));
-        // A right bind does not wipe the failures.
+        // A right bind does not wipe the failures: the next wrong one waits for two.
+        assert_eq!(answer(&a, peer(), "nope"), (status::ESME_RINVPASWD, 100));
+        assert_eq!(answer(&a, peer(), "nope"), (status::ESME_RINVPASWD, 200));
         let other: SocketAddr = "10.9.9.9:1".parse().unwrap();
         assert_eq!(answer(&a, other, "nope").1, 0, "another address starts afresh");
     }
@@ -495,6 +524,19 @@ mod tests {
         let table = a.failures.lock().unwrap();
         assert_eq!(table.len(), FAILURE_TABLE_MAX);
         assert!(!table.contains_key(&"10.0.0.1".parse::<IpAddr>().unwrap()));
+    }
+
+    #[test]
+    fn failing_from_many_addresses_should_not_flush_a_lock() {
+        let a = accounts_with(account(&[]), 2);
+        let locked: SocketAddr = "10.0.0.1:1".parse().unwrap();
+        answer(&a, locked, "nope");
+        answer(&a, locked, "nope");
+        for i in 0..(FAILURE_TABLE_MAX as u32 + 100) {
+            let ip = std::net::Ipv4Addr::from(0x0b00_0000 + i);
+            answer(&a, SocketAddr::new(ip.into(), 1), "nope");
+        }
+        assert_eq!(answer(&a, locked, "pw").0, status::ESME_RBINDFAIL);
     }
 
     #[test]

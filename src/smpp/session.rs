@@ -388,6 +388,9 @@ struct Shared {
     role: Role,
     peer: SocketAddr,
     label: RwLock<Arc<str>>,
+    /// The subscribers the peer may speak for (empty: any): the account's once bound, the
+    /// SMSC's from the start.
+    prefixes: RwLock<Arc<[String]>>,
     seq: AtomicU32,
     /// Requests waiting for their response, with when they time out. The reader answers
     /// them: `Some` with the response, `None` when its sweep finds them past their time.
@@ -453,6 +456,15 @@ impl SessionHandle {
     /// Account system_id (server) or SMSC name (client); the peer address before bind.
     pub fn label(&self) -> Arc<str> {
         self.shared.label.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Whether the peer may speak for this subscriber (canonical MSISDN): its account's or
+    /// SMSC's `msisdn_prefixes`, empty for any. Checked by the services that take a
+    /// subscriber's word from the peer (USSD, SMS keywords), not for delivery receipts, whose
+    /// number is the recipient of chogate's own SMS.
+    pub fn may_speak_for(&self, msisdn: &str) -> bool {
+        let prefixes = self.shared.prefixes.read().unwrap_or_else(PoisonError::into_inner);
+        crate::msisdn::allowed(&prefixes, msisdn)
     }
 
     /// Current state.
@@ -608,6 +620,7 @@ async fn write_or_stall(w: &mut WriteSide, buf: &[u8], stall: Duration) -> std::
     }
     while off < buf.len() {
         let n = tokio::select! {
+            biased;
             n = w.write(&buf[off..]) => n?,
             () = tokio::time::sleep(stall) => {
                 return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the peer takes nothing"));
@@ -621,6 +634,7 @@ async fn write_or_stall(w: &mut WriteSide, buf: &[u8], stall: Duration) -> std::
     // TLS keeps what it could not send yet in its own buffer: push it out (nothing for TCP).
     if w.buffers() {
         tokio::select! {
+            biased;
             r = w.flush() => r?,
             () = tokio::time::sleep(stall) => {
                 return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the peer takes nothing"));
@@ -731,6 +745,7 @@ pub fn start(
         role,
         peer,
         label: RwLock::new(label.clone()),
+        prefixes: RwLock::new(prefixes),
         seq: AtomicU32::new(1),
         pending: Mutex::new(HashMap::default()),
         window: Arc::new(Semaphore::new(t.window)),
@@ -752,7 +767,6 @@ pub fn start(
         params,
         label,
         _guard: None,
-        prefixes,
         warnings: WarnBudget::default(),
         last_rx: Instant::now(),
         enquire_out: None,
@@ -775,8 +789,6 @@ struct Reader {
     params: SessionParams,
     label: Arc<str>,
     _guard: Option<Box<dyn Send + Sync>>,
-    /// The subscribers the peer may speak for (empty: any).
-    prefixes: Arc<[String]>,
     /// Warnings about what the peer sends, so that garbage cannot flood the log.
     warnings: WarnBudget,
     last_rx: Instant,
@@ -1158,19 +1170,6 @@ impl Reader {
                     self.answer(seq, command_id, status::ESME_RINVBNDSTS).await;
                     return Step::Continue;
                 }
-                let source = match &body {
-                    Body::SubmitSm(sm) | Body::DeliverSm(sm) => &sm.source.addr,
-                    Body::DataSm(sm) => &sm.source.addr,
-                    _ => "",
-                };
-                if !crate::msisdn::allowed(&self.prefixes, source) {
-                    crate::api::metrics::smpp_refused(crate::api::metrics::Refusal::MsisdnPrefix);
-                    if self.warnings.take() {
-                        warn!(source = %crate::logging::mask_msisdn(source).escape_debug(), "a number this peer may not speak for; refused");
-                    }
-                    self.answer(seq, command_id, status::ESME_RINVSRCADR).await;
-                    return Step::Continue;
-                }
                 self.dispatch(Pdu { status: pdu.status, sequence: seq, body }).await;
                 Step::Continue
             }
@@ -1226,7 +1225,8 @@ impl Reader {
                 self.send(Pdu::new(seq, resp)).await;
                 info!(system_id = %bind.system_id.escape_debug(), kind = kind.as_str(), "bound");
                 self.label = grant.label.clone();
-                self.prefixes = grant.msisdn_prefixes;
+                *self.shared().prefixes.write().unwrap_or_else(PoisonError::into_inner) =
+                    grant.msisdn_prefixes;
                 *self.shared().label.write().unwrap_or_else(PoisonError::into_inner) = grant.label;
                 self.resize_window(grant.window);
                 self._guard = Some(grant.guard);
@@ -1237,7 +1237,10 @@ impl Reader {
                 if self.warnings.take() {
                     warn!(system_id = %bind.system_id.escape_debug(), status = %status::name(st), "bind refused");
                 }
-                self.wait_or_shutdown(delay).await;
+                // Shutdown during the wait closes without an answer, as for a right bind.
+                if !self.wait_or_shutdown(delay).await {
+                    return Step::End(SessionEnd::Shutdown);
+                }
                 let resp = Body::BindResp(BindResp { kind, system_id: String::new(), tlvs: Tlvs::default() });
                 self.send(Pdu { status: st, sequence: seq, body: resp }).await;
                 Step::End(SessionEnd::BindRejected(st))
@@ -1245,13 +1248,14 @@ impl Reader {
         }
     }
 
-    /// Waits `delay`, or less if shutdown comes first (then `false`).
+    /// Waits until `delay` after the PDU being answered came in, or less if shutdown comes
+    /// first (then `false`).
     async fn wait_or_shutdown(&self, delay: Duration) -> bool {
         if delay.is_zero() {
             return true;
         }
         tokio::select! {
-            () = sleep_until(Instant::now() + delay) => true,
+            () = sleep_until(self.last_rx + delay) => true,
             () = self.params.shutdown.cancelled() => false,
         }
     }

@@ -264,10 +264,16 @@ impl Ussd {
             return;
         };
         let Some(msisdn) = crate::msisdn::normalize(&inb.source.addr) else {
-            warn!(source = %mask_msisdn(&inb.source.addr), "USSD from a number that is not a mobile number");
+            debug!(source = %mask_msisdn(&inb.source.addr).escape_debug(), "USSD from a number that is not a mobile number");
             responder.respond(status::ESME_RINVSRCADR, "").await;
             return;
         };
+        if !session.may_speak_for(&msisdn) {
+            crate::api::metrics::smpp_refused(crate::api::metrics::Refusal::MsisdnPrefix);
+            debug!(source = %mask_msisdn(&msisdn), "USSD for a number outside the peer's msisdn_prefixes");
+            responder.respond(status::ESME_RINVSRCADR, "").await;
+            return;
+        }
         let label = session.label();
         let settings = self.peers.get(&*label).copied().unwrap_or_default();
         let session_part = match settings.dialogue_key {
