@@ -60,8 +60,18 @@ fn tls_files_that_cannot_be_used_should_be_named_by_check_config_and_serve() {
     let dir = tempfile::tempdir().unwrap();
     let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls");
     let cases = [
-        (format!("{fixtures}/missing.pem"), format!("{fixtures}/server.key"), "smpp_server.tls_cert", "missing.pem"),
-        (format!("{fixtures}/server.key"), format!("{fixtures}/server.key"), "smpp_server.tls_cert", "no CERTIFICATE"),
+        (
+            format!("{fixtures}/missing.pem"),
+            format!("{fixtures}/server.key"),
+            "smpp_server.tls_cert",
+            "missing.pem",
+        ),
+        (
+            format!("{fixtures}/server.key"),
+            format!("{fixtures}/server.key"),
+            "smpp_server.tls_cert",
+            "no CERTIFICATE",
+        ),
         (format!("{fixtures}/server.pem"), format!("{fixtures}/ca.pem"), "smpp_server.tls_key", "ca.pem"),
     ];
     for (cert, key, setting, reason) in cases {
