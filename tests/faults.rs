@@ -437,6 +437,13 @@ const BUSY: &str = "Hệ thống bận, vui lòng thử lại sau.";
 /// Dialogues continue after it; a step that hit the outage ends on the "system busy, try
 /// again later" screen; every listing a dialogue saw confirmed exists exactly once, none
 /// twice, and each has its audit event (nothing half-applied).
+///
+/// What the daemon does meanwhile (its log, printed): reads wait in the connection pool,
+/// which retries while the server is down or starting, and go on after it; the writer's
+/// group under way when the connections are cut fails, and each group until the server is
+/// back fails at once (it opens its connection without waiting): those steps end on "busy,
+/// try again later"; a dial whose household could not be read ends the same way (it was
+/// offered the sign-up menu before). Nothing crashes or hangs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restarted_under_ussd_load_should_continue_dialogues_and_apply_nothing_twice() {
     use common::{Family, Ussdc};
@@ -549,6 +556,16 @@ async fn postgres_restarted_under_ussd_load_should_continue_dialogues_and_apply_
         ended.extend(r.unwrap());
     }
     d.stop().await;
+    let log = d.log_text();
+    let lines = |what: &str| log.lines().filter(|l| l.contains(what)).count();
+    println!(
+        "the daemon's log: {} \"cannot read household\", {} \"group transaction failed\", {} \"cannot \
+         open the writer connection\", {} \"market error in a dialogue\"",
+        lines("cannot read household"),
+        lines("group transaction failed"),
+        lines("cannot open the writer connection"),
+        lines("market error in a dialogue"),
+    );
 
     // Every dialogue ended on the listing confirmed, or on "busy, try again later".
     let odd: Vec<&Ended> = ended.iter().filter(|e| !e.text.starts_with(SOLD) && e.text != BUSY).collect();
