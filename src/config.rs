@@ -816,6 +816,11 @@ pub struct NotifyConfig {
     /// How long a notification stays worth sending (default 86400 s); later it is expired.
     #[serde(default = "default_validity_secs")]
     pub validity_secs: u64,
+    /// How long a claimed message stays this node's before it is due again when no outcome
+    /// was recorded for it (the node crashed), in seconds (default 120, at least 1): longer
+    /// than a submit can take, since a message whose lease ran out may be sent again.
+    #[serde(default = "default_lease_secs")]
+    pub lease_secs: u64,
     /// Retry rules per `command_status`; statuses without a rule are permanent failures.
     /// Default: 0x58 back off 1 s doubling to 60 s; 0x14 up to 5 tries; 0x08 3 tries.
     #[serde(default = "default_retry_rules")]
@@ -858,6 +863,10 @@ fn default_validity_secs() -> u64 {
     86_400
 }
 
+fn default_lease_secs() -> u64 {
+    120
+}
+
 fn default_backoff_ms() -> u64 {
     1000
 }
@@ -882,6 +891,7 @@ impl Default for NotifyConfig {
             source_addr: default_source_addr(),
             default_smsc: None,
             validity_secs: default_validity_secs(),
+            lease_secs: default_lease_secs(),
             retry: default_retry_rules(),
         }
     }
@@ -891,6 +901,11 @@ impl NotifyConfig {
     /// How long a notification stays worth sending.
     pub fn validity(&self) -> Duration {
         Duration::from_secs(self.validity_secs)
+    }
+
+    /// How long a claimed message is this node's (see `lease_secs`).
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.lease_secs)
     }
 }
 
@@ -1082,6 +1097,7 @@ impl Config {
             return Err(invalid("notify.default_smsc", format!("no [[smsc]] is named `{d}`")));
         }
         check_secs("notify.validity_secs", n.validity_secs, 1)?;
+        check_secs("notify.lease_secs", n.lease_secs, 1)?;
         for (i, r) in n.retry.iter().enumerate() {
             if r.status_code().is_none() {
                 return Err(invalid(

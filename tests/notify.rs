@@ -504,3 +504,83 @@ async fn messages_queued_while_no_smsc_is_bound_should_go_out_once_one_binds() {
     assert!(parts[0].tlvs.get(tag::MESSAGE_PAYLOAD).is_none());
     d.stop().await;
 }
+
+/// A backlog that takes longer to send than a claim's lease (a low `tps`, a lease of 2 s):
+/// each message is submitted once. Claimed 2000 at a time, the messages still under way when
+/// the batch had been handed out had outlived their lease, were claimed again, and went out
+/// twice; now no more are claimed than can be in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_slower_than_the_lease_should_be_submitted_once_each() {
+    const N: usize = 80;
+    let smsc = Smsc::start().await;
+    // 80 messages at 20 a second: 4 s of sending, twice the lease.
+    let config = format!("[notify]\nlease_secs = 2\n{}window = 2\ntps = 20\n", smsc.config("viettel", ""));
+    let config = base_config(&config);
+    {
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let m = Market::open(&config.database, shutdown.clone()).await.unwrap();
+        village(&m, Lang::Vi).await;
+        let actor = Actor { msisdn: HOUSEHOLD.into(), channel: Channel::Sms };
+        for i in 0..N {
+            m.queue_sms(&actor, IdemKey(format!("q{i}")), HOUSEHOLD, &format!("Tin {i}"), Lang::En, "test")
+                .await
+                .unwrap();
+        }
+        shutdown.cancel();
+        m.stopped().await;
+    }
+    let d = TestDaemon::start(config).await;
+    let m = market(&d);
+    let mut p = smsc.accept().await;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let answering = {
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let pdu = match p.recv().await {
+                    Some(pdu) => pdu,
+                    None => return,
+                };
+                match pdu.body {
+                    Body::SubmitSm(sm) => {
+                        let n = seen.lock().unwrap().len();
+                        answer(&mut p, pdu.sequence, 0, &format!("{n}")).await;
+                        seen.lock().unwrap().push(String::from_utf8_lossy(&sm.short_message).into_owned());
+                    }
+                    Body::EnquireLink => p.send(&Pdu::new(pdu.sequence, Body::EnquireLinkResp)).await,
+                    Body::Unbind => p.send(&Pdu::new(pdu.sequence, Body::UnbindResp)).await,
+                    _ => {}
+                }
+            }
+        })
+    };
+    // Every message recorded sent (the last ones after the batch's lease had run out).
+    let sent = "SELECT COUNT(*) AS n FROM outbox WHERE status = 'sent'";
+    tokio::time::timeout(4 * common::PATIENCE, async {
+        while count(&m, sent).await < N as i64 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("not all sent");
+    // One more message, claimed after every claim that could have taken one of the 80 again:
+    // once it is submitted, so is anything claimed before it (the pacer serves in turn).
+    let actor = Actor { msisdn: HOUSEHOLD.into(), channel: Channel::Sms };
+    m.queue_sms(&actor, IdemKey("last".into()), HOUSEHOLD, "Tin cuoi", Lang::En, "test").await.unwrap();
+    tokio::time::timeout(common::PATIENCE, async {
+        while !seen.lock().unwrap().iter().any(|t| t == "Tin cuoi") {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the last message was not submitted");
+    d.stop().await;
+    answering.await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    let mut twice: Vec<&String> =
+        seen.iter().filter(|t| seen.iter().filter(|s| s == t).count() > 1).collect();
+    twice.sort();
+    twice.dedup();
+    assert!(twice.is_empty(), "submitted twice: {twice:?}");
+    assert_eq!(seen.len(), N + 1);
+}

@@ -832,3 +832,25 @@ async fn every_defect_should_stay_fixed_in_vietnamese_gsm_and_english() {
     }
     d.stop().await;
 }
+
+/// A dial while the database cannot be read (here its households table is out of the way, as
+/// during a PostgreSQL restart) ends on "busy, try again later": not on the sign-up menu,
+/// which asked a household chogate knows to register again. Once it can be read, the same
+/// number gets its main menu.
+#[tokio::test]
+async fn dial_while_the_household_cannot_be_read_should_say_try_again_not_offer_sign_up() {
+    let (d, dir) = daemon().await;
+    let m = market(&d);
+    village(&m).await;
+    let file = rusqlite::Connection::open(dir.path().join("chogate.db")).unwrap();
+    file.busy_timeout(common::PATIENCE).unwrap();
+    file.execute_batch("ALTER TABLE households RENAME TO households_away").unwrap();
+    let mut u = Ussdc::bind(d.smpp, Family::DeliverSm).await;
+    let s = u.dial(HOUSEHOLD, 1).await;
+    assert_eq!(s.text, "Hệ thống bận, vui lòng thử lại sau.");
+    assert!(s.is_final(), "{s:?}");
+    file.execute_batch("ALTER TABLE households_away RENAME TO households").unwrap();
+    let s = u.dial(HOUSEHOLD, 2).await;
+    assert_eq!(s.text, MAIN);
+    d.stop().await;
+}

@@ -42,8 +42,6 @@ use receipt::Outcome;
 
 /// Messages claimed per round at most.
 const CLAIM_BATCH: usize = 2000;
-/// How long a claimed message is ours before it becomes due again (crash safety).
-const LEASE_MS: i64 = 120_000;
 /// How often a claim also sweeps the whole queue for messages past their validity (due ones
 /// are expired at every claim; the sweep catches those waiting for a retry).
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
@@ -74,6 +72,11 @@ pub struct Notifier {
     smscs: HashMap<String, Smsc>,
     source: Address,
     validity_ms: i64,
+    /// How long a claimed message is ours before it becomes due again (crash safety):
+    /// `[notify] lease_secs`.
+    lease_ms: i64,
+    /// Messages claimed at once: no more than can be in flight (see `drain_outbox`).
+    claim_limit: usize,
     udh_ref: AtomicU8,
     outcomes: mpsc::Sender<OutboxOutcome>,
     receipts: mpsc::Sender<PendingReceipt>,
@@ -161,6 +164,8 @@ impl Notifier {
             smscs,
             source: source_address(&config.notify.source_addr),
             validity_ms: i64::try_from(config.notify.validity().as_millis()).unwrap_or(i64::MAX),
+            lease_ms: i64::try_from(config.notify.lease().as_millis()).unwrap_or(i64::MAX),
+            claim_limit: slots.min(CLAIM_BATCH),
             udh_ref: AtomicU8::new(0),
             outcomes,
             receipts,
@@ -215,7 +220,11 @@ impl Notifier {
             }
             let batch = tokio::select! {
                 () = shutdown.cancelled() => break,
-                b = self.market.outbox_claim(CLAIM_BATCH, LEASE_MS, sweep) => b,
+                // No more than the slots: the last message of a batch then waits for one
+                // round of sends, not for thousands (claimed 2000 at a time, the last ones
+                // outlived their lease at a low `tps`, were claimed again while still under
+                // way, and went out twice).
+                b = self.market.outbox_claim(self.claim_limit, self.lease_ms, sweep) => b,
             };
             let batch = match batch {
                 Ok(b) => b,
@@ -224,7 +233,7 @@ impl Notifier {
                     Vec::new()
                 }
             };
-            let full = batch.len() == CLAIM_BATCH;
+            let full = batch.len() == self.claim_limit;
             for msg in batch {
                 let permit = tokio::select! {
                     biased;

@@ -330,11 +330,14 @@ impl Ussd {
         }
         let opened_at_ms = crate::market::now_ms();
         crate::api::metrics::dialogue("opened");
-        let household = match self.market.household_by_msisdn(&msisdn).await {
-            Ok(h) => h,
+        // Who is dialling cannot be told while the database is out of reach (a restart, a
+        // lost connection): the dial ends on "busy, try again later" rather than on the
+        // sign-up menu, which would ask a household chogate knows to register again.
+        let (household, unreadable) = match self.market.household_by_msisdn(&msisdn).await {
+            Ok(h) => (h, false),
             Err(e) => {
                 warn!(error = %e, "cannot read household");
-                None
+                (None, true)
             }
         };
         let lang = household.as_ref().map(|h| market_lang(h.language)).unwrap_or(Lang::Vi);
@@ -354,10 +357,17 @@ impl Ussd {
             &self.hotline,
         );
         let mut cursor = self.menus.cursor(self.dialogue_id(), root, target);
-        let resume =
-            self.suspended.remove(&msisdn).map(|(_, s)| s).filter(|s| s.at.elapsed() <= self.resume_window);
+        let resume = if unreadable {
+            None
+        } else {
+            self.suspended.remove(&msisdn).map(|(_, s)| s).filter(|s| s.at.elapsed() <= self.resume_window)
+        };
         let resume_offer = match resume {
             Some(s) => Some(s.cursor),
+            None if unreadable => {
+                cursor.ending = Some(Box::new(self.menus.message("error").clone()));
+                None
+            }
             None => {
                 self.menus.start(&mut cursor, &backend).await;
                 // Shortcut dialling: *384*1*1# runs the inputs 1, 1.

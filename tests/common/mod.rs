@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+pub mod child;
 pub mod db;
+pub mod pg;
 
 use chogate::config::Config;
 use chogate::daemon::Daemon;
