@@ -756,6 +756,15 @@ pub struct UssdConfig {
     /// People's Committee is named instead.
     #[serde(default)]
     pub hotline: String,
+    /// Inputs a dial string runs at most (`*384*1*2#` runs 1 then 2; default 16, 0..=100):
+    /// the rest of a longer one is ignored and the dialogue shows the screen reached, so one
+    /// dial cannot make chogate walk thousands of screens.
+    #[serde(default = "default_max_inputs_per_dial")]
+    pub max_inputs_per_dial: u32,
+}
+
+fn default_max_inputs_per_dial() -> u32 {
+    16
 }
 
 fn default_max_dialogues() -> u64 {
@@ -787,6 +796,7 @@ impl Default for UssdConfig {
             menus_dir: default_menus_dir(),
             max_dialogues: default_max_dialogues(),
             hotline: String::new(),
+            max_inputs_per_dial: default_max_inputs_per_dial(),
         }
     }
 }
@@ -1062,6 +1072,7 @@ impl Config {
         check_secs("ussd.session_timeout_secs", self.ussd.session_timeout_secs, 1)?;
         check_secs("ussd.resume_secs", self.ussd.resume_secs, 0)?;
         check_range("ussd.max_dialogues", self.ussd.max_dialogues, 1, 10_000_000)?;
+        check_range("ussd.max_inputs_per_dial", u64::from(self.ussd.max_inputs_per_dial), 0, 100)?;
         if self.ussd.service_code.trim().is_empty() {
             return Err(invalid("ussd.service_code", "must not be empty"));
         }
@@ -1494,6 +1505,7 @@ route_prefixes = ["8486", "8496"]
         assert_eq!(config.ussd.session_timeout(), Duration::from_secs(120));
         assert_eq!(config.ussd.resume(), Duration::from_secs(300));
         assert_eq!(config.ussd.service_code, "*384#");
+        assert_eq!(config.ussd.max_inputs_per_dial, 16);
         assert_eq!(config.log.filter, "info");
         assert_eq!(config.log.format, LogFormat::Text);
         // The Default impls agree with the serde defaults.
@@ -1790,6 +1802,7 @@ route_prefixes = ["8486", "8496"]
             ("[ussd]\nresume_secs = 9000000000\n", "ussd.resume_secs"),
             ("[smpp]\ninbound_window = 0\n", "smpp.inbound_window"),
             ("[ussd]\nsession_timeout_secs = 0\n", "ussd.session_timeout_secs"),
+            ("[ussd]\nmax_inputs_per_dial = 101\n", "ussd.max_inputs_per_dial"),
         ];
         for (text, expected) in cases {
             let (key, _) = invalid_key(parse(text));

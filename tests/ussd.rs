@@ -122,6 +122,34 @@ async fn shortcut_dial_string_should_run_its_inputs() {
 }
 
 #[tokio::test]
+async fn long_dial_string_should_run_only_the_first_inputs() {
+    // 5 then 9 is help and back: a thousand such pairs would walk two thousand screens.
+    // Only the first 16 inputs run (eight pairs: back on the main menu); 5, 1 after them
+    // would show whom to call.
+    let (d, _dir) = daemon().await;
+    village(&market(&d)).await;
+    // data_sm: the dial string goes in message_payload, past short_message's 254 octets.
+    let mut u = Ussdc::bind(d.smpp, Family::DataSm).await;
+    let dial = format!("*384*{}5*1#", "5*9*".repeat(1000));
+    let screen = u.send(HOUSEHOLD, &dial, 1, Some(3), None).await;
+    assert_eq!(screen.text, MAIN);
+    assert!(!screen.is_final());
+    // The dialogue goes on from there as usual.
+    let screen = u.answer(HOUSEHOLD, 3, "5").await;
+    assert!(screen.text.starts_with("1. "), "{}", screen.text);
+    d.stop().await;
+
+    let (d, _dir) = daemon_with("", "[ussd]\nmax_inputs_per_dial = 1").await;
+    village(&market(&d)).await;
+    let mut u = Ussdc::bind(d.smpp, Family::DeliverSm).await;
+    let screen = u.send(HOUSEHOLD, "*384*5*1#", 1, Some(4), None).await;
+    assert!(!screen.text.starts_with("Cần giúp"), "only 5 ran: {}", screen.text);
+    let help = u.answer(HOUSEHOLD, 4, "1").await;
+    assert!(help.text.starts_with("Cần giúp, gọi tổ trưởng"), "{}", help.text);
+    d.stop().await;
+}
+
+#[tokio::test]
 async fn unregistered_number_should_self_register_then_get_the_main_menu() {
     let (d, dir) = daemon().await;
     let m = market(&d);
