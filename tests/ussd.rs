@@ -629,7 +629,7 @@ async fn leader_should_reset_a_households_pin_with_their_own_which_is_then_set_a
         "where it stands, a line each"
     );
     assert_eq!(s[5].text, "Đặt lại mã PIN của Lý Thị Mai (0912***678)?\n1. Đồng ý\n2. Không");
-    assert_eq!(s[6].text, "Bạn chưa có mã PIN. Tạo PIN 4 số (giữ bí mật):\n* Quay lại");
+    assert_eq!(s[6].text, "Cần mã PIN của bạn. Tạo PIN 4 số (giữ bí mật):\n* Quay lại");
     assert_eq!(s[7].text, "Nhập lại PIN để xác nhận đặt lại:\n* Quay lại");
     assert_eq!(s[8].text, "Đã tạo PIN của bạn, đặt lại PIN của Lý Thị Mai. Hộ nhận SMS.");
     assert!(s[8].is_final());
