@@ -91,6 +91,57 @@ fn tls_files_that_cannot_be_used_should_be_named_by_check_config_and_serve() {
     }
 }
 
+#[test]
+fn the_service_files_should_agree_with_each_other_and_systemd() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let config_path = format!("{root}/contrib/chogate.toml");
+    let out = Command::new(BIN).args(["check-config", "--config", &config_path]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let config = chogate::config::Config::load(std::path::Path::new(&config_path)).unwrap();
+    let unit = std::fs::read_to_string(format!("{root}/contrib/chogate.service")).unwrap();
+    let setting = |key: &str| {
+        unit.lines()
+            .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+            .unwrap_or_else(|| panic!("{key} missing from the unit"))
+            .trim()
+            .to_owned()
+    };
+    // The state where the unit lets the service write, named absolutely.
+    assert_eq!(setting("StateDirectory"), "chogate");
+    assert_eq!(config.database.url, "sqlite:///var/lib/chogate/chogate.db");
+    // systemd waits for the drain before it kills.
+    let stop: u64 = setting("TimeoutStopSec").parse().unwrap();
+    assert!(stop > config.smpp.drain_timeout_secs + 5, "TimeoutStopSec {stop}");
+    for (key, value) in [
+        ("KillSignal", "SIGTERM"),
+        ("ProtectSystem", "strict"),
+        ("NoNewPrivileges", "yes"),
+        ("CapabilityBoundingSet", ""),
+        ("RestrictAddressFamilies", "AF_INET AF_INET6 AF_UNIX"),
+        ("SystemCallFilter", "@system-service"),
+        ("MemoryDenyWriteExecute", "yes"),
+        ("UMask", "0077"),
+        ("Restart", "on-failure"),
+    ] {
+        assert_eq!(setting(key), value, "{key}");
+    }
+    // systemd's own check, where systemd is installed (ExecStart pointed at this build).
+    let Ok(probe) = Command::new("systemd-analyze").arg("--version").output() else { return };
+    if !probe.status.success() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("chogate.service");
+    std::fs::write(&copy, unit.replace("/usr/local/bin/chogate", BIN)).unwrap();
+    let out = Command::new("systemd-analyze").arg("verify").arg(&copy).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A `chogate serve` child process and its log lines.
 struct Served {
     child: std::process::Child,
