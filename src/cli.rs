@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::daemon::Daemon;
 
 /// chogate: an SMPP/USSD gateway for feature-phone household shops (*384#).
@@ -78,7 +78,8 @@ pub enum MenusAction {
     /// Validate every menu file: references resolve, actions exist, every screen fits one
     /// USSD message in both languages and both encodings. Exit 1 with file:line: reason.
     Check {
-        /// The menu directory (default: `[ussd] menus_dir` of the configuration, or `menus`).
+        /// The menu directory [default: `[ussd] menus_dir` of the configuration, else the
+        /// menus built into chogate].
         dir: Option<PathBuf>,
         /// Also drive every reachable path against a worst-case market (longest names, many
         /// orders and listings, largest numbers, both languages and encodings) and fail on
@@ -90,7 +91,8 @@ pub enum MenusAction {
     /// Write every screen of the tree as a printable guide (Markdown) for the community
     /// technology teams who train households.
     Print {
-        /// The menu directory (default: `[ussd] menus_dir` of the configuration, or `menus`).
+        /// The menu directory [default: `[ussd] menus_dir` of the configuration, else the
+        /// menus built into chogate].
         dir: Option<PathBuf>,
         /// Language: vi (default) or en.
         #[arg(long, default_value = "vi")]
@@ -216,7 +218,17 @@ pub fn main() -> ExitCode {
 }
 
 fn load(cli: &Cli) -> anyhow::Result<Config> {
-    Config::load(&cli.config).with_context(|| format!("configuration {}", cli.config.display()))
+    Config::load(&cli.config).map_err(|e| config_error(&cli.config, e))
+}
+
+/// A configuration error, naming the file where the error itself does not.
+fn config_error(path: &std::path::Path, e: ConfigError) -> anyhow::Error {
+    match e {
+        ConfigError::Read { .. } | ConfigError::Parse { .. } => e.into(),
+        ConfigError::Invalid { .. } | ConfigError::Env { .. } => {
+            anyhow::Error::new(e).context(format!("configuration {}", path.display()))
+        }
+    }
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -234,11 +246,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Menus { action: MenusAction::Check { ref dir, walk } } => {
-            let dir = menus_dir(&cli, dir.clone());
-            let menus = crate::menu::Menus::load_dir(&dir)?;
+            let dir = menus_dir(&cli, dir.clone())?;
+            let menus = crate::menu::Menus::load(dir.as_deref())?;
+            let name = dir.as_ref().map_or_else(|| "built-in menus".to_owned(), |d| d.display().to_string());
             println!(
-                "{}: ok ({} screens, every one fits one USSD message with its placeholders at {} characters)",
-                dir.display(),
+                "{name}: ok ({} screens, every one fits one USSD message with its placeholders at {} characters)",
                 menus.screens.len(),
                 crate::menu::engine::PLACEHOLDER_BUDGET
             );
@@ -247,8 +259,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let report = runtime()?.block_on(crate::menu::walk::walk(&menus, &worst, WALK_DEPTH));
                 for p in &report.problems {
                     eprintln!(
-                        "{}: screen `{}` ({:?}/{:?}) {} after inputs [{}]:\n{}\n",
-                        dir.display(),
+                        "{name}: screen `{}` ({:?}/{:?}) {} after inputs [{}]:\n{}\n",
                         p.screen,
                         p.target.lang,
                         p.target.mode,
@@ -270,8 +281,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Menus { action: MenusAction::Print { ref dir, ref lang } } => {
-            let dir = menus_dir(&cli, dir.clone());
-            let menus = crate::menu::Menus::load_dir(&dir)?;
+            let dir = menus_dir(&cli, dir.clone())?;
+            let menus = crate::menu::Menus::load(dir.as_deref())?;
             let lang = match lang.as_str() {
                 "vi" => crate::menu::Lang::Vi,
                 "en" => crate::menu::Lang::En,
@@ -302,12 +313,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 /// How many inputs deep `menus check --walk` goes from each root.
 const WALK_DEPTH: usize = 14;
 
-fn menus_dir(cli: &Cli, dir: Option<PathBuf>) -> PathBuf {
-    match dir {
-        Some(d) => d,
-        None => {
-            Config::load(&cli.config).map(|c| c.ussd.menus_dir).unwrap_or_else(|_| PathBuf::from("menus"))
-        }
+/// The menu folder a `menus` command reads: the one given, else the configuration's
+/// `[ussd] menus_dir`; `None` for the built-in menus (also when there is no configuration
+/// file).
+fn menus_dir(cli: &Cli, dir: Option<PathBuf>) -> anyhow::Result<Option<PathBuf>> {
+    if dir.is_some() {
+        return Ok(dir);
+    }
+    match Config::load(&cli.config) {
+        Ok(c) => Ok(c.ussd.menus_dir),
+        Err(ConfigError::Read { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(config_error(&cli.config, e)),
     }
 }
 

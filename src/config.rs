@@ -18,16 +18,17 @@ pub const ENV_PREFIX: &str = "CHOGATE_";
 /// Separator between key levels in an override variable name (`CHOGATE_SMPP__WINDOW`).
 const ENV_SEPARATOR: &str = "__";
 
-/// Everything that can go wrong while loading or checking the configuration.
+/// Everything that can go wrong while loading or checking the configuration. Each message
+/// says its cause and none has a `source()`, so a chain printed with `{:#}` says it once.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The configuration file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     Read {
         /// The file that was being read.
         path: PathBuf,
         /// The underlying I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The text is not valid TOML; `message` carries toml's line/column report.
     #[error("{path}: {message}")]
@@ -743,9 +744,10 @@ pub struct UssdConfig {
     /// The service code subscribers dial (default `*384#`).
     #[serde(default = "default_service_code")]
     pub service_code: String,
-    /// Directory of the menu files, relative to the working directory (default `menus`).
-    #[serde(default = "default_menus_dir")]
-    pub menus_dir: PathBuf,
+    /// Directory of menu files to run instead of the ones built into the binary (default:
+    /// none, the built-in menus). Relative to the configuration file's folder.
+    #[serde(default)]
+    pub menus_dir: Option<PathBuf>,
     /// Dialogues open at once, at most (default 200 000, about 250 MB; 1..=10 000 000): a
     /// dial beyond it is answered `ESME_RTHROTTLED`, so that no peer can make chogate run out
     /// of memory. Dialogues kept for resumption are capped at the same number.
@@ -756,6 +758,15 @@ pub struct UssdConfig {
     /// People's Committee is named instead.
     #[serde(default)]
     pub hotline: String,
+    /// Inputs a dial string runs at most (`*384*1*2#` runs 1 then 2; default 16, 0..=100):
+    /// the rest of a longer one is ignored and the dialogue shows the screen reached, so one
+    /// dial cannot make chogate walk thousands of screens.
+    #[serde(default = "default_max_inputs_per_dial")]
+    pub max_inputs_per_dial: u32,
+}
+
+fn default_max_inputs_per_dial() -> u32 {
+    16
 }
 
 fn default_max_dialogues() -> u64 {
@@ -774,19 +785,16 @@ fn default_service_code() -> String {
     "*384#".to_owned()
 }
 
-fn default_menus_dir() -> PathBuf {
-    PathBuf::from("menus")
-}
-
 impl Default for UssdConfig {
     fn default() -> Self {
         Self {
             session_timeout_secs: default_session_timeout_secs(),
             resume_secs: default_resume_secs(),
             service_code: default_service_code(),
-            menus_dir: default_menus_dir(),
+            menus_dir: None,
             max_dialogues: default_max_dialogues(),
             hotline: String::new(),
+            max_inputs_per_dial: default_max_inputs_per_dial(),
         }
     }
 }
@@ -955,10 +963,23 @@ const PDU_LEN_RANGE: std::ops::RangeInclusive<u32> = 64..=1_048_576;
 
 impl Config {
     /// Parse TOML text, apply environment overrides from `env` (name, value pairs;
-    /// in production `std::env::vars()`), deserialize, then validate.
+    /// in production `std::env::vars()`), deserialize, then validate. Relative paths stay
+    /// relative to the working directory.
     pub fn from_toml_str(
         text: &str,
         origin: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        Self::parse(text, origin, None, env)
+    }
+
+    /// [`Config::from_toml_str`], with the relative paths of the text (and the defaults it
+    /// leaves in place) taken from `base`, the configuration file's folder; those set by
+    /// environment variables stay relative to the working directory.
+    fn parse(
+        text: &str,
+        origin: &str,
+        base: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
         let mut table: Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
@@ -978,16 +999,56 @@ impl Config {
             }
             invalid(key, message)
         })?;
+        let mut config = config;
+        if let Some(base) = base {
+            config.resolve_paths(base, |key| override_for_key(&applied, key).is_some())?;
+        }
         config.validate()?;
         Ok(config)
     }
 
-    /// Read the file and call [`Config::from_toml_str`] with the process environment.
+    /// Read the file and parse it with the process environment: relative paths in it are
+    /// taken from the file's folder, those of `CHOGATE_` variables from the working
+    /// directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+            .map_err(|error| ConfigError::Read { path: path.to_path_buf(), error })?;
         let env = process_env()?;
-        Self::from_toml_str(&text, &path.display().to_string(), env)
+        let folder = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        // Absolute, so that logs name the real place; as given if the working directory is
+        // gone.
+        let folder = std::path::absolute(folder).unwrap_or_else(|_| folder.to_path_buf());
+        Self::parse(&text, &path.display().to_string(), Some(&folder), env)
+    }
+
+    /// Takes every relative path setting from `base` (the configuration file's folder),
+    /// but those `from_env` says an environment variable set: the SQLite file of
+    /// `database.url`, `ussd.menus_dir`, the TLS files (`smpp_server.tls_cert`, `tls_key`,
+    /// `smsc[i].tls_ca`). A new path setting belongs here too.
+    fn resolve_paths(&mut self, base: &Path, from_env: impl Fn(&str) -> bool) -> Result<(), ConfigError> {
+        if !from_env("database.url")
+            && let Some(url) = sqlite_url_under(&self.database.url, base)?
+        {
+            self.database.url = url;
+        }
+        let under = |key: &str, path: &mut Option<PathBuf>| {
+            if !from_env(key)
+                && let Some(p) = path
+                && p.is_relative()
+            {
+                *p = base.join(&*p);
+            }
+        };
+        under("ussd.menus_dir", &mut self.ussd.menus_dir);
+        under("smpp_server.tls_cert", &mut self.smpp_server.tls_cert);
+        under("smpp_server.tls_key", &mut self.smpp_server.tls_key);
+        for (i, smsc) in self.smsc.iter_mut().enumerate() {
+            under(&format!("smsc[{i}].tls_ca"), &mut smsc.tls_ca);
+        }
+        Ok(())
     }
 
     /// Semantic checks (lengths, ranges, uniqueness, URL scheme, prefix digits);
@@ -1077,6 +1138,7 @@ impl Config {
         check_secs("ussd.session_timeout_secs", self.ussd.session_timeout_secs, 1)?;
         check_secs("ussd.resume_secs", self.ussd.resume_secs, 0)?;
         check_range("ussd.max_dialogues", self.ussd.max_dialogues, 1, 10_000_000)?;
+        check_range("ussd.max_inputs_per_dial", u64::from(self.ussd.max_inputs_per_dial), 0, 100)?;
         if self.ussd.service_code.trim().is_empty() {
             return Err(invalid("ussd.service_code", "must not be empty"));
         }
@@ -1248,6 +1310,44 @@ fn check_at_least_one(key: &str, value: u64) -> Result<(), ConfigError> {
         return Err(invalid(key, "must be at least 1"));
     }
     Ok(())
+}
+
+/// A `sqlite:` URL whose file is a relative path, made relative to `base` (as sqlx reads
+/// it: after `sqlite://` or `sqlite:`, up to `?`, percent-decoded); `None` for any other
+/// URL (PostgreSQL, an absolute path, in memory, a `file:` URI).
+fn sqlite_url_under(url: &str, base: &Path) -> Result<Option<String>, ConfigError> {
+    let Some(rest) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) else {
+        return Ok(None);
+    };
+    let (file, params) = match rest.split_once('?') {
+        Some((file, params)) => (file, Some(params)),
+        None => (rest, None),
+    };
+    if file.is_empty() || file == ":memory:" || file.starts_with("file:") || Path::new(file).is_absolute() {
+        return Ok(None);
+    }
+    let Some(base) = base.to_str() else {
+        return Err(invalid(
+            "database.url",
+            format!(
+                "the SQLite file is relative to the configuration's folder {}, which is not UTF-8: give an absolute path",
+                base.display()
+            ),
+        ));
+    };
+    // The folder goes into the URL as sqlx will decode it.
+    let mut encoded = String::with_capacity(base.len());
+    for c in base.chars() {
+        match c {
+            '%' => encoded.push_str("%25"),
+            '?' => encoded.push_str("%3F"),
+            '#' => encoded.push_str("%23"),
+            c => encoded.push(c),
+        }
+    }
+    let sep = if encoded.ends_with('/') { "" } else { "/" };
+    let params = params.map(|p| format!("?{p}")).unwrap_or_default();
+    Ok(Some(format!("sqlite://{encoded}{sep}{file}{params}")))
 }
 
 /// Hides a password in a URL (`scheme://user:pass@host` -> `scheme://user:***@host`).
@@ -1510,6 +1610,7 @@ route_prefixes = ["8486", "8496"]
         assert_eq!(config.ussd.session_timeout(), Duration::from_secs(120));
         assert_eq!(config.ussd.resume(), Duration::from_secs(300));
         assert_eq!(config.ussd.service_code, "*384#");
+        assert_eq!(config.ussd.max_inputs_per_dial, 16);
         assert_eq!(config.log.filter, "info");
         assert_eq!(config.log.format, LogFormat::Text);
         // The Default impls agree with the serde defaults.
@@ -1806,6 +1907,7 @@ route_prefixes = ["8486", "8496"]
             ("[ussd]\nresume_secs = 9000000000\n", "ussd.resume_secs"),
             ("[smpp]\ninbound_window = 0\n", "smpp.inbound_window"),
             ("[ussd]\nsession_timeout_secs = 0\n", "ussd.session_timeout_secs"),
+            ("[ussd]\nmax_inputs_per_dial = 101\n", "ussd.max_inputs_per_dial"),
         ];
         for (text, expected) in cases {
             let (key, _) = invalid_key(parse(text));
@@ -1867,6 +1969,66 @@ route_prefixes = ["8486", "8496"]
         let err = Config::load(Path::new("/nonexistent/chogate.toml")).unwrap_err();
         assert!(matches!(err, ConfigError::Read { .. }), "{err:?}");
         assert!(err.to_string().contains("/nonexistent/chogate.toml"), "{err}");
+    }
+
+    fn load_in(dir: &Path, text: &str, pairs: &[(&str, &str)]) -> Config {
+        Config::parse(text, "test.toml", Some(dir), env(pairs)).unwrap()
+    }
+
+    #[test]
+    fn relative_paths_of_a_file_should_be_its_folders() {
+        let etc = Path::new("/etc/chogate");
+        let c =
+            load_in(etc, "[database]\nurl = \"sqlite://chogate.db\"\n[ussd]\nmenus_dir = \"menus\"\n", &[]);
+        assert_eq!(c.database.url, "sqlite:///etc/chogate/chogate.db");
+        assert_eq!(c.ussd.menus_dir, Some(PathBuf::from("/etc/chogate/menus")));
+        // The default is as if written in the file; no menus_dir: the built-in menus.
+        let c = load_in(etc, "", &[]);
+        assert_eq!(c.database.url, "sqlite:///etc/chogate/chogate.db");
+        assert_eq!(c.ussd.menus_dir, None);
+        for (url, resolved) in [
+            ("sqlite:state/x.db?mode=rwc", "sqlite:///etc/chogate/state/x.db?mode=rwc"),
+            ("sqlite://./x.db", "sqlite:///etc/chogate/./x.db"),
+            ("sqlite:///var/lib/chogate/x.db", "sqlite:///var/lib/chogate/x.db"),
+            ("sqlite::memory:", "sqlite::memory:"),
+            ("postgres://chogate@db/chogate", "postgres://chogate@db/chogate"),
+        ] {
+            let c = load_in(etc, &format!("[database]\nurl = \"{url}\"\n"), &[]);
+            assert_eq!(c.database.url, resolved, "{url}");
+        }
+        // A folder with characters a URL gives meaning to.
+        let c = load_in(Path::new("/srv/a%b?c#d"), "", &[]);
+        assert_eq!(c.database.url, "sqlite:///srv/a%25b%3Fc%23d/chogate.db");
+        // The environment's paths are the working directory's.
+        let c = load_in(
+            etc,
+            "[database]\nurl = \"sqlite://chogate.db\"\n",
+            &[("CHOGATE_DATABASE__URL", "sqlite://env.db"), ("CHOGATE_USSD__MENUS_DIR", "m")],
+        );
+        assert_eq!(c.database.url, "sqlite://env.db");
+        assert_eq!(c.ussd.menus_dir, Some(PathBuf::from("m")));
+        // The TLS files too.
+        let c = load_in(
+            etc,
+            "[smpp_server]\ntls_listen = \"127.0.0.1:0\"\ntls_cert = \"tls/cert.pem\"\ntls_key = \"/k.pem\"\n\
+             [[smsc]]\nname = \"a\"\nhost = \"h\"\nport = 1\nsystem_id = \"s\"\npassword = \"p\"\ntls = true\n\
+             tls_ca = \"ca.pem\"\n",
+            &[],
+        );
+        assert_eq!(c.smpp_server.tls_cert, Some(PathBuf::from("/etc/chogate/tls/cert.pem")));
+        assert_eq!(c.smpp_server.tls_key, Some(PathBuf::from("/k.pem")));
+        assert_eq!(c.smsc[0].tls_ca, Some(PathBuf::from("/etc/chogate/ca.pem")));
+        // Text alone (no file): as written.
+        assert_eq!(parse("[ussd]\nmenus_dir = \"m\"\n").unwrap().ussd.menus_dir, Some(PathBuf::from("m")));
+    }
+
+    #[test]
+    fn load_should_take_relative_paths_from_the_files_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chogate.toml");
+        std::fs::write(&path, "[ussd]\nmenus_dir = \"menus\"\n").unwrap();
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.ussd.menus_dir, Some(dir.path().join("menus")));
     }
 
     #[test]

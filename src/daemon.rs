@@ -24,24 +24,25 @@ use crate::ussd::{self, Ussd};
 /// Requests from all SMPP peers waiting for the application, at most.
 const INBOUND_QUEUE: usize = 8192;
 
-/// Why the daemon could not start.
+/// Why the daemon could not start. Each message says its cause and none has a `source()`,
+/// so `chogate serve` prints each cause once.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     /// A menu file is invalid.
     #[error("invalid menus: {0}")]
-    Menu(#[from] MenuError),
+    Menu(MenuError),
     /// The database could not be opened or migrated.
-    #[error("database: {0}")]
-    Market(#[from] MarketError),
+    #[error("cannot open the database: {0}")]
+    Market(MarketError),
     /// A listener could not bind its address.
-    #[error("cannot listen on {addr} ({what}): {source}")]
+    #[error("cannot listen on {addr} ({what}): {error}")]
     Listen {
         /// which listener.
         what: &'static str,
         /// the address.
         addr: SocketAddr,
         /// why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A TLS certificate, key or trusted root could not be used.
     #[error(transparent)]
@@ -49,6 +50,18 @@ pub enum DaemonError {
     /// A thread (the HTTP API's) could not be started.
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),
+}
+
+impl From<MenuError> for DaemonError {
+    fn from(e: MenuError) -> Self {
+        DaemonError::Menu(e)
+    }
+}
+
+impl From<MarketError> for DaemonError {
+    fn from(e: MarketError) -> Self {
+        DaemonError::Market(e)
+    }
 }
 
 /// A running daemon.
@@ -74,7 +87,7 @@ pub struct Daemon {
 }
 
 async fn listen(what: &'static str, addr: SocketAddr) -> Result<TcpListener, DaemonError> {
-    TcpListener::bind(addr).await.map_err(|source| DaemonError::Listen { what, addr, source })
+    TcpListener::bind(addr).await.map_err(|error| DaemonError::Listen { what, addr, error })
 }
 
 impl Daemon {
@@ -83,8 +96,11 @@ impl Daemon {
         let tracker = TaskTracker::new();
         let registry = Arc::new(Registry::default());
         let tls = TlsSettings::load(&config)?;
-        let menus = Arc::new(Menus::load_dir(&config.ussd.menus_dir)?);
-        info!(dir = %config.ussd.menus_dir.display(), screens = menus.screens.len(), "menus loaded");
+        let menus = Arc::new(Menus::load(config.ussd.menus_dir.as_deref())?);
+        match &config.ussd.menus_dir {
+            Some(dir) => info!(dir = %dir.display(), screens = menus.screens.len(), "menus loaded"),
+            None => info!(screens = menus.screens.len(), "built-in menus loaded"),
+        }
         let store_shutdown = CancellationToken::new();
         let market = Market::open(&config.database, store_shutdown.clone()).await?;
         let ussd = Arc::new(Ussd::new(&config, menus, market.clone()));
@@ -93,25 +109,25 @@ impl Daemon {
         let tls_listener = match config.smpp_server.tls_listen {
             Some(addr) => {
                 let l = listen("SMPP over TLS", addr).await?;
-                let local = l.local_addr().map_err(|source| DaemonError::Listen {
+                let local = l.local_addr().map_err(|error| DaemonError::Listen {
                     what: "SMPP over TLS",
                     addr,
-                    source,
+                    error,
                 })?;
                 Some((l, local))
             }
             None => None,
         };
         let http_listener = listen("HTTP", config.http.listen).await?;
-        let smpp_addr = smpp_listener.local_addr().map_err(|source| DaemonError::Listen {
+        let smpp_addr = smpp_listener.local_addr().map_err(|error| DaemonError::Listen {
             what: "SMPP server",
             addr: config.smpp_server.listen,
-            source,
+            error,
         })?;
-        let http_addr = http_listener.local_addr().map_err(|source| DaemonError::Listen {
+        let http_addr = http_listener.local_addr().map_err(|error| DaemonError::Listen {
             what: "HTTP",
             addr: config.http.listen,
-            source,
+            error,
         })?;
 
         let (other_tx, other_rx) = mpsc::channel(INBOUND_QUEUE);
@@ -157,10 +173,10 @@ impl Daemon {
         // up a worker serving the SMPP binds. The tracker waits for it to finish.
         let state = api::AppState::new(&config.api, market.clone(), registry.clone());
         let http_shutdown = shutdown.clone();
-        let std_listener = http_listener.into_std().map_err(|source| DaemonError::Listen {
+        let std_listener = http_listener.into_std().map_err(|error| DaemonError::Listen {
             what: "HTTP",
             addr: config.http.listen,
-            source,
+            error,
         })?;
         let http_done = crate::thread::on_own_thread("chogate-http", async move {
             let served = match TcpListener::from_std(std_listener) {

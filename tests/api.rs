@@ -979,8 +979,9 @@ async fn households_should_hear_by_sms_of_what_others_do_to_their_orders(db: Tes
     .send(a)
     .await;
     assert_eq!(en.status, 201, "{}", en.text());
+    m.set_pin(&hh, key("leader-pin"), leader.id, "2580").await.unwrap();
     for (msisdn, k) in [(&vi.msisdn, "r-vi"), (&"84912000003".to_owned(), "r-en")] {
-        m.reset_pin(&hh, key(k), leader.id, msisdn).await.unwrap();
+        m.reset_pin(&hh, key(k), leader.id, "2580", msisdn).await.unwrap();
     }
     assert_eq!(
         sms(&env, &vi.msisdn, "pin_reset").await,

@@ -91,6 +91,57 @@ fn tls_files_that_cannot_be_used_should_be_named_by_check_config_and_serve() {
     }
 }
 
+#[test]
+fn the_service_files_should_agree_with_each_other_and_systemd() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let config_path = format!("{root}/contrib/chogate.toml");
+    let out = Command::new(BIN).args(["check-config", "--config", &config_path]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let config = chogate::config::Config::load(std::path::Path::new(&config_path)).unwrap();
+    let unit = std::fs::read_to_string(format!("{root}/contrib/chogate.service")).unwrap();
+    let setting = |key: &str| {
+        unit.lines()
+            .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+            .unwrap_or_else(|| panic!("{key} missing from the unit"))
+            .trim()
+            .to_owned()
+    };
+    // The state where the unit lets the service write, named absolutely.
+    assert_eq!(setting("StateDirectory"), "chogate");
+    assert_eq!(config.database.url, "sqlite:///var/lib/chogate/chogate.db");
+    // systemd waits for the drain before it kills.
+    let stop: u64 = setting("TimeoutStopSec").parse().unwrap();
+    assert!(stop > config.smpp.drain_timeout_secs + 5, "TimeoutStopSec {stop}");
+    for (key, value) in [
+        ("KillSignal", "SIGTERM"),
+        ("ProtectSystem", "strict"),
+        ("NoNewPrivileges", "yes"),
+        ("CapabilityBoundingSet", ""),
+        ("RestrictAddressFamilies", "AF_INET AF_INET6 AF_UNIX"),
+        ("SystemCallFilter", "@system-service"),
+        ("MemoryDenyWriteExecute", "yes"),
+        ("UMask", "0077"),
+        ("Restart", "on-failure"),
+    ] {
+        assert_eq!(setting(key), value, "{key}");
+    }
+    // systemd's own check, where systemd is installed (ExecStart pointed at this build).
+    let Ok(probe) = Command::new("systemd-analyze").arg("--version").output() else { return };
+    if !probe.status.success() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("chogate.service");
+    std::fs::write(&copy, unit.replace("/usr/local/bin/chogate", BIN)).unwrap();
+    let out = Command::new("systemd-analyze").arg("verify").arg(&copy).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A `chogate serve` child process and its log lines.
 struct Served {
     child: std::process::Child,
@@ -102,13 +153,17 @@ struct Served {
 }
 
 /// Starts `chogate serve` with the configuration at `path` (working directory `dir`, the
-/// repository's menus) and waits for it to log its SMPP address.
+/// menus built in) and waits for it to log its SMPP address.
 async fn serve(dir: &tempfile::TempDir, path: &std::path::Path) -> Served {
+    serve_in(dir.path(), path).await
+}
+
+/// [`serve`] in the working directory `cwd`.
+async fn serve_in(cwd: &std::path::Path, path: &std::path::Path) -> Served {
     let mut child = Command::new(BIN)
         .args(["serve", "--config"])
         .arg(path)
-        .current_dir(dir.path())
-        .env("CHOGATE_USSD__MENUS_DIR", concat!(env!("CARGO_MANIFEST_DIR"), "/menus"))
+        .current_dir(cwd)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -208,6 +263,106 @@ async fn garbage_before_bind_should_write_a_few_warnings_and_escape_what_the_pee
     assert!(log.iter().any(|l| l.contains(r"x\nINFO forged")), "{}", log.join("\n"));
 }
 
+/// Waits for a served daemon to stop after SIGTERM; its exit status.
+async fn stop(mut child: std::process::Child) -> std::process::ExitStatus {
+    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap()
+}
+
+const LISTEN_ANYWHERE: &str = "[http]\nlisten = \"127.0.0.1:0\"\n[smpp_server]\nlisten = \"127.0.0.1:0\"\n\
+     [[smpp_server.accounts]]\nsystem_id = \"ussdc\"\npassword = \"secret1\"\n";
+
+#[tokio::test]
+async fn serve_from_another_folder_should_keep_its_files_beside_the_configuration() {
+    use common::{Family, Ussdc};
+    let etc = tempfile::tempdir().unwrap();
+    let cwd = tempfile::tempdir().unwrap();
+    std::fs::create_dir(etc.path().join("state")).unwrap();
+    let path =
+        write_config(&etc, &format!("[database]\nurl = \"sqlite://state/chogate.db\"\n{LISTEN_ANYWHERE}"));
+    // No menu files anywhere: the built-in menus answer.
+    let served = serve_in(cwd.path(), &path).await;
+    let screen = Ussdc::bind(served.smpp, Family::DeliverSm).await.dial("84911111111", 1).await;
+    assert!(screen.text.starts_with("Chợ 384: đăng ký bán hàng."), "{}", screen.text);
+    assert!(served.seen.iter().any(|l| l.contains("built-in menus loaded")), "{:?}", served.seen);
+    assert!(stop(served.child).await.success());
+    assert!(etc.path().join("state/chogate.db").is_file(), "the database beside the configuration");
+    let left: Vec<_> = std::fs::read_dir(cwd.path()).unwrap().collect();
+    assert!(left.is_empty(), "nothing in the working directory: {left:?}");
+
+    // A path from the environment is the working directory's; a menu folder of the file
+    // is the file's folder's.
+    let menus = etc.path().join("my-menus");
+    std::fs::create_dir(&menus).unwrap();
+    for (name, text) in chogate::menu::BUILT_IN {
+        std::fs::write(menus.join(name), text).unwrap();
+    }
+    let path = write_config(&etc, "[ussd]\nmenus_dir = \"my-menus\"\n");
+    let out = Command::new(BIN)
+        .args(["migrate", "--config"])
+        .arg(&path)
+        .current_dir(cwd.path())
+        .env("CHOGATE_DATABASE__URL", "sqlite://from-env.db")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(cwd.path().join("from-env.db").is_file());
+    let out = Command::new(BIN)
+        .args(["menus", "check", "--config"])
+        .arg(&path)
+        .current_dir(cwd.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.starts_with(&format!("{}: ok", menus.display())), "{stdout}");
+}
+
+#[test]
+fn startup_errors_should_say_each_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |config: &str| {
+        let path = write_config(&dir, config);
+        let out = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&path)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        err.lines().last().unwrap_or_default().to_owned()
+    };
+    let once = |err: &str, cause: &str| {
+        assert_eq!(err.matches(cause).count(), 1, "{cause:?} once in: {err}");
+    };
+    let db = dir.path().join("missing/chogate.db");
+    let err = run(&format!("[database]\nurl = \"sqlite://{}\"\n{LISTEN_ANYWHERE}", db.display()));
+    assert_eq!(
+        err,
+        format!("chogate: cannot open the database: sqlite: unable to open database file: {}", db.display())
+    );
+    once(&err, "unable to open database file");
+
+    let err = run(&format!("[ussd]\nmenus_dir = \"no-menus\"\n{LISTEN_ANYWHERE}"));
+    let menus = dir.path().join("no-menus");
+    assert!(
+        err.starts_with(&format!(
+            "chogate: invalid menus: {}: cannot read menu directory: ",
+            menus.display()
+        )),
+        "{err}"
+    );
+    once(&err, "No such file or directory");
+
+    let out = Command::new(BIN).args(["serve", "--config", "/nonexistent/chogate.toml"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.trim_end(),
+        "chogate: cannot read /nonexistent/chogate.toml: No such file or directory (os error 2)"
+    );
+}
+
 fn bad_menus() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/menus")).unwrap() {
@@ -233,6 +388,11 @@ fn menus_check_should_pass_the_shipped_menus_and_name_file_line_and_reason() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // No folder and no configuration: the menus built into the binary.
+    let empty = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN).args(["menus", "check"]).current_dir(empty.path()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.starts_with("built-in menus: ok"), "{stdout}");
     let bad = bad_menus();
     let out = Command::new(BIN).args(["menus", "check"]).arg(bad.path()).output().unwrap();
     assert_eq!(out.status.code(), Some(1));

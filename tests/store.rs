@@ -44,6 +44,7 @@ both_backends!(
     pin_should_be_set_checked_counted_locked_and_reset,
     self_registration_should_create_the_village_once_and_be_idempotent,
     leader_only_actions_should_be_refused_for_others,
+    a_pin_reset_should_need_the_leaders_own_pin_counted_and_locked_as_payments_are,
     concurrent_actions_should_all_commit_in_fewer_transactions,
     stats_should_count_everything,
     a_stopped_writer_should_commit_what_it_had_and_refuse_the_rest,
@@ -235,7 +236,8 @@ async fn each_action_should_record_its_event_with_the_change(db: TestDb) {
     m.mark_delivered(&partner(), key("k6"), order.id).await.unwrap();
     m.set_pin(&ussd(&h), key("k7"), h.id, "2468").await.unwrap();
     m.confirm_payment(&ussd(&h), key("k8"), h.id, order.id, "2468").await.unwrap();
-    m.reset_pin(&ussd(&leader), key("k9"), leader.id, &h.msisdn).await.unwrap();
+    m.set_pin(&ussd(&leader), key("k9p"), leader.id, "1357").await.unwrap();
+    m.reset_pin(&ussd(&leader), key("k9"), leader.id, "1357", &h.msisdn).await.unwrap();
 
     assert_eq!(
         env.events(&format!("listing:{}", listing.id)).await,
@@ -589,10 +591,11 @@ async fn pin_should_be_set_checked_counted_locked_and_reset(db: TestDb) {
     let r = m.confirm_payment(&a, key("x4"), h.id, o2.id, "1111").await;
     assert!(matches!(r, Err(MarketError::PinLocked { until_ms: u }) if u == until_ms), "replayed: {r:?}");
 
-    // The leader resets it: hash, count and lock gone; a new PIN works.
-    let r = m.reset_pin(&ussd(&h), key("r0"), h.id, &leader.msisdn).await;
+    // The leader resets it, with their own PIN: hash, count and lock gone; a new PIN works.
+    let r = m.reset_pin(&ussd(&h), key("r0"), h.id, "1357", &leader.msisdn).await;
     assert!(matches!(r, Err(MarketError::NotAllowed(_))), "not a leader: {r:?}");
-    m.reset_pin(&ussd(&leader), key("r1"), leader.id, &h.msisdn).await.unwrap();
+    m.set_pin(&ussd(&leader), key("lp"), leader.id, "2580").await.unwrap();
+    m.reset_pin(&ussd(&leader), key("r1"), leader.id, "2580", &h.msisdn).await.unwrap();
     assert!(!m.household(h.id).await.unwrap().unwrap().has_pin);
     let r = m.confirm_payment(&a, key("y0"), h.id, o2.id, "1357").await;
     assert!(matches!(r, Err(MarketError::PinNotSet)), "{r:?}");
@@ -756,7 +759,7 @@ async fn leader_only_actions_should_be_refused_for_others(db: TestDb) {
     assert!(leader.is_leader && !h.is_leader);
     let r = m.register_household(&ussd(&h), key("a"), h.id, "0912000009", "X").await;
     assert!(not_leader(&r), "{r:?}");
-    let r = m.reset_pin(&ussd(&h), key("b"), h.id, &leader.msisdn).await;
+    let r = m.reset_pin(&ussd(&h), key("b"), h.id, "1234", &leader.msisdn).await;
     assert!(not_leader(&r), "{r:?}");
     let r = m.village_progress(h.id).await;
     assert!(not_leader(&r), "{r:?}");
@@ -772,9 +775,9 @@ async fn leader_only_actions_should_be_refused_for_others(db: TestDb) {
         .register_leader(&cli(), key("d"), "0912000006", "Bế Văn Tổ", BAC_SON, "Bản Chắt", Lang::Vi)
         .await
         .unwrap();
-    let r = m.reset_pin(&ussd(&other), key("e"), other.id, &h.msisdn).await;
+    let r = m.reset_pin(&ussd(&other), key("e"), other.id, "1234", &h.msisdn).await;
     assert!(not_leader(&r), "other village: {r:?}");
-    let r = m.reset_pin(&ussd(&leader), key("f"), leader.id, "0999999999").await;
+    let r = m.reset_pin(&ussd(&leader), key("f"), leader.id, "1234", "0999999999").await;
     assert!(matches!(r, Err(MarketError::NotFound("household"))), "{r:?}");
     let r = m.register_household(&ussd(&leader), key("g"), leader.id, &h.msisdn, "Again").await;
     assert!(matches!(r, Err(MarketError::AlreadyRegistered)), "{r:?}");
@@ -800,6 +803,55 @@ async fn leader_only_actions_should_be_refused_for_others(db: TestDb) {
     assert!(all.contains(&h.id) && all.windows(2).all(|w| w[0] < w[1]));
     assert_eq!(m.leader_of(h.id).await.unwrap().unwrap().msisdn, leader.msisdn);
     assert_eq!(m.leader_of(leader.id).await.unwrap().unwrap().msisdn, leader.msisdn);
+    env.close().await;
+}
+
+async fn a_pin_reset_should_need_the_leaders_own_pin_counted_and_locked_as_payments_are(db: TestDb) {
+    let env = Env::open(db).await;
+    let m = &env.market;
+    let (leader, h) = village(&env).await;
+    let l = ussd(&leader);
+    m.set_pin(&ussd(&h), key("hp"), h.id, "4321").await.unwrap();
+    let has_pin = |id| async move { m.household(id).await.unwrap().unwrap().has_pin };
+    // A leader without a PIN cannot reset one.
+    let r = m.reset_pin(&l, key("n0"), leader.id, "1234", &h.msisdn).await;
+    assert!(matches!(r, Err(MarketError::PinNotSet)), "{r:?}");
+    m.set_pin(&l, key("lp"), leader.id, "2580").await.unwrap();
+    // A wrong PIN resets nothing and is counted; the right one resets and clears the count.
+    let r = m.reset_pin(&l, key("w"), leader.id, "0000", &h.msisdn).await;
+    assert!(matches!(r, Err(MarketError::PinWrong { remaining: 4 })), "{r:?}");
+    assert!(has_pin(h.id).await);
+    m.reset_pin(&l, key("ok"), leader.id, "2580", &h.msisdn).await.unwrap();
+    assert!(!has_pin(h.id).await);
+    m.set_pin(&ussd(&h), key("hp2"), h.id, "4321").await.unwrap();
+    // Wrong PINs (the household's own among them) are counted afresh, durably, and a
+    // repeat is replayed, not checked again.
+    for (i, (pin, remaining)) in [("4321", 4), ("0000", 3), ("25801", 2), ("abcd", 1)].into_iter().enumerate()
+    {
+        let r = m.reset_pin(&l, key(format!("w{i}")), leader.id, pin, &h.msisdn).await;
+        assert!(matches!(r, Err(MarketError::PinWrong { remaining: n }) if n == remaining), "{pin}: {r:?}");
+    }
+    let r = m.reset_pin(&l, key("w3"), leader.id, "2580", &h.msisdn).await;
+    assert!(matches!(r, Err(MarketError::PinWrong { remaining: 1 })), "replayed: {r:?}");
+    let r = m.reset_pin(&l, key("w4"), leader.id, "1111", &h.msisdn).await;
+    assert!(matches!(r, Err(MarketError::PinLocked { .. })), "the fifth locks: {r:?}");
+    // Locked: the right PIN is refused too, for resets and payments alike.
+    let r = m.reset_pin(&l, key("w5"), leader.id, "2580", &h.msisdn).await;
+    assert!(matches!(r, Err(MarketError::PinLocked { .. })), "{r:?}");
+    let o = shipped_order(&env, &leader, "lo").await;
+    let r = m.confirm_payment(&l, key("w6"), leader.id, o.id, "2580").await;
+    assert!(matches!(r, Err(MarketError::PinLocked { .. })), "{r:?}");
+    assert!(has_pin(h.id).await);
+    let pin_events: Vec<String> = env
+        .events(&format!("household:{}", leader.id))
+        .await
+        .into_iter()
+        .filter(|k| k.starts_with("pin_"))
+        .collect();
+    assert_eq!(
+        pin_events,
+        ["pin_set", "pin_wrong", "pin_wrong", "pin_wrong", "pin_wrong", "pin_wrong", "pin_locked"]
+    );
     env.close().await;
 }
 

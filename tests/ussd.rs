@@ -122,6 +122,34 @@ async fn shortcut_dial_string_should_run_its_inputs() {
 }
 
 #[tokio::test]
+async fn long_dial_string_should_run_only_the_first_inputs() {
+    // 5 then 9 is help and back: a thousand such pairs would walk two thousand screens.
+    // Only the first 16 inputs run (eight pairs: back on the main menu); 5, 1 after them
+    // would show whom to call.
+    let (d, _dir) = daemon().await;
+    village(&market(&d)).await;
+    // data_sm: the dial string goes in message_payload, past short_message's 254 octets.
+    let mut u = Ussdc::bind(d.smpp, Family::DataSm).await;
+    let dial = format!("*384*{}5*1#", "5*9*".repeat(1000));
+    let screen = u.send(HOUSEHOLD, &dial, 1, Some(3), None).await;
+    assert_eq!(screen.text, MAIN);
+    assert!(!screen.is_final());
+    // The dialogue goes on from there as usual.
+    let screen = u.answer(HOUSEHOLD, 3, "5").await;
+    assert!(screen.text.starts_with("1. "), "{}", screen.text);
+    d.stop().await;
+
+    let (d, _dir) = daemon_with("", "[ussd]\nmax_inputs_per_dial = 1").await;
+    village(&market(&d)).await;
+    let mut u = Ussdc::bind(d.smpp, Family::DeliverSm).await;
+    let screen = u.send(HOUSEHOLD, "*384*5*1#", 1, Some(4), None).await;
+    assert!(!screen.text.starts_with("Cần giúp"), "only 5 ran: {}", screen.text);
+    let help = u.answer(HOUSEHOLD, 4, "1").await;
+    assert!(help.text.starts_with("Cần giúp, gọi tổ trưởng"), "{}", help.text);
+    d.stop().await;
+}
+
+#[tokio::test]
 async fn unregistered_number_should_self_register_then_get_the_main_menu() {
     let (d, dir) = daemon().await;
     let m = market(&d);
@@ -583,13 +611,14 @@ async fn orders_should_be_rejected_or_handed_to_the_post_office() {
 }
 
 #[tokio::test]
-async fn leader_should_reset_a_households_pin_which_is_then_set_anew() {
+async fn leader_should_reset_a_households_pin_with_their_own_which_is_then_set_anew() {
     let (d, _dir) = daemon().await;
     let m = market(&d);
     let (_, hh) = village(&m).await;
     m.set_pin(&cli(), IdemKey("p1".into()), hh.id, "4321").await.unwrap();
     let mut u = Ussdc::bind(d.smpp, Family::DeliverSm).await;
-    let s = u.run(LEADER, 66, &["3", "1", "1", "9", "2", "1"]).await;
+    // The leader has no PIN yet: the reset creates it, and its second typing resets.
+    let s = u.run(LEADER, 66, &["3", "1", "1", "9", "2", "1", "2580", "2580"]).await;
     assert_eq!(s[1].text, "Hộ trong thôn:\n1. Lý Thị Mai: chưa bán\n9. Quay lại");
     assert_eq!(
         s[2].text,
@@ -600,7 +629,19 @@ async fn leader_should_reset_a_households_pin_which_is_then_set_anew() {
         "where it stands, a line each"
     );
     assert_eq!(s[5].text, "Đặt lại mã PIN của Lý Thị Mai (0912***678)?\n1. Đồng ý\n2. Không");
-    assert!(s[6].is_final() && s[6].text.starts_with("Đã đặt lại PIN của Lý Thị Mai."), "{}", s[6].text);
+    assert_eq!(s[6].text, "Cần mã PIN của bạn. Tạo PIN 4 số (giữ bí mật):\n* Quay lại");
+    assert_eq!(s[7].text, "Nhập lại PIN để xác nhận đặt lại:\n* Quay lại");
+    assert_eq!(s[8].text, "Đã tạo PIN của bạn, đặt lại PIN của Lý Thị Mai. Hộ nhận SMS.");
+    assert!(s[8].is_final());
+    assert!(!m.household_by_msisdn(HOUSEHOLD).await.unwrap().unwrap().has_pin);
+    assert!(m.household_by_msisdn(LEADER).await.unwrap().unwrap().has_pin);
+    // With a PIN, the leader types it: a wrong one is counted and asked again, * goes back.
+    m.set_pin(&cli(), IdemKey("p2".into()), hh.id, "4321").await.unwrap();
+    let s = u.run(LEADER, 65, &["3", "1", "2", "1", "4321", "*", "1", "2580"]).await;
+    assert_eq!(s[4].text, "Nhập mã PIN của bạn để xác nhận:\n* Quay lại");
+    assert_eq!(s[5].text, "Sai mã PIN. Còn 4 lần.\nNhập mã PIN của bạn để xác nhận:\n* Quay lại");
+    assert_eq!(s[6].text, "Đặt lại mã PIN của Lý Thị Mai (0912***678)?\n1. Đồng ý\n2. Không");
+    assert!(s[8].is_final() && s[8].text.starts_with("Đã đặt lại PIN của Lý Thị Mai."), "{}", s[8].text);
     assert!(!m.household_by_msisdn(HOUSEHOLD).await.unwrap().unwrap().has_pin);
     // No PIN now: a reset is no longer offered. The leader records the household's e-payment
     // account (the programme's second target).
@@ -617,6 +658,35 @@ async fn leader_should_reset_a_households_pin_which_is_then_set_anew() {
     // A household is no leader: the leader menu is not theirs.
     let s = u.run(HOUSEHOLD, 67, &[]).await;
     assert_eq!(s[0].text, MAIN);
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn a_leaders_wrong_pins_should_lock_resets_as_they_lock_payments() {
+    let (d, _dir) = daemon().await;
+    let m = market(&d);
+    let (leader, hh) = village(&m).await;
+    m.set_pin(&cli(), IdemKey("p1".into()), hh.id, "4321").await.unwrap();
+    m.set_pin(&cli(), IdemKey("p2".into()), leader.id, "2580").await.unwrap();
+    let mut u = Ussdc::bind(d.smpp, Family::DeliverSm).await;
+    // No: back to the household, nothing asked.
+    let s = u.run(LEADER, 1, &["3", "1", "2", "2"]).await;
+    assert!(s[4].text.starts_with("Lý Thị Mai:\n1. Tình hình\n2. Đặt lại PIN"), "{}", s[4].text);
+    let s = u.run(LEADER, 2, &["3", "1", "2", "1", "0000", "1111", "2222", "3333", "4444"]).await;
+    assert!(s[8].text.starts_with("Sai mã PIN. Còn 1 lần."), "{}", s[8].text);
+    let locked = &s[9];
+    assert!(locked.is_final(), "{locked:?}");
+    // A leader is pointed at the commune (or the hotline), not at themselves.
+    assert!(
+        locked.text.starts_with("Khóa đến ")
+            && locked.text.ends_with("do sai PIN 5 lần. Gọi UBND Xã Đoàn Kết."),
+        "{}",
+        locked.text
+    );
+    // During the lock the PIN is not asked for; the household keeps its PIN.
+    let s = u.run(LEADER, 3, &["3", "1", "2", "1"]).await;
+    assert!(s[4].is_final() && s[4].text.starts_with("Khóa đến "), "{}", s[4].text);
+    assert!(m.household_by_msisdn(HOUSEHOLD).await.unwrap().unwrap().has_pin);
     d.stop().await;
 }
 

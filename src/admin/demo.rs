@@ -393,7 +393,7 @@ pub async fn seed_demo(market: &Market, out: &mut dyn Write) -> Result<DemoSumma
     )?;
     writeln!(
         out,
-        "  chogate phone {}   {}, team leader of {}: village progress, registrations, PIN resets",
+        "  chogate phone {}   {}, team leader of {}: village progress, registrations, PIN resets (confirmed with a PIN of their own, made at the first)",
         leader.msisdn, leader.name, leader.village_name
     )?;
     Ok(summary)

@@ -40,7 +40,7 @@ use crate::args;
 use crate::config::DatabaseConfig;
 use crate::logging::mask_msisdn;
 use crate::store::{Backend, ReadConn, Store, StoreError};
-use writer::{Action, ActionJob, Counters, Done, EventRow, Job, Writer};
+use writer::{Action, ActionJob, Counters, Done, EventRow, Job, PinCheck, Writer};
 
 /// Smallest and largest quantity of a listing, kg.
 pub const QUANTITY_KG: std::ops::RangeInclusive<i64> = 1..=100_000;
@@ -649,36 +649,40 @@ impl Market {
         pin: &str,
     ) -> Result<Order, MarketError> {
         check_key(&key)?;
-        let (pin_ok, checked_hash) = if self.key_used(&key).await? {
-            // A repeat: the writer replays the first outcome without looking at the PIN.
-            (false, None)
-        } else {
-            let row = {
-                let mut r = self.read().await?;
-                r.conn()
-                    .fetch_optional(
-                        "SELECT pin_hash, pin_locked_until_ms FROM households WHERE id = $1",
-                        args![household_id],
-                    )
-                    .await?
-                    .ok_or(MarketError::NotFound("household"))?
-            };
-            let hash = row.opt_text("pin_hash")?.ok_or(MarketError::PinNotSet)?;
-            let until_ms = row.int("pin_locked_until_ms")?;
-            if until_ms > now_ms() {
-                return Err(MarketError::PinLocked { until_ms });
-            }
-            // The slow check runs here, on the blocking pool, not in the writer.
-            let ok = pin::well_formed(pin) && pin::verify(pin.to_owned(), hash.clone()).await?;
-            (ok, Some(hash))
-        };
-        match self
-            .act(actor, key, Action::ConfirmPayment { household_id, order_id, pin_ok, checked_hash })
-            .await?
-        {
+        let pin = self.check_pin(&key, household_id, pin).await?;
+        match self.act(actor, key, Action::ConfirmPayment { household_id, order_id, pin }).await? {
             Done::Order(o) => Ok(o),
             other => Err(unexpected(other)),
         }
+    }
+
+    /// The slow half of a PIN check, done before the action reaches the writer (on the
+    /// blocking pool): whether `pin` is the household's, and the hash it was checked
+    /// against. The writer refuses in its order (not a leader, no PIN, locked, the PIN
+    /// changed meanwhile), counts a wrong PIN and locks at the fifth; so no PIN set or a
+    /// lock checks nothing here (no hashing while locked), nor does a repeat of a used key
+    /// (the writer replays the first outcome).
+    async fn check_pin(&self, key: &IdemKey, household_id: i64, pin: &str) -> Result<PinCheck, MarketError> {
+        let unchecked = PinCheck { ok: false, hash: None };
+        if self.key_used(key).await? {
+            return Ok(unchecked);
+        }
+        let row = {
+            let mut r = self.read().await?;
+            r.conn()
+                .fetch_optional(
+                    "SELECT pin_hash, pin_locked_until_ms FROM households WHERE id = $1",
+                    args![household_id],
+                )
+                .await?
+                .ok_or(MarketError::NotFound("household"))?
+        };
+        let Some(hash) = row.opt_text("pin_hash")? else { return Ok(unchecked) };
+        if row.int("pin_locked_until_ms")? > now_ms() {
+            return Ok(unchecked);
+        }
+        let ok = pin::well_formed(pin) && pin::verify(pin.to_owned(), hash.clone()).await?;
+        Ok(PinCheck { ok, hash: Some(hash) })
     }
 
     /// Changes one of the household's listings: price, quantity (a sold-out listing becomes
@@ -748,16 +752,22 @@ impl Market {
     }
 
     /// A team leader clears the PIN (hash, failure count and lock) of a household of their
-    /// village, which can then set a new one.
+    /// village, which can then set a new one. The leader's own PIN authorises it, checked
+    /// as a payment's is (wrong → [`MarketError::PinWrong`], counted with the payments'
+    /// wrong PINs; the 5th in a row → [`MarketError::PinLocked`]; none set →
+    /// [`MarketError::PinNotSet`]): whoever dials as the leader cannot reset PINs without it.
     pub async fn reset_pin(
         &self,
         actor: &Actor,
         key: IdemKey,
         leader_household_id: i64,
+        leader_pin: &str,
         msisdn: &str,
     ) -> Result<(), MarketError> {
+        check_key(&key)?;
         let msisdn = normalize_msisdn(msisdn)?;
-        match self.act(actor, key, Action::ResetPin { leader_household_id, msisdn }).await? {
+        let pin = self.check_pin(&key, leader_household_id, leader_pin).await?;
+        match self.act(actor, key, Action::ResetPin { leader_household_id, pin, msisdn }).await? {
             Done::Nothing => Ok(()),
             other => Err(unexpected(other)),
         }

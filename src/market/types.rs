@@ -442,7 +442,8 @@ pub struct WriterCounters {
     pub dropped_events: u64,
 }
 
-/// Everything the market refuses or fails at.
+/// Everything the market refuses or fails at. Each message says its cause and none has a
+/// `source()`, so a chain printed with `{:#}` says it once.
 #[derive(Debug, thiserror::Error)]
 pub enum MarketError {
     /// No such row: "household", "order", "listing", "product", "commune".
@@ -489,8 +490,14 @@ pub enum MarketError {
     #[error("already registered")]
     AlreadyRegistered,
     /// The store failed.
-    #[error("store: {0}")]
-    Store(#[from] StoreError),
+    #[error("{0}")]
+    Store(StoreError),
+}
+
+impl From<StoreError> for MarketError {
+    fn from(e: StoreError) -> Self {
+        MarketError::Store(e)
+    }
 }
 
 impl From<sqlx::Error> for MarketError {

@@ -90,8 +90,7 @@ pub(crate) enum Action {
     ConfirmPayment {
         household_id: i64,
         order_id: i64,
-        pin_ok: bool,
-        checked_hash: Option<String>,
+        pin: PinCheck,
     },
     UpdateListing {
         household_id: i64,
@@ -112,6 +111,8 @@ pub(crate) enum Action {
     },
     ResetPin {
         leader_household_id: i64,
+        /// The leader's own PIN, checked.
+        pin: PinCheck,
         msisdn: String,
     },
     PlaceOrder(super::types::NewOrder),
@@ -778,8 +779,8 @@ async fn apply(
             household_move(c, ev, now, household_id, order_id, mv, detail).await
         }
         Action::SetPin { household_id, hash } => set_pin(c, ev, household_id, hash).await,
-        Action::ConfirmPayment { household_id, order_id, pin_ok, checked_hash } => {
-            confirm_payment(c, ev, now, household_id, order_id, pin_ok, checked_hash).await
+        Action::ConfirmPayment { household_id, order_id, pin } => {
+            confirm_payment(c, ev, now, household_id, order_id, pin).await
         }
         Action::UpdateListing { household_id, listing_id, change } => {
             update_listing(c, ev, now, household_id, listing_id, change).await
@@ -790,8 +791,8 @@ async fn apply(
         Action::RegisterHousehold { leader_household_id, msisdn, name } => {
             register_household(c, ev, now, leader_household_id, msisdn, name).await
         }
-        Action::ResetPin { leader_household_id, msisdn } => {
-            reset_pin(c, ev, leader_household_id, msisdn).await
+        Action::ResetPin { leader_household_id, pin, msisdn } => {
+            reset_pin(c, ev, now, leader_household_id, pin, msisdn).await
         }
         Action::PlaceOrder(order) => place_order(c, ev, now, order).await,
         Action::MarkDelivered { order_id } => mark_delivered(c, ev, now, order_id).await,
@@ -998,16 +999,31 @@ async fn set_pin(
     ok(Done::Nothing, household_id)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn confirm_payment(
+/// A PIN checked against a household's before its action reached the writer
+/// ([`super::Market`] does the slow hashing off the writer).
+#[derive(Debug)]
+pub(crate) struct PinCheck {
+    /// Whether the PIN typed is the household's.
+    pub ok: bool,
+    /// The hash it was checked against; `None` when nothing was checked (no PIN set, PIN
+    /// use locked, or a repeat of a used key, which is replayed).
+    pub hash: Option<String>,
+}
+
+/// The household's PIN state, read in the action's transaction: refuses when no PIN is
+/// set, when PIN use is locked, or when the PIN changed since it was checked.
+struct PinState {
+    household_id: i64,
+    failures_before: i64,
+    locked_until: i64,
+}
+
+async fn pin_state(
     c: &mut Conn<'_>,
-    ev: &mut Events<'_>,
     now: i64,
     household_id: i64,
-    order_id: i64,
-    pin_ok: bool,
-    checked_hash: Option<String>,
-) -> Result<Applied, MarketError> {
+    pin: &PinCheck,
+) -> Result<PinState, MarketError> {
     let row = c
         .fetch_optional(
             "SELECT pin_hash, pin_failures, pin_locked_until_ms FROM households WHERE id = $1",
@@ -1020,42 +1036,88 @@ async fn confirm_payment(
     if locked_until > now {
         return Err(MarketError::PinLocked { until_ms: locked_until });
     }
-    if checked_hash.as_deref() != Some(hash.as_str()) {
+    if pin.hash.as_deref() != Some(hash.as_str()) {
         return Err(MarketError::NotAllowed("the PIN changed meanwhile; try again".to_owned()));
     }
-    let mut order = own_order(c, household_id, order_id).await?;
-    let to = order_flow::next(&order, OrderMove::Pay, Mover::Household)?;
-    let subject = format!("household:{household_id}");
     // A lock that has run out starts the count afresh.
     let failures_before = if locked_until > 0 { 0 } else { row.int("pin_failures")? };
-    if !pin_ok {
-        let failures = failures_before.saturating_add(1);
+    Ok(PinState { household_id, failures_before, locked_until })
+}
+
+impl PinState {
+    /// Writes the check's outcome: a wrong PIN is counted (the 5th in a row locks PIN use
+    /// for [`LOCK_MS`]) and answered with the refusal, which the transaction keeps (`Some`);
+    /// a right one clears an earlier count (`None`: the action goes on). `what` goes into
+    /// the events (the order paid, the household whose PIN is reset).
+    async fn settle(
+        self,
+        c: &mut Conn<'_>,
+        ev: &mut Events<'_>,
+        now: i64,
+        ok: bool,
+        what: serde_json::Value,
+    ) -> Result<Option<Applied>, MarketError> {
+        let id = self.household_id;
+        if ok {
+            if self.failures_before != 0 || self.locked_until != 0 {
+                c.execute(
+                    "UPDATE households SET pin_failures = 0, pin_locked_until_ms = 0 WHERE id = $1",
+                    args![id],
+                )
+                .await?;
+            }
+            return Ok(None);
+        }
+        let subject = format!("household:{id}");
+        let failures = self.failures_before.saturating_add(1);
+        let mut data = match what {
+            serde_json::Value::Object(m) => m,
+            _ => serde_json::Map::new(),
+        };
         if failures >= i64::from(MAX_FAILURES) {
             let until_ms = now + LOCK_MS;
             c.execute(
                 "UPDATE households SET pin_failures = 0, pin_locked_until_ms = $2 WHERE id = $1",
-                args![household_id, until_ms],
+                args![id, until_ms],
             )
             .await?;
-            ev.push("pin_locked", subject, json!({ "order_id": order_id, "until_ms": until_ms }));
-            return Ok(Applied {
+            data.insert("until_ms".to_owned(), until_ms.into());
+            ev.push("pin_locked", subject, serde_json::Value::Object(data));
+            return Ok(Some(Applied {
                 reply: Err(MarketError::PinLocked { until_ms }),
-                result_id: Some(household_id),
+                result_id: Some(id),
                 outcome: format!("pin_locked:{until_ms}"),
-            });
+            }));
         }
         c.execute(
             "UPDATE households SET pin_failures = $2, pin_locked_until_ms = 0 WHERE id = $1",
-            args![household_id, failures],
+            args![id, failures],
         )
         .await?;
         let remaining = u32::try_from(i64::from(MAX_FAILURES) - failures).unwrap_or(0);
-        ev.push("pin_wrong", subject, json!({ "order_id": order_id, "failures": failures }));
-        return Ok(Applied {
+        data.insert("failures".to_owned(), failures.into());
+        ev.push("pin_wrong", subject, serde_json::Value::Object(data));
+        Ok(Some(Applied {
             reply: Err(MarketError::PinWrong { remaining }),
-            result_id: Some(household_id),
+            result_id: Some(id),
             outcome: format!("pin_wrong:{remaining}"),
-        });
+        }))
+    }
+}
+
+async fn confirm_payment(
+    c: &mut Conn<'_>,
+    ev: &mut Events<'_>,
+    now: i64,
+    household_id: i64,
+    order_id: i64,
+    pin: PinCheck,
+) -> Result<Applied, MarketError> {
+    let state = pin_state(c, now, household_id, &pin).await?;
+    let mut order = own_order(c, household_id, order_id).await?;
+    let to = order_flow::next(&order, OrderMove::Pay, Mover::Household)?;
+    if let Some(refused) = state.settle(c, ev, now, pin.ok, json!({ "order_id": order_id })).await? {
+        return Ok(refused);
     }
     let amount = order.amount;
     move_order(c, ev, now, &mut order, OrderMove::Pay, to, json!({ "amount": amount })).await?;
@@ -1064,13 +1126,6 @@ async fn confirm_payment(
         args![order.id, household_id, amount, now, &ev.actor.msisdn, ev.actor.channel.as_str()],
     )
     .await?;
-    if failures_before != 0 || locked_until != 0 {
-        c.execute(
-            "UPDATE households SET pin_failures = 0, pin_locked_until_ms = 0 WHERE id = $1",
-            args![household_id],
-        )
-        .await?;
-    }
     let id = order.id;
     ok(Done::Order(order), id)
 }
@@ -1427,7 +1482,9 @@ async fn register_household(
 async fn reset_pin(
     c: &mut Conn<'_>,
     ev: &mut Events<'_>,
+    now: i64,
     leader_household_id: i64,
+    pin: PinCheck,
     msisdn: String,
 ) -> Result<Applied, MarketError> {
     let village_id = leader_village(c, leader_household_id).await?;
@@ -1438,6 +1495,10 @@ async fn reset_pin(
     let id = row.int("id")?;
     if row.int("village_id")? != village_id {
         return Err(MarketError::NotAllowed("the household is not in your village".to_owned()));
+    }
+    let state = pin_state(c, now, leader_household_id, &pin).await?;
+    if let Some(refused) = state.settle(c, ev, now, pin.ok, json!({ "reset_household_id": id })).await? {
+        return Ok(refused);
     }
     c.execute(
         "UPDATE households SET pin_hash = NULL, pin_failures = 0, pin_locked_until_ms = 0 WHERE id = $1",

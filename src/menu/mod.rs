@@ -52,9 +52,10 @@ pub mod roots {
     pub const PENDING: &str = "pending";
 }
 
-/// A menu file is wrong: which file, which line, why.
+/// A menu file is wrong: which file, which line (`FILE:LINE: reason`, or `FILE: reason`
+/// when no line is to blame), why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}:{line}: {reason}", file.display())]
+#[error("{}: {reason}", place(file, *line))]
 pub struct MenuError {
     /// The file.
     pub file: PathBuf,
@@ -62,6 +63,13 @@ pub struct MenuError {
     pub line: usize,
     /// What is wrong.
     pub reason: String,
+}
+
+fn place(file: &Path, line: usize) -> String {
+    match line {
+        0 => file.display().to_string(),
+        n => format!("{}:{n}", file.display()),
+    }
 }
 
 /// A user's language.
@@ -290,7 +298,35 @@ struct Pending {
     line: usize,
 }
 
+/// The shipped menu files (`menus/*.toml`), compiled into the binary: the menus chogate
+/// runs when `[ussd] menus_dir` is not set, so that the daemon needs no file beside it.
+/// Errors name them as `menus/10-household.toml (built in)`. A test checks this table
+/// against the folder.
+pub const BUILT_IN: &[(&str, &str)] = &[
+    ("10-household.toml", include_str!("../../menus/10-household.toml")),
+    ("20-register.toml", include_str!("../../menus/20-register.toml")),
+    ("30-leader.toml", include_str!("../../menus/30-leader.toml")),
+    ("90-messages.toml", include_str!("../../menus/90-messages.toml")),
+];
+
 impl Menus {
+    /// Loads and validates the menus compiled into the binary ([`BUILT_IN`]).
+    pub fn built_in() -> Result<Menus, MenuError> {
+        let sources: Vec<(PathBuf, String)> = BUILT_IN
+            .iter()
+            .map(|(name, text)| (PathBuf::from(format!("menus/{name} (built in)")), (*text).to_owned()))
+            .collect();
+        Menus::from_sources(&sources)
+    }
+
+    /// The menus of `dir`, or the built-in ones when there is none.
+    pub fn load(dir: Option<&Path>) -> Result<Menus, MenuError> {
+        match dir {
+            Some(dir) => Menus::load_dir(dir),
+            None => Menus::built_in(),
+        }
+    }
+
     /// Loads and validates every `*.toml` file in `dir` (sorted by name).
     pub fn load_dir(dir: &Path) -> Result<Menus, MenuError> {
         let err = |reason: String| MenuError { file: dir.to_owned(), line: 0, reason };

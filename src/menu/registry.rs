@@ -22,6 +22,7 @@ pub const ACTIONS: &[&str] = &[
     "leader.check_msisdn",
     "leader.register_household",
     "leader.reset_pin",
+    "pin.set_and_reset",
     "leader.confirm_household",
     "leader.refuse_household",
     "leader.set_epay",

@@ -423,3 +423,32 @@ proptest! {
         })?;
     }
 }
+
+#[test]
+fn built_in_menus_should_be_the_shipped_files() {
+    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/menus"));
+    let mut files: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .map(|p| {
+            (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read_to_string(&p).unwrap())
+        })
+        .collect();
+    files.sort();
+    let built_in: Vec<(String, String)> =
+        BUILT_IN.iter().map(|(n, t)| ((*n).to_owned(), (*t).to_owned())).collect();
+    assert_eq!(built_in, files, "every menus/*.toml is in menu::BUILT_IN, in name order");
+    let menus = Menus::built_in().unwrap();
+    assert_eq!(menus.screens.len(), shipped().screens.len());
+    // Errors found later (a screen's file and line) name them as built in.
+    assert_eq!(menus.screens[menus.main].file, PathBuf::from("menus/10-household.toml (built in)"));
+}
+
+#[test]
+fn an_error_in_a_built_in_file_should_name_it_as_built_in() {
+    let sources =
+        vec![(PathBuf::from("menus/10-household.toml (built in)"), "[screen.main]\nkind = 3\n".to_owned())];
+    let e = Menus::from_sources(&sources).unwrap_err();
+    assert!(e.to_string().starts_with("menus/10-household.toml (built in):2: "), "{e}");
+}

@@ -70,7 +70,7 @@ pub struct Report {
 struct WalkBackend<'a> {
     worst: &'a WorstCase,
     entries: usize,
-    /// Every condition holds, none does, or only the one named.
+    /// Every condition holds, none does, only the one named, or all but the one named.
     conds: Conds<'a>,
     lang: super::Lang,
 }
@@ -79,6 +79,7 @@ struct WalkBackend<'a> {
 enum Conds<'a> {
     All(bool),
     Only(&'a str),
+    AllBut(&'a str),
 }
 
 impl Backend for WalkBackend<'_> {
@@ -105,6 +106,7 @@ impl Backend for WalkBackend<'_> {
         Ok(match self.conds {
             Conds::All(v) => v,
             Conds::Only(c) => c == cond,
+            Conds::AllBut(c) => c != cond,
         })
     }
 
@@ -249,7 +251,8 @@ impl Walker<'_> {
 
 /// Walks every path of `menus` from each root, at most `depth` inputs deep, in every
 /// language and encoding, with lists of 0, 1, 3, 9 and 40 entries, and the conditions all
-/// true, all false, and each alone true.
+/// true, all false, each alone true and each alone false (a leader's PIN screen needs the
+/// household's PIN set and their own, but no lock).
 pub async fn walk(menus: &Menus, worst: &WorstCase, depth: usize) -> Report {
     let mut w =
         Walker { menus, report: Report::default(), seen_problems: HashSet::new(), reached: HashSet::new() };
@@ -257,7 +260,8 @@ pub async fn walk(menus: &Menus, worst: &WorstCase, depth: usize) -> Report {
         for entries_n in [0usize, 1, 3, 9, 40] {
             let variants = [Conds::All(true), Conds::All(false)]
                 .into_iter()
-                .chain(super::registry::CONDS.iter().map(|c| Conds::Only(c)));
+                .chain(super::registry::CONDS.iter().map(|c| Conds::Only(c)))
+                .chain(super::registry::CONDS.iter().map(|c| Conds::AllBut(c)));
             for conds in variants {
                 let b = WalkBackend { worst, entries: entries_n, conds, lang: target.lang };
                 for root in [menus.main, menus.leader, menus.register, menus.pending] {

@@ -52,9 +52,9 @@ pub async fn bind_ussdc(
 ) -> Result<(Link, mpsc::Receiver<InboundRequest>), SimError> {
     let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => s,
-        Ok(Err(source)) => return Err(SimError::Connect { addr, source }),
+        Ok(Err(error)) => return Err(SimError::Connect { addr, error }),
         Err(_) => {
-            return Err(SimError::Connect { addr, source: std::io::ErrorKind::TimedOut.into() });
+            return Err(SimError::Connect { addr, error: std::io::ErrorKind::TimedOut.into() });
         }
     };
     let (tx, rx) = mpsc::channel(inbound_capacity.max(1));
@@ -170,8 +170,8 @@ impl Listening {
         inbound: Inbound,
         tracker: TaskTracker,
     ) -> Result<Listening, SimError> {
-        let listener = TcpListener::bind(addr).await.map_err(|source| SimError::Listen { addr, source })?;
-        let local = listener.local_addr().map_err(|source| SimError::Listen { addr, source })?;
+        let listener = TcpListener::bind(addr).await.map_err(|error| SimError::Listen { addr, error })?;
+        let local = listener.local_addr().map_err(|error| SimError::Listen { addr, error })?;
         let registry = Arc::new(Registry::default());
         let shutdown = CancellationToken::new();
         let drain = tuning.drain_timeout() + Duration::from_secs(1);

@@ -25,7 +25,8 @@ use std::net::{SocketAddr, ToSocketAddrs};
 
 use crate::smpp::status;
 
-/// Why a simulation could not run.
+/// Why a simulation could not run. Each message says its cause and none has a `source()`,
+/// so a chain printed with `{:#}` says it once.
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
     /// `HOST:PORT` did not resolve.
@@ -38,20 +39,20 @@ pub enum SimError {
     #[error("{0}")]
     Invalid(String),
     /// The TCP connection could not be made.
-    #[error("cannot connect to {addr}: {source}")]
+    #[error("cannot connect to {addr}: {error}")]
     Connect {
         /// where to.
         addr: SocketAddr,
         /// why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The listener could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {error}")]
     Listen {
         /// where.
         addr: SocketAddr,
         /// why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// chogate refused the bind.
     #[error("bind refused by chogate: {name} (0x{0:08X})", name = status::name(*.0))]
@@ -64,7 +65,13 @@ pub enum SimError {
     ConnectionLost,
     /// Writing to the terminal or the progress stream failed.
     #[error("output: {0}")]
-    Output(#[from] std::io::Error),
+    Output(std::io::Error),
+}
+
+impl From<std::io::Error> for SimError {
+    fn from(e: std::io::Error) -> Self {
+        SimError::Output(e)
+    }
 }
 
 /// Resolves `HOST:PORT` to its first address.

@@ -28,15 +28,16 @@ use crate::config::DatabaseConfig;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
-/// Everything that can go wrong in the store.
+/// Everything that can go wrong in the store. Each message says its cause (logs print
+/// them alone) and none has a `source()`, so a chain printed with `{:#}` says it once.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database refused a statement or the connection failed.
     #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(sqlx::Error),
     /// SQLite refused a statement or could not open the file.
     #[error("sqlite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
     /// A column is missing from a row, or holds a value of another type.
     #[error("column {column}: {reason}")]
     Column {
@@ -50,7 +51,7 @@ pub enum StoreError {
     Thread(String),
     /// A migration could not be applied (or an applied one was changed).
     #[error("migration: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Migrate(sqlx::migrate::MigrateError),
     /// The `[database] url` cannot be used.
     #[error("database url: {0}")]
     Url(String),
@@ -75,6 +76,24 @@ pub enum StoreError {
     /// key is safe.
     #[error("the transaction failed ({0}); repeat the action with the same idempotency key")]
     TransactionFailed(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Db(e)
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Sqlite(e)
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        StoreError::Migrate(e)
+    }
 }
 
 impl StoreError {

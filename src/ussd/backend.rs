@@ -186,9 +186,9 @@ impl MarketBackend<'_> {
         move |e| to_act_error_in(e, self.lang)
     }
 
-    /// A refused payment, told as [`to_act_error_in`] does, but a lock names the person to
-    /// call (one more read: only on that refusal).
-    async fn payment_refusal(&self, e: MarketError) -> ActError {
+    /// A refused PIN check (a payment, a leader's reset), told as [`to_act_error_in`]
+    /// does, but a lock names the person to call (one more read: only on that refusal).
+    async fn pin_refusal(&self, e: MarketError) -> ActError {
         match e {
             MarketError::PinLocked { until_ms } => {
                 let mut contact = Vars::default();
@@ -198,6 +198,17 @@ impl MarketBackend<'_> {
                 pin_locked(until_ms, contact.get("leader.contact").map_or("", String::as_str))
             }
             e => to_act_error_in(e, self.lang),
+        }
+    }
+
+    /// A team leader resets the PIN of the household chosen (`hh`), authorised by their own
+    /// PIN.
+    async fn reset_pin(&self, key: IdemKey, leader_pin: &str, vars: &Vars) -> Result<(), ActError> {
+        let h = self.household()?;
+        let msisdn = vars.get("hh.msisdn").map_or("", String::as_str);
+        match self.market.reset_pin(&self.actor(), key, h.id, leader_pin, msisdn).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.pin_refusal(e).await),
         }
     }
 
@@ -573,7 +584,7 @@ impl Backend for MarketBackend<'_> {
                         fill_order_vars(vars, &o, self.lang);
                         Ok(())
                     }
-                    Err(e) => Err(self.payment_refusal(e).await),
+                    Err(e) => Err(self.pin_refusal(e).await),
                 }
             }
             "payment.confirm" => {
@@ -585,7 +596,7 @@ impl Backend for MarketBackend<'_> {
                         fill_order_vars(vars, &o, self.lang);
                         Ok(())
                     }
-                    Err(e) => Err(self.payment_refusal(e).await),
+                    Err(e) => Err(self.pin_refusal(e).await),
                 }
             }
             "commune.search" => {
@@ -648,9 +659,16 @@ impl Backend for MarketBackend<'_> {
                 Ok(())
             }
             "leader.reset_pin" => {
+                let pin = vars.get("pin").cloned().unwrap_or_default();
+                self.reset_pin(idem, &pin, vars).await
+            }
+            "pin.set_and_reset" => {
+                // The leader's first PIN, typed twice a moment ago, is created and authorises
+                // the reset at once.
                 let h = self.household()?;
-                let msisdn = vars.get("hh.msisdn").cloned().unwrap_or_default();
-                self.market.reset_pin(&actor, idem, h.id, &msisdn).await.map_err(self.err())
+                let pin = vars.get("pin1").cloned().unwrap_or_default();
+                self.set_first_pin(IdemKey(format!("{key}:pin")), h.id, &pin).await?;
+                self.reset_pin(IdemKey(format!("{key}:reset")), &pin, vars).await
             }
             "leader.confirm_household" => self.leader_decides(key, vars, LeaderDecision::Confirm).await,
             "leader.refuse_household" => self.leader_decides(key, vars, LeaderDecision::Refuse).await,

@@ -130,6 +130,8 @@ pub struct Ussd {
     service_code: String,
     /// `[ussd] hotline`, for help screens.
     hotline: String,
+    /// Inputs taken from one dial string, at most.
+    max_inputs_per_dial: usize,
     next_id: AtomicU64,
     /// Woken whenever a dialogue leaves the table.
     closed: tokio::sync::Notify,
@@ -226,6 +228,7 @@ impl Ussd {
             max_dialogues: usize::try_from(config.ussd.max_dialogues).unwrap_or(usize::MAX),
             service_code: config.ussd.service_code.clone(),
             hotline: config.ussd.hotline.clone(),
+            max_inputs_per_dial: usize::try_from(config.ussd.max_inputs_per_dial).unwrap_or(usize::MAX),
             next_id: AtomicU64::new(0),
             closed: tokio::sync::Notify::new(),
         }
@@ -370,12 +373,13 @@ impl Ussd {
             }
             None => {
                 self.menus.start(&mut cursor, &backend).await;
-                // Shortcut dialling: *384*1*1# runs the inputs 1, 1.
+                // Shortcut dialling: *384*1*1# runs the inputs 1, 1 (at most
+                // `max_inputs_per_dial` of them; the screen reached then is shown).
                 for input in self.shortcut_inputs(&inb.text) {
                     if self.menus.render(&cursor).end {
                         break;
                     }
-                    self.menus.input(&mut cursor, &input, &backend).await;
+                    self.menus.input(&mut cursor, input, &backend).await;
                 }
                 None
             }
@@ -403,11 +407,13 @@ impl Ussd {
         self.send_screen(&key, &mut guard, responder).await;
     }
 
-    fn shortcut_inputs(&self, dialled: &str) -> Vec<String> {
+    /// The inputs of a dial string after the service code, the first
+    /// `max_inputs_per_dial` of them: one PDU can carry thousands, and each may read or
+    /// write the database.
+    fn shortcut_inputs<'a>(&self, dialled: &'a str) -> impl Iterator<Item = &'a str> + use<'a> {
         let code = self.service_code.trim_end_matches('#');
-        let Some(rest) = dialled.strip_prefix(code) else { return Vec::new() };
-        let rest = rest.trim_end_matches('#');
-        rest.split('*').filter(|s| !s.is_empty()).map(str::to_owned).collect()
+        let rest = dialled.strip_prefix(code).unwrap_or_default().trim_end_matches('#');
+        rest.split('*').filter(|s| !s.is_empty()).take(self.max_inputs_per_dial)
     }
 
     /// One answer from the subscriber.
