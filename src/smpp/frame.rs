@@ -28,7 +28,7 @@ pub enum Frame {
 pub enum FrameError {
     /// The socket failed.
     #[error("read failed: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     /// The peer closed the connection in the middle of a PDU.
     #[error("connection closed inside a PDU ({0} octets buffered)")]
     UnexpectedEof(usize),
@@ -40,6 +40,13 @@ pub enum FrameError {
         /// the header, when 16 octets were there.
         header: Option<Header>,
     },
+}
+
+// The cause is in the message, so it is not a source too (`{:#}` would print it twice).
+impl From<std::io::Error> for FrameError {
+    fn from(e: std::io::Error) -> Self {
+        FrameError::Io(e)
+    }
 }
 
 /// Reads frames from an `AsyncRead`. [`FrameReader::next`] is cancel-safe: octets read

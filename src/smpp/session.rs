@@ -192,7 +192,14 @@ pub enum SessionError {
     Timeout(Duration),
     /// The PDU could not be encoded.
     #[error("cannot encode: {0}")]
-    Encode(#[from] super::pdu::PduError),
+    Encode(super::pdu::PduError),
+}
+
+// The cause is in the message, so it is not a source too (`{:#}` would print it twice).
+impl From<super::pdu::PduError> for SessionError {
+    fn from(e: super::pdu::PduError) -> Self {
+        SessionError::Encode(e)
+    }
 }
 
 /// Where a session hands the peer's requests.
