@@ -221,15 +221,81 @@ pub struct HttpConfig {
     /// Address the HTTP server listens on (default `127.0.0.1:8080`).
     #[serde(default = "default_http_listen")]
     pub listen: SocketAddr,
+    /// A second listener for the operations endpoints (`/live`, `/ready` with details,
+    /// `/metrics`). When set, the public port serves only `/live` and a `/ready` that names
+    /// no account; when absent, `/metrics` stays on the public port. Not named `admin`: that
+    /// word is the partners' admin scope and `/v1/admin` routes, which stay on `listen`.
+    #[serde(default)]
+    pub ops_listen: Option<SocketAddr>,
+    /// Seconds a client has to send a request's head once it has begun (default 10, 1..).
+    #[serde(default = "default_ten_secs")]
+    pub header_timeout_secs: u64,
+    /// Seconds a keep-alive connection may stay idle between requests (default 60, 1..).
+    #[serde(default = "default_http_idle_timeout_secs")]
+    pub idle_timeout_secs: u64,
+    /// Seconds a request may take, body included, before it is answered 408 (the body was
+    /// still coming) or 503 (default 30, 1..).
+    #[serde(default = "default_http_request_timeout_secs")]
+    pub request_timeout_secs: u64,
+    /// Connections served at once, per listener (default 512, 1..=100000); one beyond is
+    /// closed at once and counted in `chogate_http_connections_refused_total`.
+    #[serde(default = "default_http_max_connections")]
+    pub max_connections: u32,
+    /// Seconds the requests in flight get to finish once shutdown starts (default 10); then
+    /// their connections are dropped.
+    #[serde(default = "default_ten_secs")]
+    pub grace_secs: u64,
 }
 
 fn default_http_listen() -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080)
 }
 
+fn default_http_idle_timeout_secs() -> u64 {
+    60
+}
+
+fn default_http_request_timeout_secs() -> u64 {
+    30
+}
+
+fn default_http_max_connections() -> u32 {
+    512
+}
+
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { listen: default_http_listen() }
+        Self {
+            listen: default_http_listen(),
+            ops_listen: None,
+            header_timeout_secs: default_ten_secs(),
+            idle_timeout_secs: default_http_idle_timeout_secs(),
+            request_timeout_secs: default_http_request_timeout_secs(),
+            max_connections: default_http_max_connections(),
+            grace_secs: default_ten_secs(),
+        }
+    }
+}
+
+impl HttpConfig {
+    /// Time to send a request's head.
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_timeout_secs)
+    }
+
+    /// Idle time after which a keep-alive connection is closed.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
+    }
+
+    /// Time a request may take.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+
+    /// Time the requests in flight get at shutdown.
+    pub fn grace(&self) -> Duration {
+        Duration::from_secs(self.grace_secs)
     }
 }
 
@@ -246,6 +312,21 @@ pub struct ApiConfig {
     /// Requests a token may make at once before the rate applies (default 100, 1..=100000).
     #[serde(default = "default_burst")]
     pub burst: u32,
+    /// Requests per second one client address may make without a valid token (no token, a
+    /// wrong one, `/live`, `/ready`, `/openapi.json`), sustained (default 5, 1..=100000).
+    #[serde(default = "default_unauthenticated_rate_per_sec")]
+    pub unauthenticated_rate_per_sec: u32,
+    /// Such requests one address may make at once (default 50, 1..=100000).
+    #[serde(default = "default_unauthenticated_burst")]
+    pub unauthenticated_burst: u32,
+}
+
+fn default_unauthenticated_rate_per_sec() -> u32 {
+    5
+}
+
+fn default_unauthenticated_burst() -> u32 {
+    50
 }
 
 fn default_max_body_bytes() -> usize {
@@ -266,6 +347,8 @@ impl Default for ApiConfig {
             max_body_bytes: default_max_body_bytes(),
             rate_per_sec: default_rate_per_sec(),
             burst: default_burst(),
+            unauthenticated_rate_per_sec: default_unauthenticated_rate_per_sec(),
+            unauthenticated_burst: default_unauthenticated_burst(),
         }
     }
 }
@@ -893,6 +976,23 @@ impl Config {
         check_range("api.max_body_bytes", self.api.max_body_bytes as u64, 1024, 16 * 1024 * 1024)?;
         check_range("api.rate_per_sec", u64::from(self.api.rate_per_sec), 1, 100_000)?;
         check_range("api.burst", u64::from(self.api.burst), 1, 100_000)?;
+        let api = &self.api;
+        check_range(
+            "api.unauthenticated_rate_per_sec",
+            u64::from(api.unauthenticated_rate_per_sec),
+            1,
+            100_000,
+        )?;
+        check_range("api.unauthenticated_burst", u64::from(api.unauthenticated_burst), 1, 100_000)?;
+        let http = &self.http;
+        check_secs("http.header_timeout_secs", http.header_timeout_secs, 1)?;
+        check_secs("http.idle_timeout_secs", http.idle_timeout_secs, 1)?;
+        check_secs("http.request_timeout_secs", http.request_timeout_secs, 1)?;
+        check_secs("http.grace_secs", http.grace_secs, 0)?;
+        check_range("http.max_connections", u64::from(http.max_connections), 1, 100_000)?;
+        if http.ops_listen.is_some_and(|ops| ops == http.listen && ops.port() != 0) {
+            return Err(invalid("http.ops_listen", "must differ from http.listen"));
+        }
         Ok(())
     }
 

@@ -53,6 +53,8 @@ pub struct Daemon {
     pub smpp_addr: SocketAddr,
     /// Where the HTTP server listens.
     pub http_addr: SocketAddr,
+    /// Where the operations endpoints listen (`[http] ops_listen`), if apart.
+    pub ops_addr: Option<SocketAddr>,
     /// Bound SMPP sessions by label.
     pub registry: Arc<Registry>,
     /// The market (for tests and the CLI).
@@ -94,6 +96,18 @@ impl Daemon {
             addr: config.http.listen,
             source,
         })?;
+        let ops_listener = match config.http.ops_listen {
+            Some(addr) => Some(listen("HTTP operations", addr).await?),
+            None => None,
+        };
+        let ops_addr = match (&ops_listener, config.http.ops_listen) {
+            (Some(l), Some(addr)) => Some(l.local_addr().map_err(|source| DaemonError::Listen {
+                what: "HTTP operations",
+                addr,
+                source,
+            })?),
+            _ => None,
+        };
 
         let (other_tx, other_rx) = mpsc::channel(INBOUND_QUEUE);
         let inbound = ussd::start(ussd.clone(), other_tx, shutdown.clone(), tracker.clone());
@@ -120,28 +134,35 @@ impl Daemon {
         // The HTTP API runs on a thread of its own: its SQLite reads run in the calling
         // thread, and a report over a large database (hundreds of milliseconds) must not hold
         // up a worker serving the SMPP binds. The tracker waits for it to finish.
-        let state = api::AppState::new(&config.api, market.clone(), registry.clone());
+        let state = api::AppState::new(&config.api, market.clone(), registry.clone(), shutdown.clone());
         let http_shutdown = shutdown.clone();
-        let std_listener = http_listener.into_std().map_err(|source| DaemonError::Listen {
-            what: "HTTP",
-            addr: config.http.listen,
-            source,
-        })?;
+        let to_std = |l: TcpListener, addr: SocketAddr| {
+            l.into_std().map_err(|source| DaemonError::Listen { what: "HTTP", addr, source })
+        };
+        let std_listener = to_std(http_listener, config.http.listen)?;
+        let std_ops = match (ops_listener, ops_addr) {
+            (Some(l), Some(addr)) => Some(to_std(l, addr)?),
+            _ => None,
+        };
+        let http_config = config.http.clone();
         let http_done = crate::thread::on_own_thread("chogate-http", async move {
-            let served = match TcpListener::from_std(std_listener) {
-                Ok(listener) => api::serve(listener, state, http_shutdown).await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = served {
-                warn!(error = %e, "HTTP server failed");
+            let listeners = TcpListener::from_std(std_listener)
+                .and_then(|l| Ok((l, std_ops.map(TcpListener::from_std).transpose()?)));
+            match listeners {
+                Ok((listener, ops)) => api::serve(listener, ops, state, &http_config, http_shutdown).await,
+                Err(e) => warn!(error = %e, "HTTP server failed"),
             }
         })
         .map_err(DaemonError::Thread)?;
         tracker.spawn(async move { http_done.cancelled().await });
         info!(addr = %http_addr, "HTTP listening");
+        if let Some(addr) = ops_addr {
+            info!(%addr, "HTTP operations endpoints listening");
+        }
         Ok(Daemon {
             smpp_addr,
             http_addr,
+            ops_addr,
             registry,
             market,
             ussd,
