@@ -110,7 +110,11 @@ pub enum HouseholdsAction {
     },
     /// Write every household as CSV on standard output (leaders first); the file imports
     /// back into an empty database.
-    Export,
+    Export {
+        /// Write to this file instead (created with mode 0600: it holds numbers and names).
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
 }
 
 /// `chogate phone`.
@@ -539,8 +543,19 @@ fn database_command(cli: &Cli) -> anyhow::Result<()> {
                     .await
                     .map(|_| ())
             }
-            Command::Households { action: HouseholdsAction::Export } => {
+            Command::Households { action: HouseholdsAction::Export { output: None } } => {
                 crate::admin::export_households(&market, &mut stdout).await.map(|_| ())
+            }
+            Command::Households { action: HouseholdsAction::Export { output: Some(path) } } => {
+                match crate::files::create_private(path) {
+                    Ok(file) => {
+                        let mut out = std::io::BufWriter::new(file);
+                        crate::admin::export_households(&market, &mut out).await.map(|_| ())
+                    }
+                    Err(source) => {
+                        Err(crate::admin::AdminError::Write { path: path.display().to_string(), source })
+                    }
+                }
             }
             Command::SeedDemo => crate::admin::seed_demo(&market, &mut stdout).await.map(|_| ()),
             Command::Stats { json } => crate::admin::stats(&market, *json, &mut stdout).await.map(|_| ()),

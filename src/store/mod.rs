@@ -45,6 +45,14 @@ pub enum StoreError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The database file (or its -wal or -shm) could not be created or made private.
+    #[error("{path}: {source}")]
+    File {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The writer's thread could not be started.
     #[error("cannot start the writer thread: {0}")]
     Thread(String),
