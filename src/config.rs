@@ -145,6 +145,14 @@ pub struct DatabaseConfig {
     /// milliseconds (default 5000, at least 1).
     #[serde(default = "default_busy_timeout_ms")]
     pub busy_timeout_ms: u64,
+    /// Days idempotency keys and API request records are kept (default 30, 1..=3650); a
+    /// task deletes older ones every hour. The audit events are kept.
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
+}
+
+fn default_retention_days() -> u32 {
+    30
 }
 
 /// The URL's password (PostgreSQL) never shows.
@@ -157,6 +165,7 @@ impl fmt::Debug for DatabaseConfig {
             .field("write_queue", &self.write_queue)
             .field("sqlite_synchronous", &self.sqlite_synchronous)
             .field("busy_timeout_ms", &self.busy_timeout_ms)
+            .field("retention_days", &self.retention_days)
             .finish()
     }
 }
@@ -190,6 +199,7 @@ impl Default for DatabaseConfig {
             write_queue: default_write_queue(),
             sqlite_synchronous: SqliteSynchronous::default(),
             busy_timeout_ms: default_busy_timeout_ms(),
+            retention_days: default_retention_days(),
         }
     }
 }
@@ -198,6 +208,11 @@ impl DatabaseConfig {
     /// The lock wait as a duration.
     pub fn busy_timeout(&self) -> Duration {
         Duration::from_millis(self.busy_timeout_ms)
+    }
+
+    /// How long idempotency keys and API request records are kept.
+    pub fn retention(&self) -> Duration {
+        Duration::from_secs(u64::from(self.retention_days) * 86_400)
     }
 }
 
@@ -916,6 +931,7 @@ impl Config {
         check_range("database.write_batch", u64::from(db.write_batch), 1, 10_000)?;
         check_range("database.write_queue", u64::from(db.write_queue), 1, 1_000_000)?;
         check_ms("database.busy_timeout_ms", db.busy_timeout_ms, 1)?;
+        check_range("database.retention_days", u64::from(db.retention_days), 1, 3650)?;
 
         for (i, account) in self.smpp_server.accounts.iter().enumerate() {
             let key = format!("smpp_server.accounts[{i}]");

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -22,6 +23,12 @@ use crate::ussd::{self, Ussd};
 
 /// Requests from all SMPP peers waiting for the application, at most.
 const INBOUND_QUEUE: usize = 8192;
+
+/// The first pruning of old idempotency keys and API request records, after the start (not
+/// at once: a restart loop must not prune in a loop, and start-up has other work).
+const FIRST_PRUNE: Duration = Duration::from_secs(60);
+/// Then every hour.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +120,7 @@ impl Daemon {
         let inbound = ussd::start(ussd.clone(), other_tx, shutdown.clone(), tracker.clone());
         let notifier = Notifier::start(&config, market.clone(), registry.clone(), shutdown.clone(), &tracker);
         tracker.spawn(dispatch(notifier.clone(), other_rx, shutdown.clone(), tracker.clone()));
+        tracker.spawn(prune(market.clone(), config.database.retention(), shutdown.clone()));
 
         let ctx = ServerContext {
             accounts: Arc::new(Accounts::new(&config.smpp_server.accounts, &config.smpp)),
@@ -208,5 +216,29 @@ async fn dispatch(
         };
         let n = notifier.clone();
         tracker.spawn(async move { n.handle(req).await });
+    }
+}
+
+/// Deletes idempotency keys and API request records older than `retention`, a minute after
+/// the start and then every hour, until shutdown. With several nodes each prunes; the
+/// batches skip rows another node is deleting.
+async fn prune(market: Market, retention: Duration, shutdown: CancellationToken) {
+    let mut next = tokio::time::Instant::now() + FIRST_PRUNE;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep_until(next) => {}
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            pruned = market.prune(retention) => match pruned {
+                Ok(p) if p.keys + p.requests > 0 => {
+                    info!(keys = p.keys, api_requests = p.requests, "pruned records past the retention");
+                }
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "pruning failed; trying again in an hour"),
+            },
+        }
+        next = tokio::time::Instant::now() + PRUNE_EVERY;
     }
 }

@@ -51,6 +51,7 @@ both_backends!(
     two_nodes_sharing_the_database_should_apply_each_key_once,
     messages_past_their_validity_should_be_expired_and_never_claimed,
     unmatched_receipts_should_be_kept_for_their_part_then_dropped_by_the_sweep,
+    records_past_the_retention_should_be_pruned_and_the_audit_kept,
 );
 
 struct Env {
@@ -1251,4 +1252,66 @@ async fn sqlite_files_should_be_created_0600() {
     shutdown.cancel();
     market.stopped().await;
     market.store().close().await;
+}
+
+/// Idempotency keys and API request records older than the retention go, in batches; newer
+/// ones and every audit event stay, and a key pruned is a key free again.
+async fn records_past_the_retention_should_be_pruned_and_the_audit_kept(db: TestDb) {
+    let env = Env::open(db).await;
+    let (leader, _) = village(&env).await;
+    let day_ms: i64 = 86_400_000;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+    let old = chogate::market::PRUNE_BATCH + 7;
+    {
+        let mut r = env.market.store().read().await.unwrap();
+        let mut c = r.conn();
+        // More old rows than one batch, so that the loop is exercised.
+        for i in 0..old {
+            c.execute(
+                "INSERT INTO idempotency_keys (idem_key, kind, result_id, outcome, at_ms) VALUES ($1, 'x', NULL, 'ok', $2)",
+                args![format!("old:{i}"), now - 31 * day_ms - i],
+            )
+            .await
+            .unwrap();
+        }
+        for (i, at) in [now - 40 * day_ms, now - 31 * day_ms, now - day_ms].into_iter().enumerate() {
+            c.execute(
+                "INSERT INTO api_requests (partner, idem_key, request_hash, status, response, created_at_ms) \
+                 VALUES ('shopee', $1, 'h', 201, '{}', $2)",
+                args![format!("k{i}"), at],
+            )
+            .await
+            .unwrap();
+        }
+    }
+    let keys_before = env.count("SELECT COUNT(*) AS n FROM idempotency_keys", args![]).await;
+    let events_before = env.count("SELECT COUNT(*) AS n FROM events", args![]).await;
+    let pruned = env.market.prune(Duration::from_secs(30 * 86_400)).await.unwrap();
+    assert_eq!((pruned.keys, pruned.requests), (old as u64, 2));
+    assert_eq!(env.count("SELECT COUNT(*) AS n FROM idempotency_keys", args![]).await, keys_before - old);
+    assert_eq!(
+        env.count("SELECT COUNT(*) AS n FROM idempotency_keys WHERE idem_key LIKE 'old:%'", args![]).await,
+        0
+    );
+    assert_eq!(env.count("SELECT COUNT(*) AS n FROM api_requests", args![]).await, 1);
+    assert_eq!(env.count("SELECT COUNT(*) AS n FROM events", args![]).await, events_before);
+    // The recent keys (the village's own) still answer repeats: the same outcome, nothing new.
+    let again = env
+        .market
+        .register_leader(
+            &cli(),
+            key("seed:leader"),
+            "0912000001",
+            "Hoàng Văn Tổ",
+            CHI_LANG,
+            "Thôn Nà Lầm",
+            Lang::Vi,
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.id, leader.id);
+    assert_eq!(env.count("SELECT COUNT(*) AS n FROM events", args![]).await, events_before);
+    // Nothing more to prune.
+    assert_eq!(env.market.prune(Duration::from_secs(30 * 86_400)).await.unwrap(), Default::default());
+    env.close().await;
 }

@@ -90,6 +90,18 @@ struct Inner {
     stopped: CancellationToken,
 }
 
+/// Rows of each kind one pruning batch deletes at most.
+pub const PRUNE_BATCH: i64 = 5000;
+
+/// What [`Market::prune`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Idempotency keys.
+    pub keys: u64,
+    /// API request records (partners' Idempotency-Keys and their first responses).
+    pub requests: u64,
+}
+
 fn check_range(
     field: &'static str,
     value: i64,
@@ -317,6 +329,27 @@ impl Market {
         match self.outbox_op(outbox::OutboxOp::Claim { limit, lease_ms, sweep }).await? {
             outbox::OutboxReply::Claimed(m) => Ok(m),
             other => Err(MarketError::NotAllowed(format!("unexpected writer answer {other:?}"))),
+        }
+    }
+
+    /// Deletes the idempotency keys and API request records older than `retention`, in
+    /// batches of [`PRUNE_BATCH`] through the writer (each batch one short part of a group
+    /// commit); the audit events are kept. Returns how many of each went.
+    pub async fn prune(&self, retention: std::time::Duration) -> Result<Pruned, MarketError> {
+        let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+        let before_ms = now_ms().saturating_sub(retention_ms);
+        let mut total = Pruned::default();
+        loop {
+            let op = outbox::OutboxOp::Prune { before_ms, batch: PRUNE_BATCH };
+            let (keys, requests) = match self.outbox_op(op).await? {
+                outbox::OutboxReply::Pruned { keys, requests } => (keys, requests),
+                other => return Err(MarketError::NotAllowed(format!("unexpected writer answer {other:?}"))),
+            };
+            total.keys += keys;
+            total.requests += requests;
+            if keys < PRUNE_BATCH as u64 && requests < PRUNE_BATCH as u64 {
+                return Ok(total);
+            }
         }
     }
 

@@ -233,6 +233,7 @@ pub fn migrations(backend: Backend) -> &'static [(i64, &'static str, &'static st
             ),
             (9, "household_flows", include_str!("../../migrations/sqlite/0009_household_flows.sql")),
             (10, "order_delivery", include_str!("../../migrations/sqlite/0010_order_delivery.sql")),
+            (11, "retention", include_str!("../../migrations/sqlite/0011_retention.sql")),
         ],
         Backend::Postgres => &[
             (1, "init", include_str!("../../migrations/postgres/0001_init.sql")),
@@ -247,6 +248,7 @@ pub fn migrations(backend: Backend) -> &'static [(i64, &'static str, &'static st
             ),
             (7, "household_flows", include_str!("../../migrations/postgres/0007_household_flows.sql")),
             (8, "order_delivery", include_str!("../../migrations/postgres/0008_order_delivery.sql")),
+            (9, "retention", include_str!("../../migrations/postgres/0009_retention.sql")),
         ],
     }
 }
