@@ -527,6 +527,7 @@ fn database_command(cli: &Cli) -> anyhow::Result<()> {
     let config = load(cli)?;
     quiet_logs("warn");
     let db = config.database;
+    let security = config.security;
     runtime()?.block_on(async {
         let mut stdout = std::io::stdout().lock();
         if matches!(cli.command, Command::Migrate) {
@@ -534,8 +535,9 @@ fn database_command(cli: &Cli) -> anyhow::Result<()> {
             return Ok(());
         }
         let shutdown = CancellationToken::new();
-        let market =
-            crate::market::Market::open(&db, shutdown.clone()).await.context("opening the database")?;
+        let market = crate::market::Market::open_with(&db, &security, shutdown.clone())
+            .await
+            .context("opening the database")?;
         let result = match &cli.command {
             Command::Households { action: HouseholdsAction::Import { file } } => {
                 let mut stderr = std::io::stderr();

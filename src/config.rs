@@ -119,6 +119,23 @@ pub struct Config {
     /// `[notify]`: SMS notifications.
     #[serde(default)]
     pub notify: NotifyConfig,
+    /// `[security]`: secrets kept outside the database.
+    #[serde(default)]
+    pub security: SecurityConfig,
+}
+
+/// `[security]` settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// The PIN pepper: 32 random bytes, Argon2's secret for every PIN hash, so that a copied
+    /// database alone does not give the PINs away. Default: `pin_pepper` next to a SQLite
+    /// database, or in the working directory (PostgreSQL). Made (mode 0600) at the first
+    /// start when absent; a file that is there but unreadable or short stops the start.
+    /// Nodes sharing one PostgreSQL database must all use the same file (copy the first
+    /// node's before starting the others).
+    #[serde(default)]
+    pub pin_pepper_file: Option<PathBuf>,
 }
 
 /// `[database]` settings.

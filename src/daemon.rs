@@ -88,7 +88,7 @@ impl Daemon {
         let menus = Arc::new(Menus::load_dir(&config.ussd.menus_dir)?);
         info!(dir = %config.ussd.menus_dir.display(), screens = menus.screens.len(), "menus loaded");
         let store_shutdown = CancellationToken::new();
-        let market = Market::open(&config.database, store_shutdown.clone()).await?;
+        let market = Market::open_with(&config.database, &config.security, store_shutdown.clone()).await?;
         let ussd = Arc::new(Ussd::new(&config, menus, market.clone()));
 
         let smpp_listener = listen("SMPP server", config.smpp_server.listen).await?;

@@ -37,7 +37,7 @@ pub use outbox::{MessageStatus, OutboxMessage, OutboxOutcome, PENDING_RECEIPT_MS
 pub use writer::LeaderDecision;
 
 use crate::args;
-use crate::config::DatabaseConfig;
+use crate::config::{DatabaseConfig, SecurityConfig};
 use crate::logging::mask_msisdn;
 use crate::store::{Backend, ReadConn, Store, StoreError};
 use writer::{Action, ActionJob, Counters, Done, EventRow, Job, Writer};
@@ -84,6 +84,8 @@ pub struct Market {
 
 struct Inner {
     store: Store,
+    /// The PIN pepper (see [`pin`]).
+    pepper: pin::Pepper,
     jobs: mpsc::Sender<Job>,
     products: Arc<Vec<Product>>,
     counters: Arc<Counters>,
@@ -229,7 +231,46 @@ impl Market {
     /// starts the group-commit writer task. The writer stops when `shutdown` is cancelled,
     /// after committing what was queued; [`Market::stopped`] waits for that.
     pub async fn open(cfg: &DatabaseConfig, shutdown: CancellationToken) -> Result<Market, MarketError> {
+        Market::open_with(cfg, &SecurityConfig::default(), shutdown).await
+    }
+
+    /// [`Market::open`] with `[security]`: the PIN pepper is read from its file, or made
+    /// there when absent (see [`pin::Pepper::load_or_create`]).
+    pub async fn open_with(
+        cfg: &DatabaseConfig,
+        security: &SecurityConfig,
+        shutdown: CancellationToken,
+    ) -> Result<Market, MarketError> {
         let store = Store::open(cfg).await?;
+        // After the store: a SQLite database's folder exists by now.
+        let pepper_path = pin::Pepper::path(security, cfg);
+        let (pepper, created) = pin::Pepper::load_or_create(&pepper_path)?;
+        if created {
+            // A new pepper for a database whose PINs were peppered: the file was lost or the
+            // path is wrong, and no PIN could be checked. Stop instead.
+            let peppered = {
+                let mut r = store.read().await?;
+                r.conn()
+                    .fetch_one("SELECT COUNT(*) AS n FROM households WHERE pin_hash LIKE '%keyid=%'", args![])
+                    .await?
+                    .int("n")?
+            };
+            if peppered > 0 {
+                let _ = std::fs::remove_file(&pepper_path);
+                return Err(MarketError::Pepper {
+                    path: pepper_path.display().to_string(),
+                    reason: format!(
+                        "missing, but {peppered} PINs were hashed with a pepper: restore the file (or set \
+                         [security] pin_pepper_file to where it is)"
+                    ),
+                });
+            }
+            warn!(
+                path = %pepper_path.display(),
+                "made a new PIN pepper: keep this file with the database's backups (PINs cannot be \
+                 checked without it), and give every node of this database the same file"
+            );
+        }
         let stopped = CancellationToken::new();
         let mut writer_conn = store.writer().await?;
         {
@@ -277,7 +318,7 @@ impl Market {
             }
         }
         info!(backend = ?store.backend(), products = products.len(), "market open");
-        Ok(Market { inner: Arc::new(Inner { store, jobs, products, counters, stopped }) })
+        Ok(Market { inner: Arc::new(Inner { store, pepper, jobs, products, counters, stopped }) })
     }
 
     /// Which database backs the market.
@@ -662,7 +703,11 @@ impl Market {
             return Err(MarketError::Invalid { field: "pin", reason: "must be exactly 4 digits".to_owned() });
         }
         // A repeat is replayed by the writer: no need to hash again.
-        let hash = if self.key_used(&key).await? { String::new() } else { pin::hash(pin.to_owned()).await? };
+        let hash = if self.key_used(&key).await? {
+            String::new()
+        } else {
+            pin::hash(pin.to_owned(), self.inner.pepper.clone()).await?
+        };
         match self.act(actor, key, Action::SetPin { household_id, hash }).await? {
             Done::Nothing => Ok(()),
             other => Err(unexpected(other)),
@@ -682,9 +727,9 @@ impl Market {
         pin: &str,
     ) -> Result<Order, MarketError> {
         check_key(&key)?;
-        let (pin_ok, checked_hash) = if self.key_used(&key).await? {
+        let (pin_ok, checked_hash, rehash) = if self.key_used(&key).await? {
             // A repeat: the writer replays the first outcome without looking at the PIN.
-            (false, None)
+            (false, None, None)
         } else {
             let row = {
                 let mut r = self.read().await?;
@@ -702,11 +747,19 @@ impl Market {
                 return Err(MarketError::PinLocked { until_ms });
             }
             // The slow check runs here, on the blocking pool, not in the writer.
-            let ok = pin::well_formed(pin) && pin::verify(pin.to_owned(), hash.clone()).await?;
-            (ok, Some(hash))
+            let checked = if pin::well_formed(pin) {
+                pin::verify(pin.to_owned(), hash.clone(), self.inner.pepper.clone()).await?
+            } else {
+                pin::Checked::Wrong
+            };
+            match checked {
+                pin::Checked::Wrong => (false, Some(hash), None),
+                pin::Checked::Right => (true, Some(hash), None),
+                pin::Checked::RightUpgrade(new) => (true, Some(hash), Some(new)),
+            }
         };
         match self
-            .act(actor, key, Action::ConfirmPayment { household_id, order_id, pin_ok, checked_hash })
+            .act(actor, key, Action::ConfirmPayment { household_id, order_id, pin_ok, checked_hash, rehash })
             .await?
         {
             Done::Order(o) => Ok(o),

@@ -92,6 +92,9 @@ pub(crate) enum Action {
         order_id: i64,
         pin_ok: bool,
         checked_hash: Option<String>,
+        /// A right PIN against a hash made without the pepper: its peppered hash, written in
+        /// the payment's transaction.
+        rehash: Option<String>,
     },
     UpdateListing {
         household_id: i64,
@@ -778,8 +781,9 @@ async fn apply(
             household_move(c, ev, now, household_id, order_id, mv, detail).await
         }
         Action::SetPin { household_id, hash } => set_pin(c, ev, household_id, hash).await,
-        Action::ConfirmPayment { household_id, order_id, pin_ok, checked_hash } => {
-            confirm_payment(c, ev, now, household_id, order_id, pin_ok, checked_hash).await
+        Action::ConfirmPayment { household_id, order_id, pin_ok, checked_hash, rehash } => {
+            let pin = CheckedPin { ok: pin_ok, hash: checked_hash, rehash };
+            confirm_payment(c, ev, now, household_id, order_id, pin).await
         }
         Action::UpdateListing { household_id, listing_id, change } => {
             update_listing(c, ev, now, household_id, listing_id, change).await
@@ -998,16 +1002,25 @@ async fn set_pin(
     ok(Done::Nothing, household_id)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What the market found checking a PIN, before the writer applies the payment.
+struct CheckedPin {
+    /// Right.
+    ok: bool,
+    /// The hash it was checked against (None on a replay).
+    hash: Option<String>,
+    /// A peppered hash to replace an unpeppered one.
+    rehash: Option<String>,
+}
+
 async fn confirm_payment(
     c: &mut Conn<'_>,
     ev: &mut Events<'_>,
     now: i64,
     household_id: i64,
     order_id: i64,
-    pin_ok: bool,
-    checked_hash: Option<String>,
+    pin: CheckedPin,
 ) -> Result<Applied, MarketError> {
+    let CheckedPin { ok: pin_ok, hash: checked_hash, rehash } = pin;
     let row = c
         .fetch_optional(
             "SELECT pin_hash, pin_failures, pin_locked_until_ms FROM households WHERE id = $1",
@@ -1070,6 +1083,10 @@ async fn confirm_payment(
             args![household_id],
         )
         .await?;
+    }
+    if let Some(rehash) = rehash {
+        // The PIN was right against a hash from before the pepper: peppered from now on.
+        c.execute("UPDATE households SET pin_hash = $2 WHERE id = $1", args![household_id, rehash]).await?;
     }
     let id = order.id;
     ok(Done::Order(order), id)
