@@ -70,17 +70,26 @@ impl Pepper {
     /// than [`PEPPER_LEN`] bytes, is an error: PINs hashed with it could not be checked.
     pub fn load_or_create(path: &Path) -> Result<(Pepper, bool), MarketError> {
         let fail = |reason: String| MarketError::Pepper { path: path.display().to_string(), reason };
-        match crate::files::create_new_private(path) {
-            Ok(mut file) => {
-                let mut bytes = [0u8; PEPPER_LEN];
-                OsRng.fill_bytes(&mut bytes);
-                std::io::Write::write_all(&mut file, &bytes)
-                    .and_then(|()| file.sync_all())
-                    .map_err(|e| fail(format!("cannot write a new pepper: {e}")))?;
-                return Ok((Pepper::from_bytes(&bytes), true));
+        if !path.exists() {
+            // Written whole to a file of its own, then linked into place: a process starting
+            // at the same time (another node, a parallel test) reads a whole pepper or makes
+            // none, never half a file.
+            let mut bytes = [0u8; PEPPER_LEN];
+            OsRng.fill_bytes(&mut bytes);
+            let mut tmp = path.as_os_str().to_owned();
+            tmp.push(format!(".new-{}-{:08x}", std::process::id(), OsRng.next_u32()));
+            let tmp = PathBuf::from(tmp);
+            let written = crate::files::create_new_private(&tmp).and_then(|mut file| {
+                std::io::Write::write_all(&mut file, &bytes)?;
+                file.sync_all()
+            });
+            let linked = written.and_then(|()| std::fs::hard_link(&tmp, path));
+            let _ = std::fs::remove_file(&tmp);
+            match linked {
+                Ok(()) => return Ok((Pepper::from_bytes(&bytes), true)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(fail(format!("cannot create it: {e}"))),
             }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(fail(format!("cannot create it: {e}"))),
         }
         let mut bytes = Vec::new();
         std::fs::File::open(path)
