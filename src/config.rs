@@ -1761,6 +1761,39 @@ route_prefixes = ["8486", "8496"]
     }
 
     #[test]
+    fn hardening_settings_should_default_and_be_range_checked() {
+        let c = parse("").unwrap();
+        let h = &c.http;
+        assert_eq!(
+            (h.ops_listen, h.header_timeout_secs, h.idle_timeout_secs, h.request_timeout_secs),
+            (None, 10, 60, 30)
+        );
+        assert_eq!((h.max_connections, h.grace_secs), (512, 10));
+        assert_eq!((c.api.unauthenticated_rate_per_sec, c.api.unauthenticated_burst), (5, 50));
+        assert_eq!((c.database.retention_days, c.security.pin_pepper_file.clone()), (30, None));
+        let c = parse(
+            "[http]\nops_listen = \"127.0.0.1:9090\"\n[security]\npin_pepper_file = \"/etc/chogate/pepper\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.http.ops_listen, Some("127.0.0.1:9090".parse().unwrap()));
+        assert_eq!(c.security.pin_pepper_file, Some(PathBuf::from("/etc/chogate/pepper")));
+        for (text, expected) in [
+            ("[http]\nheader_timeout_secs = 0\n", "http.header_timeout_secs"),
+            ("[http]\nidle_timeout_secs = 0\n", "http.idle_timeout_secs"),
+            ("[http]\nrequest_timeout_secs = 0\n", "http.request_timeout_secs"),
+            ("[http]\nmax_connections = 0\n", "http.max_connections"),
+            ("[http]\ngrace_secs = 9000000000\n", "http.grace_secs"),
+            ("[http]\nlisten = \"127.0.0.1:80\"\nops_listen = \"127.0.0.1:80\"\n", "http.ops_listen"),
+            ("[api]\nunauthenticated_burst = 0\n", "api.unauthenticated_burst"),
+            ("[database]\nretention_days = 0\n", "database.retention_days"),
+            ("[security]\npepper = \"x\"\n", "security"),
+        ] {
+            let (key, _) = invalid_key(parse(text));
+            assert!(key.starts_with(expected), "{text}: {key}");
+        }
+    }
+
+    #[test]
     fn debug_should_not_show_passwords() {
         let mut config = parse(EXAMPLE).unwrap();
         config.database.url = "postgres://chogate:dbpass@db.local/chogate".into();

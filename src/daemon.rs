@@ -103,18 +103,19 @@ impl Daemon {
             addr: config.http.listen,
             source,
         })?;
-        let ops_listener = match config.http.ops_listen {
-            Some(addr) => Some(listen("HTTP operations", addr).await?),
+        let ops = match config.http.ops_listen {
+            Some(addr) => {
+                let listener = listen("HTTP operations", addr).await?;
+                let local = listener.local_addr().map_err(|source| DaemonError::Listen {
+                    what: "HTTP operations",
+                    addr,
+                    source,
+                })?;
+                Some((listener, local))
+            }
             None => None,
         };
-        let ops_addr = match (&ops_listener, config.http.ops_listen) {
-            (Some(l), Some(addr)) => Some(l.local_addr().map_err(|source| DaemonError::Listen {
-                what: "HTTP operations",
-                addr,
-                source,
-            })?),
-            _ => None,
-        };
+        let ops_addr = ops.as_ref().map(|(_, local)| *local);
 
         let (other_tx, other_rx) = mpsc::channel(INBOUND_QUEUE);
         let inbound = ussd::start(ussd.clone(), other_tx, shutdown.clone(), tracker.clone());
@@ -148,10 +149,7 @@ impl Daemon {
             l.into_std().map_err(|source| DaemonError::Listen { what: "HTTP", addr, source })
         };
         let std_listener = to_std(http_listener, config.http.listen)?;
-        let std_ops = match (ops_listener, ops_addr) {
-            (Some(l), Some(addr)) => Some(to_std(l, addr)?),
-            _ => None,
-        };
+        let std_ops = ops.map(|(l, addr)| to_std(l, addr)).transpose()?;
         let http_config = config.http.clone();
         let http_done = crate::thread::on_own_thread("chogate-http", async move {
             let listeners = TcpListener::from_std(std_listener)

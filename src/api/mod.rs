@@ -3,9 +3,12 @@
 //! operations endpoints (`/live`, `/ready`, `/metrics`, `/openapi.json`).
 //!
 //! Every `/v1` route takes a bearer token ([`auth`]) whose scopes cover it, is rate-limited
-//! per token ([`rate`]; requests without a valid token per client address), reads bodies under `[api] max_body_bytes` ([`body`]) and answers
-//! errors as `{"error": {"code", "message", "field"}}` ([`error`]). Writes go through the
-//! market's writer with the partner's `Idempotency-Key`.
+//! per token ([`rate`]; requests without a valid token per client address), reads bodies
+//! under `[api] max_body_bytes` ([`body`]) and answers errors as
+//! `{"error": {"code", "message", "field"}}` ([`error`]). Writes go through the market's
+//! writer with the partner's `Idempotency-Key`. Connections are served by [`server`] (its
+//! timeouts, connection limit and drain); every request's handling is bounded by
+//! `[http] request_timeout_secs`.
 
 pub mod admin;
 pub mod auth;

@@ -35,7 +35,7 @@ pub async fn ready_detailed(State(st): State<AppState>) -> Response {
 }
 
 async fn readiness(st: &AppState, details: Option<serde_json::Value>) -> Response {
-    let (status, body) = if st.draining.is_cancelled() {
+    let (status, mut body) = if st.draining.is_cancelled() {
         (StatusCode::SERVICE_UNAVAILABLE, json!({ "status": "draining" }))
     } else {
         let db = tokio::select! {
@@ -53,7 +53,6 @@ async fn readiness(st: &AppState, details: Option<serde_json::Value>) -> Respons
             }
         }
     };
-    let mut body = body;
     if let (Some(serde_json::Value::Object(details)), Some(map)) = (details, body.as_object_mut()) {
         map.extend(details);
     }
