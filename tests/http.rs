@@ -212,7 +212,7 @@ async fn requests_without_a_valid_token_should_be_limited_per_address() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ready_should_be_503_once_a_drain_starts_while_a_request_is_in_flight() {
     let td = start("", |h| {
-        h.grace_secs = 5;
+        h.grace_secs = 3;
         ops_port(h);
     })
     .await;
@@ -220,28 +220,45 @@ async fn ready_should_be_503_once_a_drain_starts_while_a_request_is_in_flight() 
     let ops = td.daemon.as_ref().unwrap().ops_addr.unwrap();
     assert_eq!(get(addr, "/ready").await.status, 200);
     let t = token(&td, &[Scope::OrdersWrite]).await;
-    // A request in flight: its body has not all come.
-    let mut slow = TcpStream::connect(addr).await.unwrap();
-    let head = format!(
-        "POST /v1/orders HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {t}\r\nIdempotency-Key: k\r\n\
-         Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{{"
-    );
-    slow.write_all(head.as_bytes()).await.unwrap();
-    // Until the server handles it (the operations /ready counts itself too).
+    // Two requests in flight: their bodies have not all come.
+    let slow_post = |key: &'static str| {
+        let t = t.clone();
+        async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            let head = format!(
+                "POST /v1/orders HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {t}\r\nIdempotency-Key: {key}\r\n\
+                 Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{{"
+            );
+            s.write_all(head.as_bytes()).await.unwrap();
+            s
+        }
+    };
+    let mut slow = slow_post("slow").await;
+    let mut stuck = slow_post("stuck").await;
+    // Until the server handles both (the operations /ready counts itself too).
     tokio::time::timeout(PATIENCE, async {
-        while get(ops, "/ready").await.json()["http_requests_in_flight"].as_u64() < Some(2) {
+        while get(ops, "/ready").await.json()["http_requests_in_flight"].as_u64() < Some(3) {
             tokio::task::yield_now().await;
         }
     })
     .await
-    .expect("the slow request never came in flight");
+    .expect("the slow requests never came in flight");
     td.shutdown.cancel();
+    let drain_started = Instant::now();
+    // The listener still accepts while requests are in flight, and says it is not ready.
     let ready = get(addr, "/ready").await;
     assert_eq!((ready.status, ready.json()["status"].as_str()), (503, Some("draining")), "{ready:?}");
-    // The request in flight finishes (here: its body completes and it is answered).
+    // A request in flight finishes within the grace: its body completes and it is answered.
     slow.write_all(b"}").await.unwrap();
     let answered = parse(&read_to_eof(&mut slow).await);
     assert_eq!(answered.status, 400, "{answered:?}");
+    // The one still unfinished at the end of the grace is dropped, unanswered.
+    assert!(read_to_eof(&mut stuck).await.is_empty());
+    let dropped_after = drain_started.elapsed();
+    assert!(
+        dropped_after >= Duration::from_millis(2500) && dropped_after < Duration::from_secs(8),
+        "{dropped_after:?}"
+    );
     // Then the daemon stops, and the listener is closed.
     let mut td = td;
     let daemon = td.daemon.take().unwrap();

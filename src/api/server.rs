@@ -233,6 +233,10 @@ pub async fn serve(
                         drop(stream);
                         continue;
                     };
+                    // Accepted once shutdown has begun (maybe before this loop's branch for
+                    // it ran): served as a drain connection, one request then closed. A
+                    // graceful shutdown of it before its first byte would close it unanswered.
+                    let drain = drain.or_else(|| shutdown.is_cancelled().then(Instant::now));
                     let conn = Connection {
                         router: router.clone(),
                         limits,
