@@ -243,7 +243,7 @@ impl Market {
     ) -> Result<Market, MarketError> {
         let store = Store::open(cfg).await?;
         // After the store: a SQLite database's folder exists by now.
-        let pepper_path = pin::Pepper::path(security, cfg);
+        let pepper_path = pin::Pepper::path(security, store.sqlite_file());
         let (pepper, created) = pin::Pepper::load_or_create(&pepper_path)?;
         if created {
             // A new pepper for a database whose PINs were peppered: the file was lost or the

@@ -18,7 +18,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::{Algorithm, Argon2, KeyId, ParamsBuilder, Version};
 
 use super::types::MarketError;
-use crate::config::{DatabaseConfig, SecurityConfig};
+use crate::config::SecurityConfig;
 use crate::store::StoreError;
 
 /// The `keyid` of a peppered hash (the PHC string shows it in base64: `keyid=cDE`).
@@ -47,19 +47,13 @@ impl Pepper {
         Pepper(Arc::from(bytes))
     }
 
-    /// Where the pepper lives: `[security] pin_pepper_file`, else `pin_pepper` next to a
-    /// SQLite database, else (PostgreSQL) in the working directory.
-    pub fn path(security: &SecurityConfig, db: &DatabaseConfig) -> PathBuf {
+    /// Where the pepper lives: `[security] pin_pepper_file`, else `pin_pepper` next to the
+    /// SQLite database file, else (PostgreSQL) in the working directory.
+    pub fn path(security: &SecurityConfig, sqlite_file: Option<&Path>) -> PathBuf {
         if let Some(p) = &security.pin_pepper_file {
             return p.clone();
         }
-        let sqlite_dir = db
-            .url
-            .strip_prefix("sqlite:")
-            .map(|rest| rest.trim_start_matches("//"))
-            .map(|rest| rest.split('?').next().unwrap_or(rest))
-            .and_then(|file| Path::new(file).parent().map(Path::to_path_buf));
-        match sqlite_dir {
+        match sqlite_file.and_then(Path::parent) {
             Some(dir) => dir.join(PEPPER_FILE),
             None => PathBuf::from(PEPPER_FILE),
         }
@@ -241,16 +235,16 @@ mod tests {
 
     #[test]
     fn the_pepper_should_default_next_to_a_sqlite_database() {
-        let db = |url: &str| DatabaseConfig { url: url.to_owned(), ..DatabaseConfig::default() };
         let none = SecurityConfig::default();
+        let sqlite = |f: &'static str| Some(Path::new(f));
         assert_eq!(
-            Pepper::path(&none, &db("sqlite:///var/lib/chogate/c.db")),
+            Pepper::path(&none, sqlite("/var/lib/chogate/c.db")),
             Path::new("/var/lib/chogate/pin_pepper")
         );
-        assert_eq!(Pepper::path(&none, &db("sqlite://data/c.db?mode=rwc")), Path::new("data/pin_pepper"));
-        assert_eq!(Pepper::path(&none, &db("sqlite://c.db")), Path::new("pin_pepper"));
-        assert_eq!(Pepper::path(&none, &db("postgres://x@h/db")), Path::new("pin_pepper"));
+        assert_eq!(Pepper::path(&none, sqlite("data/c.db")), Path::new("data/pin_pepper"));
+        assert_eq!(Pepper::path(&none, sqlite("c.db")), Path::new("pin_pepper"));
+        assert_eq!(Pepper::path(&none, None), Path::new("pin_pepper"));
         let set = SecurityConfig { pin_pepper_file: Some("/etc/chogate/pepper".into()) };
-        assert_eq!(Pepper::path(&set, &db("sqlite://c.db")), Path::new("/etc/chogate/pepper"));
+        assert_eq!(Pepper::path(&set, sqlite("c.db")), Path::new("/etc/chogate/pepper"));
     }
 }

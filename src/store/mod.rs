@@ -138,6 +138,14 @@ impl Store {
         }
     }
 
+    /// The SQLite database file (None: PostgreSQL).
+    pub fn sqlite_file(&self) -> Option<&std::path::Path> {
+        match self {
+            Store::Sqlite(s) => Some(s.path()),
+            Store::Postgres(_) => None,
+        }
+    }
+
     /// Which backend this is.
     pub fn backend(&self) -> Backend {
         match self {

@@ -288,6 +288,11 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// The database file.
+    pub fn path(&self) -> &std::path::Path {
+        &self.inner.path
+    }
+
     /// A sqlx connection, for the migrations.
     pub async fn migration_conn(&self) -> Result<SqliteConnection, StoreError> {
         Ok(self.inner.options.connect().await?)
