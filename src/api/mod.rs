@@ -94,10 +94,11 @@ impl AppState {
         }
     }
 
-    /// Charges a request without a valid token to its client's address.
+    /// Charges a request without a valid token to its client's address (see
+    /// [`rate::client_key`]).
     pub fn charge_anonymous(&self, client: Option<&ClientAddr>) -> Result<(), ApiError> {
         match client {
-            Some(ClientAddr(addr)) => self.anonymous.check(addr.ip()),
+            Some(ClientAddr(addr)) => self.anonymous.check(rate::client_key(addr.ip())),
             None => Ok(()),
         }
     }

@@ -97,6 +97,19 @@ impl<K: Hash + Eq + Copy> Limiter<K> {
     }
 }
 
+/// The key a client address is limited by: an IPv4 address (also written IPv4-mapped), or
+/// an IPv6 address's /64, which one subscriber usually holds whole (so that walking through
+/// it earns no fresh budget).
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        },
+        v4 => v4,
+    }
+}
+
 impl RateLimiter {
     /// The per-token limiter.
     pub fn new(rate_per_sec: u32, burst: u32) -> RateLimiter {
@@ -130,6 +143,16 @@ mod tests {
             assert!(l.check_at(1, t2).is_ok());
         }
         assert!(l.check_at(1, t2).is_err());
+    }
+
+    #[test]
+    fn an_ipv6_slash_64_should_be_one_client() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(client_key(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_eq!(client_key(ip("2001:db8:1:2:bbbb::9")), client_key(ip("2001:db8:1:2::5")));
+        assert_ne!(client_key(ip("2001:db8:1:3::1")), client_key(ip("2001:db8:1:2::1")));
+        assert_eq!(client_key(ip("::ffff:203.0.113.7")), ip("203.0.113.7"));
+        assert_eq!(client_key(ip("203.0.113.7")), ip("203.0.113.7"));
     }
 
     #[test]
