@@ -1229,30 +1229,17 @@ async fn unmatched_receipts_should_be_kept_for_their_part_then_dropped_by_the_sw
 async fn sqlite_files_should_be_created_0600() {
     use std::os::unix::fs::PermissionsExt;
     let db = common::db::sqlite_db();
-    let mode = |name: &str| std::fs::metadata(db.path(name)).unwrap().permissions().mode() & 0o777;
-    let shutdown = CancellationToken::new();
     // Made wider by hand before the start: narrowed.
     std::fs::write(db.path("chogate.db"), b"").unwrap();
     std::fs::set_permissions(db.path("chogate.db"), std::fs::Permissions::from_mode(0o644)).unwrap();
-    let market = Market::open(&db.config(), shutdown.clone()).await.unwrap();
-    market
-        .register_leader(
-            &cli(),
-            key("modes"),
-            "0912000001",
-            "Hoàng Văn Tổ",
-            CHI_LANG,
-            "Thôn Nà Lầm",
-            Lang::Vi,
-        )
-        .await
-        .unwrap();
+    let env = Env::open(db).await;
+    // Writes: the WAL and the shared memory exist.
+    village(&env).await;
     for name in ["chogate.db", "chogate.db-wal", "chogate.db-shm"] {
-        assert_eq!(mode(name), 0o600, "{name}");
+        let mode = std::fs::metadata(env.db.path(name)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{name}");
     }
-    shutdown.cancel();
-    market.stopped().await;
-    market.store().close().await;
+    env.close().await;
 }
 
 /// Idempotency keys and API request records older than the retention go, in batches; newer
