@@ -112,7 +112,11 @@ pub enum HouseholdsAction {
     },
     /// Write every household as CSV on standard output (leaders first); the file imports
     /// back into an empty database.
-    Export,
+    Export {
+        /// Write to this file instead (created with mode 0600: it holds numbers and names).
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
 }
 
 /// `chogate phone`.
@@ -541,6 +545,7 @@ fn database_command(cli: &Cli) -> anyhow::Result<()> {
     let config = load(cli)?;
     quiet_logs("warn");
     let db = config.database;
+    let security = config.security;
     runtime()?.block_on(async {
         let mut stdout = std::io::stdout().lock();
         if matches!(cli.command, Command::Migrate) {
@@ -548,8 +553,9 @@ fn database_command(cli: &Cli) -> anyhow::Result<()> {
             return Ok(());
         }
         let shutdown = CancellationToken::new();
-        let market =
-            crate::market::Market::open(&db, shutdown.clone()).await.context("opening the database")?;
+        let market = crate::market::Market::open_with(&db, &security, shutdown.clone())
+            .await
+            .context("opening the database")?;
         let result = match &cli.command {
             Command::Households { action: HouseholdsAction::Import { file } } => {
                 let mut stderr = std::io::stderr();
@@ -557,8 +563,19 @@ fn database_command(cli: &Cli) -> anyhow::Result<()> {
                     .await
                     .map(|_| ())
             }
-            Command::Households { action: HouseholdsAction::Export } => {
+            Command::Households { action: HouseholdsAction::Export { output: None } } => {
                 crate::admin::export_households(&market, &mut stdout).await.map(|_| ())
+            }
+            Command::Households { action: HouseholdsAction::Export { output: Some(path) } } => {
+                match crate::files::create_private(path) {
+                    Ok(file) => {
+                        let mut out = std::io::BufWriter::new(file);
+                        crate::admin::export_households(&market, &mut out).await.map(|_| ())
+                    }
+                    Err(source) => {
+                        Err(crate::admin::AdminError::Write { path: path.display().to_string(), source })
+                    }
+                }
             }
             Command::SeedDemo => crate::admin::seed_demo(&market, &mut stdout).await.map(|_| ()),
             Command::Stats { json } => crate::admin::stats(&market, *json, &mut stdout).await.map(|_| ()),

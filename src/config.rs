@@ -120,6 +120,23 @@ pub struct Config {
     /// `[notify]`: SMS notifications.
     #[serde(default)]
     pub notify: NotifyConfig,
+    /// `[security]`: secrets kept outside the database.
+    #[serde(default)]
+    pub security: SecurityConfig,
+}
+
+/// `[security]` settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// The PIN pepper: 32 random bytes, Argon2's secret for every PIN hash, so that a copied
+    /// database alone does not give the PINs away. Default: `pin_pepper` next to a SQLite
+    /// database, or in the working directory (PostgreSQL). Made (mode 0600) at the first
+    /// start when absent; a file that is there but unreadable or short stops the start.
+    /// Nodes sharing one PostgreSQL database must all use the same file (copy the first
+    /// node's before starting the others).
+    #[serde(default)]
+    pub pin_pepper_file: Option<PathBuf>,
 }
 
 /// `[database]` settings.
@@ -146,6 +163,14 @@ pub struct DatabaseConfig {
     /// milliseconds (default 5000, at least 1).
     #[serde(default = "default_busy_timeout_ms")]
     pub busy_timeout_ms: u64,
+    /// Days idempotency keys and API request records are kept (default 30, 1..=3650); a
+    /// task deletes older ones every hour. The audit events are kept.
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
+}
+
+fn default_retention_days() -> u32 {
+    30
 }
 
 /// The URL's password (PostgreSQL) never shows.
@@ -158,6 +183,7 @@ impl fmt::Debug for DatabaseConfig {
             .field("write_queue", &self.write_queue)
             .field("sqlite_synchronous", &self.sqlite_synchronous)
             .field("busy_timeout_ms", &self.busy_timeout_ms)
+            .field("retention_days", &self.retention_days)
             .finish()
     }
 }
@@ -191,6 +217,7 @@ impl Default for DatabaseConfig {
             write_queue: default_write_queue(),
             sqlite_synchronous: SqliteSynchronous::default(),
             busy_timeout_ms: default_busy_timeout_ms(),
+            retention_days: default_retention_days(),
         }
     }
 }
@@ -199,6 +226,11 @@ impl DatabaseConfig {
     /// The lock wait as a duration.
     pub fn busy_timeout(&self) -> Duration {
         Duration::from_millis(self.busy_timeout_ms)
+    }
+
+    /// How long idempotency keys and API request records are kept.
+    pub fn retention(&self) -> Duration {
+        Duration::from_secs(u64::from(self.retention_days) * 86_400)
     }
 }
 
@@ -222,15 +254,81 @@ pub struct HttpConfig {
     /// Address the HTTP server listens on (default `127.0.0.1:8080`).
     #[serde(default = "default_http_listen")]
     pub listen: SocketAddr,
+    /// A second listener for the operations endpoints (`/live`, `/ready` with details,
+    /// `/metrics`). When set, the public port serves only `/live` and a `/ready` that names
+    /// no account; when absent, `/metrics` stays on the public port. Not named `admin`: that
+    /// word is the partners' admin scope and `/v1/admin` routes, which stay on `listen`.
+    #[serde(default)]
+    pub ops_listen: Option<SocketAddr>,
+    /// Seconds a client has to send a request's head once it has begun (default 10, 1..).
+    #[serde(default = "default_ten_secs")]
+    pub header_timeout_secs: u64,
+    /// Seconds a keep-alive connection may stay idle between requests (default 60, 1..).
+    #[serde(default = "default_http_idle_timeout_secs")]
+    pub idle_timeout_secs: u64,
+    /// Seconds a request may take, body included, before it is answered 408 (the body was
+    /// still coming) or 503 (default 30, 1..).
+    #[serde(default = "default_http_request_timeout_secs")]
+    pub request_timeout_secs: u64,
+    /// Connections served at once, per listener (default 512, 1..=100000); one beyond is
+    /// closed at once and counted in `chogate_http_connections_refused_total`.
+    #[serde(default = "default_http_max_connections")]
+    pub max_connections: u32,
+    /// Seconds the requests in flight get to finish once shutdown starts (default 10); then
+    /// their connections are dropped.
+    #[serde(default = "default_ten_secs")]
+    pub grace_secs: u64,
 }
 
 fn default_http_listen() -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080)
 }
 
+fn default_http_idle_timeout_secs() -> u64 {
+    60
+}
+
+fn default_http_request_timeout_secs() -> u64 {
+    30
+}
+
+fn default_http_max_connections() -> u32 {
+    512
+}
+
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { listen: default_http_listen() }
+        Self {
+            listen: default_http_listen(),
+            ops_listen: None,
+            header_timeout_secs: default_ten_secs(),
+            idle_timeout_secs: default_http_idle_timeout_secs(),
+            request_timeout_secs: default_http_request_timeout_secs(),
+            max_connections: default_http_max_connections(),
+            grace_secs: default_ten_secs(),
+        }
+    }
+}
+
+impl HttpConfig {
+    /// Time to send a request's head.
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_timeout_secs)
+    }
+
+    /// Idle time after which a keep-alive connection is closed.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
+    }
+
+    /// Time a request may take.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+
+    /// Time the requests in flight get at shutdown.
+    pub fn grace(&self) -> Duration {
+        Duration::from_secs(self.grace_secs)
     }
 }
 
@@ -247,6 +345,21 @@ pub struct ApiConfig {
     /// Requests a token may make at once before the rate applies (default 100, 1..=100000).
     #[serde(default = "default_burst")]
     pub burst: u32,
+    /// Requests per second one client address may make without a valid token (no token, a
+    /// wrong one, `/live`, `/ready`, `/openapi.json`), sustained (default 5, 1..=100000).
+    #[serde(default = "default_unauthenticated_rate_per_sec")]
+    pub unauthenticated_rate_per_sec: u32,
+    /// Such requests one address may make at once (default 50, 1..=100000).
+    #[serde(default = "default_unauthenticated_burst")]
+    pub unauthenticated_burst: u32,
+}
+
+fn default_unauthenticated_rate_per_sec() -> u32 {
+    5
+}
+
+fn default_unauthenticated_burst() -> u32 {
+    50
 }
 
 fn default_max_body_bytes() -> usize {
@@ -267,6 +380,8 @@ impl Default for ApiConfig {
             max_body_bytes: default_max_body_bytes(),
             rate_per_sec: default_rate_per_sec(),
             burst: default_burst(),
+            unauthenticated_rate_per_sec: default_unauthenticated_rate_per_sec(),
+            unauthenticated_burst: default_unauthenticated_burst(),
         }
     }
 }
@@ -1068,6 +1183,7 @@ impl Config {
         check_range("database.write_batch", u64::from(db.write_batch), 1, 10_000)?;
         check_range("database.write_queue", u64::from(db.write_queue), 1, 1_000_000)?;
         check_ms("database.busy_timeout_ms", db.busy_timeout_ms, 1)?;
+        check_range("database.retention_days", u64::from(db.retention_days), 1, 3650)?;
 
         for (i, account) in self.smpp_server.accounts.iter().enumerate() {
             let key = format!("smpp_server.accounts[{i}]");
@@ -1145,6 +1261,23 @@ impl Config {
         check_range("api.max_body_bytes", self.api.max_body_bytes as u64, 1024, 16 * 1024 * 1024)?;
         check_range("api.rate_per_sec", u64::from(self.api.rate_per_sec), 1, 100_000)?;
         check_range("api.burst", u64::from(self.api.burst), 1, 100_000)?;
+        let api = &self.api;
+        check_range(
+            "api.unauthenticated_rate_per_sec",
+            u64::from(api.unauthenticated_rate_per_sec),
+            1,
+            100_000,
+        )?;
+        check_range("api.unauthenticated_burst", u64::from(api.unauthenticated_burst), 1, 100_000)?;
+        let http = &self.http;
+        check_secs("http.header_timeout_secs", http.header_timeout_secs, 1)?;
+        check_secs("http.idle_timeout_secs", http.idle_timeout_secs, 1)?;
+        check_secs("http.request_timeout_secs", http.request_timeout_secs, 1)?;
+        check_secs("http.grace_secs", http.grace_secs, 0)?;
+        check_range("http.max_connections", u64::from(http.max_connections), 1, 100_000)?;
+        if http.ops_listen.is_some_and(|ops| ops == http.listen && ops.port() != 0) {
+            return Err(invalid("http.ops_listen", "must differ from http.listen"));
+        }
         Ok(())
     }
 
@@ -1931,6 +2064,39 @@ route_prefixes = ["8486", "8496"]
         assert_eq!(key, "smsc[0].name");
         let (key, _) = invalid_key(parse(&smsc("", &[])));
         assert_eq!(key, "smsc[0].name");
+    }
+
+    #[test]
+    fn hardening_settings_should_default_and_be_range_checked() {
+        let c = parse("").unwrap();
+        let h = &c.http;
+        assert_eq!(
+            (h.ops_listen, h.header_timeout_secs, h.idle_timeout_secs, h.request_timeout_secs),
+            (None, 10, 60, 30)
+        );
+        assert_eq!((h.max_connections, h.grace_secs), (512, 10));
+        assert_eq!((c.api.unauthenticated_rate_per_sec, c.api.unauthenticated_burst), (5, 50));
+        assert_eq!((c.database.retention_days, c.security.pin_pepper_file.clone()), (30, None));
+        let c = parse(
+            "[http]\nops_listen = \"127.0.0.1:9090\"\n[security]\npin_pepper_file = \"/etc/chogate/pepper\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.http.ops_listen, Some("127.0.0.1:9090".parse().unwrap()));
+        assert_eq!(c.security.pin_pepper_file, Some(PathBuf::from("/etc/chogate/pepper")));
+        for (text, expected) in [
+            ("[http]\nheader_timeout_secs = 0\n", "http.header_timeout_secs"),
+            ("[http]\nidle_timeout_secs = 0\n", "http.idle_timeout_secs"),
+            ("[http]\nrequest_timeout_secs = 0\n", "http.request_timeout_secs"),
+            ("[http]\nmax_connections = 0\n", "http.max_connections"),
+            ("[http]\ngrace_secs = 9000000000\n", "http.grace_secs"),
+            ("[http]\nlisten = \"127.0.0.1:80\"\nops_listen = \"127.0.0.1:80\"\n", "http.ops_listen"),
+            ("[api]\nunauthenticated_burst = 0\n", "api.unauthenticated_burst"),
+            ("[database]\nretention_days = 0\n", "database.retention_days"),
+            ("[security]\npepper = \"x\"\n", "security"),
+        ] {
+            let (key, _) = invalid_key(parse(text));
+            assert!(key.starts_with(expected), "{text}: {key}");
+        }
     }
 
     #[test]

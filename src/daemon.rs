@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -23,6 +24,12 @@ use crate::ussd::{self, Ussd};
 
 /// Requests from all SMPP peers waiting for the application, at most.
 const INBOUND_QUEUE: usize = 8192;
+
+/// The first pruning of old idempotency keys and API request records, after the start (not
+/// at once: a restart loop must not prune in a loop, and start-up has other work).
+const FIRST_PRUNE: Duration = Duration::from_secs(60);
+/// Then every hour.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Why the daemon could not start. Each message says its cause and none has a `source()`,
 /// so `chogate serve` prints each cause once.
@@ -72,6 +79,8 @@ pub struct Daemon {
     pub smpp_tls_addr: Option<SocketAddr>,
     /// Where the HTTP server listens.
     pub http_addr: SocketAddr,
+    /// Where the operations endpoints listen (`[http] ops_listen`), if apart.
+    pub ops_addr: Option<SocketAddr>,
     /// Bound SMPP sessions by label.
     pub registry: Arc<Registry>,
     /// The market (for tests and the CLI).
@@ -102,7 +111,7 @@ impl Daemon {
             None => info!(screens = menus.screens.len(), "built-in menus loaded"),
         }
         let store_shutdown = CancellationToken::new();
-        let market = Market::open(&config.database, store_shutdown.clone()).await?;
+        let market = Market::open_with(&config.database, &config.security, store_shutdown.clone()).await?;
         let ussd = Arc::new(Ussd::new(&config, menus, market.clone()));
 
         let smpp_listener = listen("SMPP server", config.smpp_server.listen).await?;
@@ -129,11 +138,25 @@ impl Daemon {
             addr: config.http.listen,
             error,
         })?;
+        let ops = match config.http.ops_listen {
+            Some(addr) => {
+                let listener = listen("HTTP operations", addr).await?;
+                let local = listener.local_addr().map_err(|error| DaemonError::Listen {
+                    what: "HTTP operations",
+                    addr,
+                    error,
+                })?;
+                Some((listener, local))
+            }
+            None => None,
+        };
+        let ops_addr = ops.as_ref().map(|(_, local)| *local);
 
         let (other_tx, other_rx) = mpsc::channel(INBOUND_QUEUE);
         let inbound = ussd::start(ussd.clone(), other_tx, shutdown.clone(), tracker.clone());
         let notifier = Notifier::start(&config, market.clone(), registry.clone(), shutdown.clone(), &tracker);
         tracker.spawn(dispatch(notifier.clone(), other_rx, shutdown.clone(), tracker.clone()));
+        tracker.spawn(prune(market.clone(), config.database.retention(), shutdown.clone()));
 
         let ctx = ServerContext {
             accounts: Arc::new(Accounts::new(&config.smpp_server.accounts, &config.smpp)),
@@ -171,29 +194,33 @@ impl Daemon {
         // The HTTP API runs on a thread of its own: its SQLite reads run in the calling
         // thread, and a report over a large database (hundreds of milliseconds) must not hold
         // up a worker serving the SMPP binds. The tracker waits for it to finish.
-        let state = api::AppState::new(&config.api, market.clone(), registry.clone());
+        let state = api::AppState::new(&config.api, market.clone(), registry.clone(), shutdown.clone());
         let http_shutdown = shutdown.clone();
-        let std_listener = http_listener.into_std().map_err(|error| DaemonError::Listen {
-            what: "HTTP",
-            addr: config.http.listen,
-            error,
-        })?;
+        let to_std = |l: TcpListener, addr: SocketAddr| {
+            l.into_std().map_err(|error| DaemonError::Listen { what: "HTTP", addr, error })
+        };
+        let std_listener = to_std(http_listener, config.http.listen)?;
+        let std_ops = ops.map(|(l, addr)| to_std(l, addr)).transpose()?;
+        let http_config = config.http.clone();
         let http_done = crate::thread::on_own_thread("chogate-http", async move {
-            let served = match TcpListener::from_std(std_listener) {
-                Ok(listener) => api::serve(listener, state, http_shutdown).await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = served {
-                warn!(error = %e, "HTTP server failed");
+            let listeners = TcpListener::from_std(std_listener)
+                .and_then(|l| Ok((l, std_ops.map(TcpListener::from_std).transpose()?)));
+            match listeners {
+                Ok((listener, ops)) => api::serve(listener, ops, state, &http_config, http_shutdown).await,
+                Err(e) => warn!(error = %e, "HTTP server failed"),
             }
         })
         .map_err(DaemonError::Thread)?;
         tracker.spawn(async move { http_done.cancelled().await });
         info!(addr = %http_addr, "HTTP listening");
+        if let Some(addr) = ops_addr {
+            info!(%addr, "HTTP operations endpoints listening");
+        }
         Ok(Daemon {
             smpp_addr,
             smpp_tls_addr,
             http_addr,
+            ops_addr,
             registry,
             market,
             ussd,
@@ -239,5 +266,29 @@ async fn dispatch(
         };
         let n = notifier.clone();
         tracker.spawn(async move { n.handle(req).await });
+    }
+}
+
+/// Deletes idempotency keys and API request records older than `retention`, a minute after
+/// the start and then every hour, until shutdown. With several nodes each prunes; the
+/// batches skip rows another node is deleting.
+async fn prune(market: Market, retention: Duration, shutdown: CancellationToken) {
+    let mut next = tokio::time::Instant::now() + FIRST_PRUNE;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep_until(next) => {}
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            pruned = market.prune(retention) => match pruned {
+                Ok(p) if p.keys + p.requests > 0 => {
+                    info!(keys = p.keys, api_requests = p.requests, "pruned records past the retention");
+                }
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "pruning failed; trying again in an hour"),
+            },
+        }
+        next = tokio::time::Instant::now() + PRUNE_EVERY;
     }
 }

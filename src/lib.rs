@@ -14,6 +14,7 @@
 //! - [`admin`]: `migrate`, `households import`/`export`, `seed-demo`, `stats`.
 //! - [`cli`]: the command line (`serve`, `check-config`, ...).
 //! - [`thread`]: work on threads of its own (the SQLite writer, the HTTP API).
+//! - [`files`]: the files chogate creates are the owner's alone (0600).
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -21,6 +22,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod files;
 pub mod logging;
 pub mod market;
 pub mod menu;

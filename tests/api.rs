@@ -1064,6 +1064,12 @@ async fn admin_should_create_update_and_list_households(db: TestDb) {
         ("msisdn", json!("12345")),
         ("commune_code", json!(1)),
         ("name", json!("")),
+        ("name", json!("+A1")),
+        ("name", json!("-2+3")),
+        ("name", json!("=HYPERLINK(\"x\")")),
+        ("name", json!("Hoa \u{202E}abc")),
+        ("name", json!("Hoa\u{7}")),
+        ("village_name", json!("@SUM(A1)")),
         ("language", json!("fr")),
         ("has_epay", json!("yes")),
     ] {

@@ -25,6 +25,8 @@ both_backends!(
     import_with_a_line_the_database_refuses_should_write_nothing,
     import_of_the_same_file_twice_should_report_every_line_already_registered,
     export_should_round_trip_through_import_into_a_fresh_database,
+    export_should_neutralise_formula_cells_and_write_its_file_0600,
+    import_should_refuse_names_a_spreadsheet_would_run_or_that_read_backwards,
     seed_demo_twice_should_leave_the_same_stats,
     stats_should_print_a_table_or_one_json_object,
     stats_after_new_listing_dialogues_should_show_exactly_that_many_more_listings,
@@ -200,6 +202,54 @@ async fn export_should_round_trip_through_import_into_a_fresh_database(db: TestD
         "{out}"
     );
     assert_eq!(ok(&other, &["households", "export"]), exported, "the same households, the same way");
+}
+
+/// A village named like a formula (written before names were checked, or by hand) goes out
+/// as text a spreadsheet shows; the file `--output` writes is the owner's alone.
+async fn export_should_neutralise_formula_cells_and_write_its_file_0600(db: TestDb) {
+    use std::os::unix::fs::PermissionsExt;
+    let file = write(&db, "good.csv", GOOD_CSV);
+    ok(&db, &["households", "import", arg(&file)]);
+    {
+        let store = chogate::store::Store::connect(&db.config()).await.unwrap();
+        let mut w = store.writer().await.unwrap();
+        let changed = w
+            .conn()
+            .execute(
+                "UPDATE villages SET name = '=HYPERLINK(\"x\")' WHERE name = 'Thôn Pác Cáp'",
+                chogate::args![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(changed, 1);
+        w.close().await;
+        store.close().await;
+    }
+    let out = db.path("export.csv");
+    assert_eq!(ok(&db, &["households", "export", "--output", arg(&out)]), "");
+    let exported = std::fs::read_to_string(&out).unwrap();
+    assert!(exported.contains(",\"'=HYPERLINK(\"\"x\"\")\","), "{exported}");
+    assert!(!exported.contains(",=HYPERLINK"), "{exported}");
+    assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);
+    // The same on standard output.
+    assert!(ok(&db, &["households", "export"]).contains("'=HYPERLINK"));
+}
+
+async fn import_should_refuse_names_a_spreadsheet_would_run_or_that_read_backwards(db: TestDb) {
+    let csv = "msisdn,name,commune_code,village\n\
+               0912300101,+A1,6463,Thôn Nà Lầm\n\
+               0912300102,-2+3,6463,Thôn Nà Lầm\n\
+               0912300103,Hoa \u{202E}abc,6463,Thôn Nà Lầm\n\
+               0912300104,Lý Thị Hoa,6463,@SUM(A1)\n";
+    let file = write(&db, "bad.csv", csv);
+    let out = chogate(&db, &["households", "import", arg(&file)]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    for line in 2..=5 {
+        assert!(err.contains(&format!("bad.csv:{line}:")), "line {line}: {err}");
+    }
+    assert!(err.contains("must not start with"), "{err}");
+    assert!(err.contains("control or bidirectional"), "{err}");
 }
 
 async fn seed_demo_twice_should_leave_the_same_stats(db: TestDb) {

@@ -52,6 +52,8 @@ both_backends!(
     two_nodes_sharing_the_database_should_apply_each_key_once,
     messages_past_their_validity_should_be_expired_and_never_claimed,
     unmatched_receipts_should_be_kept_for_their_part_then_dropped_by_the_sweep,
+    records_past_the_retention_should_be_pruned_and_the_audit_kept,
+    a_pin_hashed_before_the_pepper_should_verify_be_upgraded_and_need_the_pepper,
 );
 
 struct Env {
@@ -1271,4 +1273,144 @@ async fn unmatched_receipts_should_be_kept_for_their_part_then_dropped_by_the_sw
     );
     assert_eq!(env.count(kept, args![]).await, 1);
     env.close().await;
+}
+
+/// The SQLite database, its WAL and its shared-memory file are the owner's alone (0600),
+/// whatever the umask, and a database file found wider is narrowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_files_should_be_created_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    let db = common::db::sqlite_db();
+    // Made wider by hand before the start: narrowed.
+    std::fs::write(db.path("chogate.db"), b"").unwrap();
+    std::fs::set_permissions(db.path("chogate.db"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let env = Env::open(db).await;
+    // Writes: the WAL and the shared memory exist.
+    village(&env).await;
+    for name in ["chogate.db", "chogate.db-wal", "chogate.db-shm"] {
+        let mode = std::fs::metadata(env.db.path(name)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{name}");
+    }
+    env.close().await;
+}
+
+/// Idempotency keys and API request records older than the retention go, in batches; newer
+/// ones and every audit event stay, and a key pruned is a key free again.
+async fn records_past_the_retention_should_be_pruned_and_the_audit_kept(db: TestDb) {
+    let env = Env::open(db).await;
+    let (leader, _) = village(&env).await;
+    let day_ms: i64 = 86_400_000;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+    let old = chogate::market::PRUNE_BATCH + 7;
+    {
+        let mut r = env.market.store().read().await.unwrap();
+        let mut c = r.conn();
+        // More old rows than one batch, so that the loop is exercised.
+        for i in 0..old {
+            c.execute(
+                "INSERT INTO idempotency_keys (idem_key, kind, result_id, outcome, at_ms) VALUES ($1, 'x', NULL, 'ok', $2)",
+                args![format!("old:{i}"), now - 31 * day_ms - i],
+            )
+            .await
+            .unwrap();
+        }
+        for (i, at) in [now - 40 * day_ms, now - 31 * day_ms, now - day_ms].into_iter().enumerate() {
+            c.execute(
+                "INSERT INTO api_requests (partner, idem_key, request_hash, status, response, created_at_ms) \
+                 VALUES ('shopee', $1, 'h', 201, '{}', $2)",
+                args![format!("k{i}"), at],
+            )
+            .await
+            .unwrap();
+        }
+    }
+    let keys_before = env.count("SELECT COUNT(*) AS n FROM idempotency_keys", args![]).await;
+    let events_before = env.count("SELECT COUNT(*) AS n FROM events", args![]).await;
+    let pruned = env.market.prune(Duration::from_secs(30 * 86_400)).await.unwrap();
+    assert_eq!((pruned.keys, pruned.requests), (old as u64, 2));
+    assert_eq!(env.count("SELECT COUNT(*) AS n FROM idempotency_keys", args![]).await, keys_before - old);
+    assert_eq!(
+        env.count("SELECT COUNT(*) AS n FROM idempotency_keys WHERE idem_key LIKE 'old:%'", args![]).await,
+        0
+    );
+    assert_eq!(env.count("SELECT COUNT(*) AS n FROM api_requests", args![]).await, 1);
+    assert_eq!(env.count("SELECT COUNT(*) AS n FROM events", args![]).await, events_before);
+    // The recent keys (the village's own) still answer repeats: the same outcome, nothing new.
+    let (again, _) = village(&env).await;
+    assert_eq!(again.id, leader.id);
+    assert_eq!(env.count("SELECT COUNT(*) AS n FROM events", args![]).await, events_before);
+    // Nothing more to prune.
+    assert_eq!(env.market.prune(Duration::from_secs(30 * 86_400)).await.unwrap(), Default::default());
+    env.close().await;
+}
+
+/// Opens the market of `db` with its PIN pepper in the test folder's file `pepper`.
+async fn open_peppered(db: TestDb, pepper: &str) -> Result<Env, MarketError> {
+    let security = chogate::config::SecurityConfig { pin_pepper_file: Some(db.path(pepper)) };
+    let shutdown = CancellationToken::new();
+    let market = Market::open_with(&db.config(), &security, shutdown.clone()).await?;
+    Ok(Env { market, shutdown, db })
+}
+
+/// A PIN hash from before the pepper still pays, and is replaced by a peppered one in the
+/// payment's transaction; the database with another pepper file (a copy elsewhere) does
+/// not take the PIN; without its pepper file the market does not start.
+async fn a_pin_hashed_before_the_pepper_should_verify_be_upgraded_and_need_the_pepper(db: TestDb) {
+    use argon2::PasswordHasher;
+    use std::os::unix::fs::PermissionsExt;
+    init_logs();
+    let env = open_peppered(db, "pepper_a").await.unwrap();
+    let pepper_mode = std::fs::metadata(env.db.path("pepper_a")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(pepper_mode, 0o600);
+    let (_, h) = village(&env).await;
+    let a = ussd(&h);
+    let orders = [shipped_order(&env, &h, "o1").await, shipped_order(&env, &h, "o2").await];
+    // Written as chogate did before the pepper: Argon2id, no secret.
+    let salt = argon2::password_hash::SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
+    let old = argon2::Argon2::default().hash_password(b"1357", &salt).unwrap().to_string();
+    let stored = |env: &Env| {
+        let market = env.market.clone();
+        async move {
+            let mut r = market.store().read().await.unwrap();
+            r.conn()
+                .fetch_one("SELECT pin_hash FROM households WHERE id = $1", args![h.id])
+                .await
+                .unwrap()
+                .text("pin_hash")
+                .unwrap()
+        }
+    };
+    {
+        let mut r = env.market.store().read().await.unwrap();
+        r.conn()
+            .execute("UPDATE households SET pin_hash = $2 WHERE id = $1", args![h.id, old.clone()])
+            .await
+            .unwrap();
+    }
+    let r = env.market.confirm_payment(&a, key("wrong"), h.id, orders[0].id, "1358").await;
+    assert!(matches!(r, Err(MarketError::PinWrong { remaining: 4 })), "{r:?}");
+    assert_eq!(stored(&env).await, old, "a wrong PIN upgrades nothing");
+    let paid = env.market.confirm_payment(&a, key("right"), h.id, orders[0].id, "1357").await.unwrap();
+    assert_eq!(paid.status, OrderStatus::Paid);
+    let upgraded = stored(&env).await;
+    assert!(upgraded != old && upgraded.contains("keyid="), "{upgraded}");
+    let db = env.close().await;
+
+    // The database elsewhere, with another node's pepper: the right PIN does not verify.
+    std::fs::write(db.path("pepper_b"), [7u8; 32]).unwrap();
+    let env = open_peppered(db, "pepper_b").await.unwrap();
+    let r = env.market.confirm_payment(&a, key("b"), h.id, orders[1].id, "1357").await;
+    assert!(matches!(r, Err(MarketError::PinWrong { .. })), "{r:?}");
+    let db = env.close().await;
+
+    // Without a pepper file, but with peppered PINs: refused, naming the file.
+    match open_peppered(db.fresh().await, "unused").await {
+        Ok(fresh) => drop(fresh.close().await),
+        Err(e) => panic!("a fresh database makes its pepper: {e}"),
+    }
+    let e = match open_peppered(db, "missing").await {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("started without its pepper"),
+    };
+    assert!(e.contains("missing") && e.contains("restore"), "{e}");
 }

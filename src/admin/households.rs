@@ -258,13 +258,14 @@ pub async fn export_households(market: &Market, out: &mut dyn Write) -> Result<u
     };
     let mut w = csv::Writer::from_writer(out);
     w.write_record(COLUMNS)?;
+    let cell = |s: String| crate::text::csv_cell(&s).into_owned();
     for row in &rows {
         w.write_record([
-            row.text("msisdn")?,
-            row.text("name")?,
+            cell(row.text("msisdn")?),
+            cell(row.text("name")?),
             row.int("commune_code")?.to_string(),
-            row.text("village")?,
-            row.text("language")?,
+            cell(row.text("village")?),
+            cell(row.text("language")?),
             yes_no(row.flag("leader")?).to_owned(),
             yes_no(row.flag("has_epay")?).to_owned(),
             yes_no(row.flag("pending")?).to_owned(),

@@ -38,6 +38,14 @@ pub enum AdminError {
         /// Why.
         source: std::io::Error,
     },
+    /// An output file could not be created.
+    #[error("{path}: cannot create it")]
+    Write {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The output could not be written (a closed pipe, a full disk).
     #[error("writing the output")]
     Output(#[from] std::io::Error),

@@ -16,6 +16,7 @@ use tracing::debug;
 
 use super::AppState;
 use super::error::ApiError;
+use super::server::ClientAddr;
 use crate::market::reports::{ApiCall, ApiOp, ApiResult, ApiToken, sha256_hex};
 use crate::market::{Actor, Channel, Market, MarketError};
 
@@ -124,7 +125,14 @@ impl<N: Need> FromRequestParts<AppState> for Authed<N> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let caller = authenticate(parts, &state.market).await?;
+        let caller = match authenticate(parts, &state.market).await {
+            Ok(caller) => caller,
+            Err(e) => {
+                // Without a valid token, the request counts against its client's address.
+                state.charge_anonymous(parts.extensions.get::<ClientAddr>())?;
+                return Err(e);
+            }
+        };
         state.limiter.check(caller.token_id)?;
         if !N::ANY_OF.iter().any(|s| caller.has(*s)) {
             let needed: Vec<&str> = N::ANY_OF.iter().map(|s| s.as_str()).collect();
@@ -137,14 +145,23 @@ impl<N: Need> FromRequestParts<AppState> for Authed<N> {
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` header.
+fn bearer(header: &str) -> Option<&str> {
+    header.strip_prefix("Bearer ").or_else(|| header.strip_prefix("bearer ")).map(str::trim)
+}
+
+/// Whether an `Authorization` header carries a well-formed token (valid or not).
+pub fn is_bearer_token(header: &str) -> bool {
+    bearer(header).and_then(public_id).is_some()
+}
+
 async fn authenticate(parts: &Parts, market: &Market) -> Result<Caller, ApiError> {
     let header =
         parts.headers.get(AUTHORIZATION).ok_or(ApiError::Unauthorized("a bearer token is needed"))?;
     let token = header
         .to_str()
         .ok()
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim)
+        .and_then(bearer)
         .ok_or(ApiError::Unauthorized("the Authorization header must be `Bearer <token>`"))?;
     let invalid = ApiError::Unauthorized("the token is not valid");
     let public_id = public_id(token).ok_or(ApiError::Unauthorized("the token is not valid"))?;

@@ -63,6 +63,18 @@ pub enum ApiError {
         /// Seconds until a request would be let through.
         retry_after_secs: u64,
     },
+    /// 408: the body was still arriving when `[http] request_timeout_secs` ran out.
+    #[error("the request body did not arrive within {secs} s")]
+    RequestTimeout {
+        /// The limit.
+        secs: u64,
+    },
+    /// 503: the request was not handled within `[http] request_timeout_secs`.
+    #[error("the request was not handled within {secs} s; repeat it (with the same Idempotency-Key)")]
+    TimedOut {
+        /// The limit.
+        secs: u64,
+    },
     /// 503: the database is unavailable or shutting down; the request may be repeated.
     #[error("service unavailable: {0}")]
     Unavailable(String),
@@ -94,7 +106,8 @@ impl ApiError {
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            ApiError::TimedOut { .. } | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -111,6 +124,8 @@ impl ApiError {
             ApiError::TooLarge { .. } => "too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::RequestTimeout { .. } => "request_timeout",
+            ApiError::TimedOut { .. } => "timeout",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -144,6 +159,9 @@ impl IntoResponse for ApiError {
         match &self {
             ApiError::Unauthorized(_) => {
                 response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::RequestTimeout { .. } => {
+                response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             ApiError::RateLimited { retry_after_secs } => {
                 if let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string()) {

@@ -264,13 +264,26 @@ pub fn smpp_refused(reason: Refusal) {
 
 // ---- HTTP ----------------------------------------------------------------------------------
 
-const HTTP_CODES: [u16; 14] = [200, 201, 400, 401, 403, 404, 405, 409, 413, 415, 429, 500, 503, 0];
-static HTTP: [AtomicU64; 14] = [const { AtomicU64::new(0) }; 14];
+const HTTP_CODES: [u16; 15] = [200, 201, 400, 401, 403, 404, 405, 408, 409, 413, 415, 429, 500, 503, 0];
+static HTTP: [AtomicU64; 15] = [const { AtomicU64::new(0) }; 15];
 
 /// An HTTP response went out with this status.
 pub fn http_response(code: u16) {
     let i = HTTP_CODES.iter().position(|c| *c == code).unwrap_or(HTTP_CODES.len() - 1);
     HTTP[i].fetch_add(1, Relaxed);
+}
+
+static HTTP_REFUSED: AtomicU64 = AtomicU64::new(0);
+static HTTP_HEAD_TIMEOUTS: AtomicU64 = AtomicU64::new(0);
+
+/// A connection was closed at once: the listener was at `[http] max_connections`.
+pub fn http_connection_refused() {
+    HTTP_REFUSED.fetch_add(1, Relaxed);
+}
+
+/// A connection was closed: its request head did not arrive within `header_timeout_secs`.
+pub fn http_connection_timed_out() {
+    HTTP_HEAD_TIMEOUTS.fetch_add(1, Relaxed);
 }
 
 // ---- rendering -----------------------------------------------------------------------------
@@ -402,6 +415,16 @@ pub fn render(scrape: &Scrape) -> String {
             "chogate_db_dropped_events_total",
             "Dialogue events dropped on a full write queue.",
             w.dropped_events,
+        ),
+        (
+            "chogate_http_connections_refused_total",
+            "HTTP connections closed at once because the listener was at max_connections.",
+            HTTP_REFUSED.load(Relaxed),
+        ),
+        (
+            "chogate_http_header_timeouts_total",
+            "HTTP connections closed because a request head did not arrive in time.",
+            HTTP_HEAD_TIMEOUTS.load(Relaxed),
         ),
     ] {
         header(&mut out, name, "counter", help);

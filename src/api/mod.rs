@@ -3,9 +3,12 @@
 //! operations endpoints (`/live`, `/ready`, `/metrics`, `/openapi.json`).
 //!
 //! Every `/v1` route takes a bearer token ([`auth`]) whose scopes cover it, is rate-limited
-//! per token ([`rate`]), reads bodies under `[api] max_body_bytes` ([`body`]) and answers
-//! errors as `{"error": {"code", "message", "field"}}` ([`error`]). Writes go through the
-//! market's writer with the partner's `Idempotency-Key`.
+//! per token ([`rate`]; requests without a valid token per client address), reads bodies
+//! under `[api] max_body_bytes` ([`body`]) and answers errors as
+//! `{"error": {"code", "message", "field"}}` ([`error`]). Writes go through the market's
+//! writer with the partner's `Idempotency-Key`. Connections are served by [`server`] (its
+//! timeouts, connection limit and drain); every request's handling is bounded by
+//! `[http] request_timeout_secs`.
 
 pub mod admin;
 pub mod auth;
@@ -17,28 +20,37 @@ pub mod ops;
 pub mod partner;
 pub mod progress;
 pub mod rate;
-
+pub mod server;
 pub mod tokens;
 pub mod views;
 
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::Request;
+use axum::body::Body;
+use axum::extract::{Request, State};
 use axum::http::Method;
+use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, patch, post};
+use bytes::Bytes;
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::debug;
 
-use crate::config::ApiConfig;
+use crate::config::{ApiConfig, HttpConfig};
 use crate::market::Market;
 use crate::smpp::session::Registry;
 use error::ApiError;
-use rate::RateLimiter;
+use rate::{AddressLimiter, RateLimiter};
+use server::{ClientAddr, Limits};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -51,16 +63,43 @@ pub struct AppState {
     pub config: Arc<ApiConfig>,
     /// Per-token rate limits.
     pub limiter: Arc<RateLimiter>,
+    /// Rate limits of requests without a valid token, per client address.
+    pub anonymous: Arc<AddressLimiter>,
+    /// The daemon's shutdown token: once cancelled, `/ready` answers 503.
+    pub draining: CancellationToken,
+    /// The requests in flight on every listener (the drain waits for them).
+    pub requests: TaskTracker,
 }
 
 impl AppState {
     /// The state for a configuration.
-    pub fn new(config: &ApiConfig, market: Market, registry: Arc<Registry>) -> AppState {
+    pub fn new(
+        config: &ApiConfig,
+        market: Market,
+        registry: Arc<Registry>,
+        draining: CancellationToken,
+    ) -> AppState {
         AppState {
             market,
             registry,
             config: Arc::new(config.clone()),
             limiter: Arc::new(RateLimiter::new(config.rate_per_sec, config.burst)),
+            anonymous: Arc::new(AddressLimiter::with_capacity(
+                config.unauthenticated_rate_per_sec,
+                config.unauthenticated_burst,
+                rate::MAX_ADDRESSES,
+            )),
+            draining,
+            requests: TaskTracker::new(),
+        }
+    }
+
+    /// Charges a request without a valid token to its client's address (see
+    /// [`rate::client_key`]).
+    pub fn charge_anonymous(&self, client: Option<&ClientAddr>) -> Result<(), ApiError> {
+        match client {
+            Some(ClientAddr(addr)) => self.anonymous.check(rate::client_key(addr.ip())),
+            None => Ok(()),
         }
     }
 }
@@ -120,24 +159,117 @@ async fn track(req: Request, next: Next) -> Response {
     response
 }
 
-/// The router.
-pub fn router(state: AppState) -> Router {
+/// Charges every request the token check will not see to its client's address: all but a
+/// `/v1` request with a well-formed bearer token (whose check charges the address if the
+/// token is not valid, see [`auth::Authed`]).
+async fn limit_anonymous(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let checked_later = req.uri().path().starts_with("/v1/")
+        && req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()).is_some_and(auth::is_bearer_token);
+    if !checked_later && let Err(e) = st.charge_anonymous(req.extensions().get::<ClientAddr>()) {
+        return e.into_response();
+    }
+    next.run(req).await
+}
+
+/// A request body that says when it has been read to its end.
+struct Watched {
+    inner: Body,
+    ended: Arc<AtomicBool>,
+}
+
+impl HttpBody for Watched {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.ended.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Bounds a request's handling: past `limit`, 408 if its body was still arriving, else 503.
+async fn deadline(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    let ended = Arc::new(AtomicBool::new(req.body().is_end_stream()));
+    let watched = ended.clone();
+    let req = req.map(|inner| Body::new(Watched { inner, ended: watched }));
+    tokio::select! {
+        response = next.run(req) => response,
+        () = tokio::time::sleep(limit) => {
+            let secs = limit.as_secs();
+            if ended.load(Ordering::Relaxed) {
+                ApiError::TimedOut { secs }.into_response()
+            } else {
+                ApiError::RequestTimeout { secs }.into_response()
+            }
+        }
+    }
+}
+
+/// The public router: every route of [`routes`], but `/metrics` when the operations
+/// endpoints have a listener of their own.
+pub fn router(state: AppState, http: &HttpConfig) -> Router {
     let mut router = Router::new();
     for (_, path, handler) in routes() {
+        if path == "/metrics" && http.ops_listen.is_some() {
+            continue;
+        }
         router = router.route(path, handler);
     }
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), limit_anonymous))
+        .layer(middleware::from_fn_with_state(http.request_timeout(), deadline))
         .layer(middleware::from_fn(track))
         .with_state(state)
 }
 
-/// Serves until shutdown, then finishes the requests in flight.
+/// The operations router (`[http] ops_listen`): `/live`, `/ready` with the bound SMPP
+/// accounts, `/metrics`.
+pub fn ops_router(state: AppState, http: &HttpConfig) -> Router {
+    Router::new()
+        .route("/live", get(ops::live))
+        .route("/ready", get(ops::ready_detailed))
+        .route("/metrics", get(ops::metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(http.request_timeout(), deadline))
+        .layer(middleware::from_fn(track))
+        .with_state(state)
+}
+
+/// Serves the public router on `listener`, and the operations router on `ops` if given,
+/// until shutdown and its drain (see [`server`]).
 pub async fn serve(
     listener: TcpListener,
+    ops: Option<TcpListener>,
     state: AppState,
+    http: &HttpConfig,
     shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await
+) {
+    let limits = Limits::from_config(http);
+    let requests = state.requests.clone();
+    let public =
+        server::serve(listener, router(state.clone(), http), limits, requests.clone(), shutdown.clone());
+    match ops {
+        Some(ops) => {
+            let ops = server::serve(ops, ops_router(state, http), limits, requests, shutdown);
+            tokio::join!(public, ops);
+        }
+        None => public.await,
+    }
 }

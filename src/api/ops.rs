@@ -19,27 +19,44 @@ pub async fn live() -> Response {
     Json(json!({ "status": "live" })).into_response()
 }
 
-/// `GET /ready`: 200 when the database answers a trivial query, else 503; with the bound
-/// SMPP sessions.
+/// `GET /ready` (public): 200 when the database answers a trivial query, else 503; 503 as
+/// soon as shutdown has begun. Names no account.
 pub async fn ready(State(st): State<AppState>) -> Response {
+    readiness(&st, None).await
+}
+
+/// `GET /ready` on the operations listener: the same, with the bound SMPP sessions per
+/// account and the HTTP requests in flight (this one included).
+pub async fn ready_detailed(State(st): State<AppState>) -> Response {
     let binds: serde_json::Map<String, serde_json::Value> =
         st.registry.summary().into_iter().map(|(label, n)| (label, json!(n))).collect();
-    let db = tokio::select! {
-        r = st.market.ping() => r.map_err(|e| e.to_string()),
-        () = tokio::time::sleep(DB_WAIT) => Err("no answer in time".to_owned()),
-    };
-    match db {
-        Ok(()) => (StatusCode::OK, Json(json!({ "status": "ready", "database": "ok", "binds": binds })))
-            .into_response(),
-        Err(e) => {
-            tracing::warn!(error = %e, "not ready: the database does not answer");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "status": "unavailable", "database": "unavailable", "binds": binds })),
-            )
-                .into_response()
+    let details = json!({ "binds": binds, "http_requests_in_flight": st.requests.len() });
+    readiness(&st, Some(details)).await
+}
+
+async fn readiness(st: &AppState, details: Option<serde_json::Value>) -> Response {
+    let (status, mut body) = if st.draining.is_cancelled() {
+        (StatusCode::SERVICE_UNAVAILABLE, json!({ "status": "draining" }))
+    } else {
+        let db = tokio::select! {
+            r = st.market.ping() => r.map_err(|e| e.to_string()),
+            () = tokio::time::sleep(DB_WAIT) => Err("no answer in time".to_owned()),
+        };
+        match db {
+            Ok(()) => (StatusCode::OK, json!({ "status": "ready", "database": "ok" })),
+            Err(e) => {
+                tracing::warn!(error = %e, "not ready: the database does not answer");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({ "status": "unavailable", "database": "unavailable" }),
+                )
+            }
         }
+    };
+    if let (Some(serde_json::Value::Object(details)), Some(map)) = (details, body.as_object_mut()) {
+        map.extend(details);
     }
+    (status, Json(body)).into_response()
 }
 
 /// `GET /metrics`: Prometheus text format.

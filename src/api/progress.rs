@@ -122,9 +122,14 @@ fn merge(mut a: Value, b: Value) -> Value {
     a
 }
 
-/// A CSV field, quoted when needed.
+/// A CSV text field, neutralised ([`crate::text::csv_cell`]) and quoted when needed.
 fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_owned() }
+    let s = crate::text::csv_cell(s);
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.into_owned()
+    }
 }
 
 fn opt(v: Option<f64>) -> String {
@@ -253,6 +258,13 @@ pub async fn villages(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn report_csv_fields_should_be_neutralised_then_quoted() {
+        assert_eq!(csv_field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        assert_eq!(csv_field("-2+3"), "'-2+3");
+        assert_eq!(csv_field("Xã Chi Lăng"), "Xã Chi Lăng");
+    }
 
     fn period(q: &str) -> Result<Period, ApiError> {
         Period::from_params(&Params::parse(q).unwrap(), 20_000)

@@ -39,7 +39,9 @@ pub fn run(config: &Config, action: &TokensAction) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
     rt.block_on(async {
         let shutdown = CancellationToken::new();
-        let market = Market::open(&config.database, shutdown.clone()).await.context("database")?;
+        let market = Market::open_with(&config.database, &config.security, shutdown.clone())
+            .await
+            .context("database")?;
         let result = act(&market, action).await;
         shutdown.cancel();
         market.stopped().await;

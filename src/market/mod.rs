@@ -37,7 +37,7 @@ pub use outbox::{MessageStatus, OutboxMessage, OutboxOutcome, PENDING_RECEIPT_MS
 pub use writer::LeaderDecision;
 
 use crate::args;
-use crate::config::DatabaseConfig;
+use crate::config::{DatabaseConfig, SecurityConfig};
 use crate::logging::mask_msisdn;
 use crate::store::{Backend, ReadConn, Store, StoreError};
 use writer::{Action, ActionJob, Counters, Done, EventRow, Job, PinCheck, Writer};
@@ -84,10 +84,24 @@ pub struct Market {
 
 struct Inner {
     store: Store,
+    /// The PIN pepper (see [`pin`]).
+    pepper: pin::Pepper,
     jobs: mpsc::Sender<Job>,
     products: Arc<Vec<Product>>,
     counters: Arc<Counters>,
     stopped: CancellationToken,
+}
+
+/// Rows of each kind one pruning batch deletes at most.
+pub const PRUNE_BATCH: i64 = 5000;
+
+/// What [`Market::prune`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Idempotency keys.
+    pub keys: u64,
+    /// API request records (partners' Idempotency-Keys and their first responses).
+    pub requests: u64,
 }
 
 fn check_range(
@@ -217,7 +231,46 @@ impl Market {
     /// starts the group-commit writer task. The writer stops when `shutdown` is cancelled,
     /// after committing what was queued; [`Market::stopped`] waits for that.
     pub async fn open(cfg: &DatabaseConfig, shutdown: CancellationToken) -> Result<Market, MarketError> {
+        Market::open_with(cfg, &SecurityConfig::default(), shutdown).await
+    }
+
+    /// [`Market::open`] with `[security]`: the PIN pepper is read from its file, or made
+    /// there when absent (see [`pin::Pepper::load_or_create`]).
+    pub async fn open_with(
+        cfg: &DatabaseConfig,
+        security: &SecurityConfig,
+        shutdown: CancellationToken,
+    ) -> Result<Market, MarketError> {
         let store = Store::open(cfg).await?;
+        // After the store: a SQLite database's folder exists by now.
+        let pepper_path = pin::Pepper::path(security, store.sqlite_file());
+        let (pepper, created) = pin::Pepper::load_or_create(&pepper_path)?;
+        if created {
+            // A new pepper for a database whose PINs were peppered: the file was lost or the
+            // path is wrong, and no PIN could be checked. Stop instead.
+            let peppered = {
+                let mut r = store.read().await?;
+                r.conn()
+                    .fetch_one("SELECT COUNT(*) AS n FROM households WHERE pin_hash LIKE '%keyid=%'", args![])
+                    .await?
+                    .int("n")?
+            };
+            if peppered > 0 {
+                let _ = std::fs::remove_file(&pepper_path);
+                return Err(MarketError::Pepper {
+                    path: pepper_path.display().to_string(),
+                    reason: format!(
+                        "missing, but {peppered} PINs were hashed with a pepper: restore the file (or set \
+                         [security] pin_pepper_file to where it is)"
+                    ),
+                });
+            }
+            warn!(
+                path = %pepper_path.display(),
+                "made a new PIN pepper: keep this file with the database's backups (PINs cannot be \
+                 checked without it), and give every node of this database the same file"
+            );
+        }
         let stopped = CancellationToken::new();
         let mut writer_conn = store.writer().await?;
         {
@@ -265,7 +318,7 @@ impl Market {
             }
         }
         info!(backend = ?store.backend(), products = products.len(), "market open");
-        Ok(Market { inner: Arc::new(Inner { store, jobs, products, counters, stopped }) })
+        Ok(Market { inner: Arc::new(Inner { store, pepper, jobs, products, counters, stopped }) })
     }
 
     /// Which database backs the market.
@@ -317,6 +370,27 @@ impl Market {
         match self.outbox_op(outbox::OutboxOp::Claim { limit, lease_ms, sweep }).await? {
             outbox::OutboxReply::Claimed(m) => Ok(m),
             other => Err(MarketError::NotAllowed(format!("unexpected writer answer {other:?}"))),
+        }
+    }
+
+    /// Deletes the idempotency keys and API request records older than `retention`, in
+    /// batches of [`PRUNE_BATCH`] through the writer (each batch one short part of a group
+    /// commit); the audit events are kept. Returns how many of each went.
+    pub async fn prune(&self, retention: std::time::Duration) -> Result<Pruned, MarketError> {
+        let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+        let before_ms = now_ms().saturating_sub(retention_ms);
+        let mut total = Pruned::default();
+        loop {
+            let op = outbox::OutboxOp::Prune { before_ms, batch: PRUNE_BATCH };
+            let (keys, requests) = match self.outbox_op(op).await? {
+                outbox::OutboxReply::Pruned { keys, requests } => (keys, requests),
+                other => return Err(MarketError::NotAllowed(format!("unexpected writer answer {other:?}"))),
+            };
+            total.keys += keys;
+            total.requests += requests;
+            if keys < PRUNE_BATCH as u64 && requests < PRUNE_BATCH as u64 {
+                return Ok(total);
+            }
         }
     }
 
@@ -629,7 +703,11 @@ impl Market {
             return Err(MarketError::Invalid { field: "pin", reason: "must be exactly 4 digits".to_owned() });
         }
         // A repeat is replayed by the writer: no need to hash again.
-        let hash = if self.key_used(&key).await? { String::new() } else { pin::hash(pin.to_owned()).await? };
+        let hash = if self.key_used(&key).await? {
+            String::new()
+        } else {
+            pin::hash(pin.to_owned(), self.inner.pepper.clone()).await?
+        };
         match self.act(actor, key, Action::SetPin { household_id, hash }).await? {
             Done::Nothing => Ok(()),
             other => Err(unexpected(other)),
@@ -663,7 +741,7 @@ impl Market {
     /// lock checks nothing here (no hashing while locked), nor does a repeat of a used key
     /// (the writer replays the first outcome).
     async fn check_pin(&self, key: &IdemKey, household_id: i64, pin: &str) -> Result<PinCheck, MarketError> {
-        let unchecked = PinCheck { ok: false, hash: None };
+        let unchecked = PinCheck { ok: false, hash: None, rehash: None };
         if self.key_used(key).await? {
             return Ok(unchecked);
         }
@@ -681,8 +759,17 @@ impl Market {
         if row.int("pin_locked_until_ms")? > now_ms() {
             return Ok(unchecked);
         }
-        let ok = pin::well_formed(pin) && pin::verify(pin.to_owned(), hash.clone()).await?;
-        Ok(PinCheck { ok, hash: Some(hash) })
+        let checked = if pin::well_formed(pin) {
+            pin::verify(pin.to_owned(), hash.clone(), self.inner.pepper.clone()).await?
+        } else {
+            pin::Checked::Wrong
+        };
+        let (ok, rehash) = match checked {
+            pin::Checked::Wrong => (false, None),
+            pin::Checked::Right => (true, None),
+            pin::Checked::RightUpgrade(new) => (true, Some(new)),
+        };
+        Ok(PinCheck { ok, hash: Some(hash), rehash })
     }
 
     /// Changes one of the household's listings: price, quantity (a sold-out listing becomes

@@ -143,6 +143,13 @@ pub(crate) enum OutboxOp {
     },
     Record(Vec<OutboxOutcome>),
     Receipts(Vec<(String, ReceiptUpdate)>),
+    /// Not the outbox's, but bookkeeping of the same kind (no audit event, through the one
+    /// writer): at most `batch` idempotency keys and as many API request records written
+    /// before `before_ms` are deleted.
+    Prune {
+        before_ms: i64,
+        batch: i64,
+    },
 }
 
 /// The writer's answer.
@@ -151,6 +158,7 @@ pub(crate) enum OutboxReply {
     Claimed(Vec<OutboxMessage>),
     Recorded,
     Receipts { unmatched: usize },
+    Pruned { keys: u64, requests: u64 },
 }
 
 pub(crate) async fn apply(c: &mut Conn<'_>, op: OutboxOp, now: i64) -> Result<OutboxReply, StoreError> {
@@ -162,6 +170,7 @@ pub(crate) async fn apply(c: &mut Conn<'_>, op: OutboxOp, now: i64) -> Result<Ou
         OutboxOp::Receipts(list) => {
             receipts(c, list).await.map(|unmatched| OutboxReply::Receipts { unmatched })
         }
+        OutboxOp::Prune { before_ms, batch } => prune(c, before_ms, batch).await,
     }
 }
 
@@ -207,6 +216,28 @@ async fn update_values(
         changed += c.execute(AssertSqlSafe(sql), chunk.into_iter().flatten().collect()).await?;
     }
     Ok(changed)
+}
+
+/// One batch of the retention pruning. PostgreSQL: rows another node is pruning meanwhile
+/// are skipped, not waited for.
+async fn prune(c: &mut Conn<'_>, before_ms: i64, batch: i64) -> Result<OutboxReply, StoreError> {
+    let (keys, requests) = match c.backend() {
+        Backend::Postgres => (
+            "DELETE FROM idempotency_keys WHERE idem_key IN (SELECT idem_key FROM idempotency_keys \
+             WHERE at_ms < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            "DELETE FROM api_requests WHERE id IN (SELECT id FROM api_requests \
+             WHERE created_at_ms < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        ),
+        Backend::Sqlite => (
+            "DELETE FROM idempotency_keys WHERE idem_key IN (SELECT idem_key FROM idempotency_keys \
+             WHERE at_ms < $1 LIMIT $2)",
+            "DELETE FROM api_requests WHERE id IN (SELECT id FROM api_requests \
+             WHERE created_at_ms < $1 LIMIT $2)",
+        ),
+    };
+    let keys = c.execute(keys, args![before_ms, batch]).await?;
+    let requests = c.execute(requests, args![before_ms, batch]).await?;
+    Ok(OutboxReply::Pruned { keys, requests })
 }
 
 async fn claim(

@@ -489,6 +489,14 @@ pub enum MarketError {
     /// The MSISDN is registered already.
     #[error("already registered")]
     AlreadyRegistered,
+    /// The PIN pepper file cannot be used.
+    #[error("PIN pepper file {path}: {reason}")]
+    Pepper {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// The store failed.
     #[error("{0}")]
     Store(StoreError),

@@ -1008,6 +1008,9 @@ pub(crate) struct PinCheck {
     /// The hash it was checked against; `None` when nothing was checked (no PIN set, PIN
     /// use locked, or a repeat of a used key, which is replayed).
     pub hash: Option<String>,
+    /// A right PIN against a hash made without the pepper: its peppered hash, written in the
+    /// action's transaction.
+    pub rehash: Option<String>,
 }
 
 /// The household's PIN state, read in the action's transaction: refuses when no PIN is
@@ -1054,17 +1057,21 @@ impl PinState {
         c: &mut Conn<'_>,
         ev: &mut Events<'_>,
         now: i64,
-        ok: bool,
+        pin: &PinCheck,
         what: serde_json::Value,
     ) -> Result<Option<Applied>, MarketError> {
         let id = self.household_id;
-        if ok {
+        if pin.ok {
             if self.failures_before != 0 || self.locked_until != 0 {
                 c.execute(
                     "UPDATE households SET pin_failures = 0, pin_locked_until_ms = 0 WHERE id = $1",
                     args![id],
                 )
                 .await?;
+            }
+            if let Some(rehash) = &pin.rehash {
+                // The PIN was right against a hash from before the pepper: peppered from now on.
+                c.execute("UPDATE households SET pin_hash = $2 WHERE id = $1", args![id, rehash]).await?;
             }
             return Ok(None);
         }
@@ -1116,7 +1123,7 @@ async fn confirm_payment(
     let state = pin_state(c, now, household_id, &pin).await?;
     let mut order = own_order(c, household_id, order_id).await?;
     let to = order_flow::next(&order, OrderMove::Pay, Mover::Household)?;
-    if let Some(refused) = state.settle(c, ev, now, pin.ok, json!({ "order_id": order_id })).await? {
+    if let Some(refused) = state.settle(c, ev, now, &pin, json!({ "order_id": order_id })).await? {
         return Ok(refused);
     }
     let amount = order.amount;
@@ -1497,7 +1504,7 @@ async fn reset_pin(
         return Err(MarketError::NotAllowed("the household is not in your village".to_owned()));
     }
     let state = pin_state(c, now, leader_household_id, &pin).await?;
-    if let Some(refused) = state.settle(c, ev, now, pin.ok, json!({ "reset_household_id": id })).await? {
+    if let Some(refused) = state.settle(c, ev, now, &pin, json!({ "reset_household_id": id })).await? {
         return Ok(refused);
     }
     c.execute(

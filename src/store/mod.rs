@@ -46,6 +46,14 @@ pub enum StoreError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The database file (or its -wal or -shm) could not be created or made private.
+    #[error("{path}: {source}")]
+    File {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The writer's thread could not be started.
     #[error("cannot start the writer thread: {0}")]
     Thread(String),
@@ -149,6 +157,14 @@ impl Store {
         }
     }
 
+    /// The SQLite database file (None: PostgreSQL).
+    pub fn sqlite_file(&self) -> Option<&std::path::Path> {
+        match self {
+            Store::Sqlite(s) => Some(s.path()),
+            Store::Postgres(_) => None,
+        }
+    }
+
     /// Which backend this is.
     pub fn backend(&self) -> Backend {
         match self {
@@ -244,6 +260,7 @@ pub fn migrations(backend: Backend) -> &'static [(i64, &'static str, &'static st
             ),
             (9, "household_flows", include_str!("../../migrations/sqlite/0009_household_flows.sql")),
             (10, "order_delivery", include_str!("../../migrations/sqlite/0010_order_delivery.sql")),
+            (11, "retention", include_str!("../../migrations/sqlite/0011_retention.sql")),
         ],
         Backend::Postgres => &[
             (1, "init", include_str!("../../migrations/postgres/0001_init.sql")),
@@ -258,6 +275,7 @@ pub fn migrations(backend: Backend) -> &'static [(i64, &'static str, &'static st
             ),
             (7, "household_flows", include_str!("../../migrations/postgres/0007_household_flows.sql")),
             (8, "order_delivery", include_str!("../../migrations/postgres/0008_order_delivery.sql")),
+            (9, "retention", include_str!("../../migrations/postgres/0009_retention.sql")),
         ],
     }
 }

@@ -262,11 +262,35 @@ impl SqliteStore {
                 },
             }),
         };
+        store.make_private()?;
         // Creates the file and switches it to WAL (a property of the file); fails now, not
         // at the first read, when the file cannot be opened.
         let conn = store.open()?;
         store.put_back(conn);
         Ok(store)
+    }
+
+    /// The database file is created 0600 before SQLite opens it (SQLite then gives its -wal
+    /// and -shm the same mode); files found wider (made before, or by hand) are narrowed.
+    fn make_private(&self) -> Result<(), StoreError> {
+        let db = &self.inner.path;
+        let fail = |path: &std::path::Path| {
+            let path = path.display().to_string();
+            move |source| StoreError::File { path, source }
+        };
+        crate::files::ensure_private(db).map_err(fail(db))?;
+        for suffix in ["-wal", "-shm"] {
+            let mut side = db.as_os_str().to_owned();
+            side.push(suffix);
+            let side = std::path::PathBuf::from(side);
+            crate::files::narrow_if_present(&side).map_err(fail(&side))?;
+        }
+        Ok(())
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &std::path::Path {
+        &self.inner.path
     }
 
     /// A sqlx connection, for the migrations.

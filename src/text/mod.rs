@@ -74,8 +74,36 @@ pub fn fold(text: &str) -> String {
     unaccent(text).to_lowercase().split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// A cell of a CSV chogate writes, neutralised: text starting with `=`, `+`, `-`, `@`, a tab
+/// or a carriage return is prefixed with `'`, so that a spreadsheet shows it instead of
+/// running it as a formula (`=HYPERLINK(...)` from data written before names were checked,
+/// or through a path that does not check them). Every CSV writer passes its text cells
+/// through this one function; numbers chogate formats itself need not.
+pub fn csv_cell(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        std::borrow::Cow::Owned(format!("'{text}"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
 /// Bidirectional controls (U+202A–U+202E, U+2066–U+2069, the marks U+200E, U+200F, U+061C):
 /// they make a name read differently from what it is.
 pub fn is_bidi_control(c: char) -> bool {
     matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_cells_that_a_spreadsheet_would_run_should_be_neutralised() {
+        for risky in ["=HYPERLINK(\"x\")", "+A1", "-2+3", "@SUM(A1)", "\tx", "\rx"] {
+            assert_eq!(csv_cell(risky), format!("'{risky}"));
+        }
+        for plain in ["Thôn Đồng Lâm", "0912345678", "", "a=b", "Bản 3-4"] {
+            assert!(matches!(csv_cell(plain), std::borrow::Cow::Borrowed(p) if p == plain));
+        }
+    }
 }
