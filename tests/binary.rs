@@ -340,7 +340,10 @@ fn startup_errors_should_say_each_cause_once() {
     let err = run(&format!("[database]\nurl = \"sqlite://{}\"\n{LISTEN_ANYWHERE}", db.display()));
     assert_eq!(
         err,
-        format!("chogate: cannot open the database: {}: No such file or directory (os error 2)", db.display())
+        format!(
+            "chogate: cannot open the database: {}: No such file or directory (os error 2)",
+            db.display()
+        )
     );
     once(&err, "No such file or directory");
 
