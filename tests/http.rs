@@ -209,6 +209,25 @@ async fn requests_without_a_valid_token_should_be_limited_per_address() {
     td.stop().await;
 }
 
+/// A partner call without a token is counted once against its address, not twice (by the
+/// router's layer and again by the token check).
+#[tokio::test]
+async fn a_request_without_a_token_should_cost_its_address_one_request() {
+    let td = start("[api]\nunauthenticated_rate_per_sec = 1\nunauthenticated_burst = 4", |_| {}).await;
+    let mut unauthorized = 0;
+    loop {
+        let r = request(td.http, "GET", "/v1/listings", None).await;
+        if r.status == 429 {
+            break;
+        }
+        assert_eq!(r.status, 401);
+        unauthorized += 1;
+        assert!(unauthorized < 20, "never limited");
+    }
+    assert!(unauthorized >= 4, "the burst of 4 gave {unauthorized} answers");
+    td.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ready_should_be_503_once_a_drain_starts_while_a_request_is_in_flight() {
     let td = start("", |h| {

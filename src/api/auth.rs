@@ -128,8 +128,17 @@ impl<N: Need> FromRequestParts<AppState> for Authed<N> {
         let caller = match authenticate(parts, &state.market).await {
             Ok(caller) => caller,
             Err(e) => {
-                // Without a valid token, the request counts against its client's address.
-                state.charge_anonymous(parts.extensions.get::<ClientAddr>())?;
+                // Without a valid token, the request counts against its client's address:
+                // here when it came with a bearer token (the router's layer charged those
+                // without one already, once).
+                let bearer = parts
+                    .headers
+                    .get(axum::http::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(is_bearer_token);
+                if bearer {
+                    state.charge_anonymous(parts.extensions.get::<ClientAddr>())?;
+                }
                 return Err(e);
             }
         };

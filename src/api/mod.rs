@@ -155,7 +155,7 @@ async fn track(req: Request, next: Next) -> Response {
     let response = next.run(req).await;
     let status = response.status().as_u16();
     metrics::http_response(status);
-    debug!(%method, path, status, ms = started.elapsed().as_millis() as u64, "http request");
+    debug!(%method, path = %path.escape_debug(), status, ms = started.elapsed().as_millis() as u64, "http request");
     response
 }
 
