@@ -243,7 +243,7 @@ impl Daemon {
         self.tracker.close();
         self.tracker.wait().await;
         // Dialogues still open end here, so that each has its audit event.
-        self.ussd.close_all("shutdown").await;
+        self.ussd.close_all(ussd::Cut::Shutdown).await;
         // Every session has drained: the writer commits what it holds, then stops.
         self.store_shutdown.cancel();
         self.market.stopped().await;

@@ -15,6 +15,8 @@
 //! - [`cli`]: the command line (`serve`, `check-config`, ...).
 //! - [`thread`]: work on threads of its own (the SQLite writer, the HTTP API).
 //! - [`files`]: the files chogate creates are the owner's alone (0600).
+//! - [`metrics`], [`time`]: the ground floor every layer may use: the process-wide counters
+//!   (rendered by [`api`] at `/metrics`) and the one clock with the Vietnam-date helpers.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -26,6 +28,7 @@ pub mod files;
 pub mod logging;
 pub mod market;
 pub mod menu;
+pub mod metrics;
 pub mod msisdn;
 pub mod notify;
 pub mod sim;

@@ -154,7 +154,7 @@ async fn track(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let response = next.run(req).await;
     let status = response.status().as_u16();
-    metrics::http_response(status);
+    crate::metrics::http_response(status);
     debug!(%method, path = %path.escape_debug(), status, ms = started.elapsed().as_millis() as u64, "http request");
     response
 }

@@ -36,8 +36,8 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 use tower_service::Service as _;
 use tracing::{debug, warn};
 
-use super::metrics;
 use crate::config::HttpConfig;
+use crate::metrics;
 
 /// The peer's address, in every request's extensions.
 #[derive(Debug, Clone, Copy)]

@@ -447,7 +447,7 @@ impl Market {
         let sent = std::time::Instant::now();
         self.inner.jobs.send(job).await.map_err(|_| StoreError::Closed)?;
         let done = answer.await.map_err(|_| StoreError::Closed)?;
-        crate::api::metrics::action_latency(sent.elapsed());
+        crate::metrics::action_latency(sent.elapsed());
         done
     }
 

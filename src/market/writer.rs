@@ -382,7 +382,7 @@ impl Writer {
         let started = std::time::Instant::now();
         match run_group(&mut conn, &mut jobs, &mut group, &self.products, now).await {
             Ok(events) => {
-                crate::api::metrics::commit_latency(started.elapsed());
+                crate::metrics::commit_latency(started.elapsed());
                 writer_conn.committed();
                 self.counters.commits.fetch_add(1, Ordering::Relaxed);
                 self.counters.actions.fetch_add(group.replies.len() as u64, Ordering::Relaxed);

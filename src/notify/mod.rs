@@ -334,7 +334,7 @@ impl Notifier {
             if session.role() != crate::smpp::session::Role::Client {
                 // chogate sends SMS through [[smsc]] binds only: a receipt from a peer bound
                 // to it can match nothing.
-                crate::api::metrics::smpp_refused(crate::api::metrics::Refusal::Receipt);
+                crate::metrics::smpp_refused(crate::metrics::Refusal::Receipt);
                 responder.respond(status::ESME_RINVESMCLASS, "").await;
                 return;
             }
@@ -369,7 +369,7 @@ impl Notifier {
         if let Some(msisdn) = crate::msisdn::normalize(&sm.source.addr)
             && !session.may_speak_for(&msisdn)
         {
-            crate::api::metrics::smpp_refused(crate::api::metrics::Refusal::MsisdnPrefix);
+            crate::metrics::smpp_refused(crate::metrics::Refusal::MsisdnPrefix);
             responder.respond(status::ESME_RINVSRCADR, "").await;
             return;
         }

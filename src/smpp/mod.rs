@@ -2,6 +2,7 @@
 //! (USSD centres bind to chogate) and the client (chogate binds to operators' SMSCs).
 
 pub mod client;
+pub mod counters;
 pub mod frame;
 pub mod pdu;
 pub mod server;

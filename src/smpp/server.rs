@@ -35,8 +35,8 @@ use super::session::{
 };
 use super::status;
 use super::transport::Conn;
-use crate::api::metrics::{self, Refusal};
 use crate::config::{ServerAccount, SmppServerConfig, SmppTuning};
+use crate::metrics::{self, Refusal};
 
 /// The system_id chogate answers binds with.
 pub const SYSTEM_ID: &str = "chogate";

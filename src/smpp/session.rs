@@ -296,7 +296,7 @@ impl Responder {
     fn encode(&mut self, status: u32, body: Body, out: &mut BytesMut) {
         self.answered = true;
         let pdu = Pdu { status, sequence: self.sequence, body };
-        crate::api::metrics::pdu(crate::api::metrics::Direction::Out, pdu.command_id(), status);
+        super::counters::pdu(super::counters::Direction::Out, pdu.command_id(), status);
         if let Err(e) = pdu.encode_into(out) {
             warn!(error = %e, "cannot encode response");
         }
@@ -574,7 +574,7 @@ impl Slot<'_> {
         let encoded = handle.check_may_send(&body).and_then(|()| {
             let seq = s.next_seq();
             Pdu::new(seq, body).encode_into(&mut out)?;
-            crate::api::metrics::pdu(crate::api::metrics::Direction::Out, command_id, status::ESME_ROK);
+            super::counters::pdu(super::counters::Direction::Out, command_id, status::ESME_ROK);
             Ok(seq)
         });
         let seq = match encoded {
@@ -1060,7 +1060,7 @@ impl Reader {
                 return Step::Continue;
             }
         };
-        crate::api::metrics::pdu(crate::api::metrics::Direction::In, pdu.command_id(), pdu.status);
+        super::counters::pdu(super::counters::Direction::In, pdu.command_id(), pdu.status);
         if pdu.is_response() {
             return self.on_response(pdu, phase);
         }
@@ -1307,7 +1307,7 @@ impl Reader {
     }
 
     async fn send(&self, pdu: Pdu) {
-        crate::api::metrics::pdu(crate::api::metrics::Direction::Out, pdu.command_id(), pdu.status);
+        super::counters::pdu(super::counters::Direction::Out, pdu.command_id(), pdu.status);
         match pdu.to_bytes() {
             Ok(bytes) => {
                 let _ = self.shared().outbox.send(bytes).await;

@@ -174,7 +174,7 @@ fn checkpoint_loop(conn: Connection, wake: Receiver<()>, progress: Progress) {
         match result {
             Ok((0, log, done)) if log >= 0 => {
                 failing = false;
-                crate::api::metrics::checkpoint();
+                crate::metrics::checkpoint();
                 // A reader still on an older snapshot can keep the last frames from being
                 // copied.
                 incomplete = log != done;

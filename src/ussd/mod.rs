@@ -114,6 +114,50 @@ struct Suspended {
     at: Instant,
 }
 
+/// Why a dialogue ended without reaching a final screen: what its audit event records and
+/// the outcome it is counted under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    /// The subscriber (or the network) aborted it.
+    UserAbort,
+    /// A new dial from the same subscriber cut it.
+    Redial,
+    /// A screen could not be delivered.
+    Undelivered,
+    /// Nothing came within the session timeout.
+    Timeout,
+    /// The bind it was on went away.
+    BindLost,
+    /// The daemon stopped.
+    Shutdown,
+}
+
+impl Cut {
+    /// As the audit event records it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cut::UserAbort => "user abort",
+            Cut::Redial => "redial",
+            Cut::Undelivered => "screen not delivered",
+            Cut::Timeout => "timeout",
+            Cut::BindLost => "bind lost",
+            Cut::Shutdown => "shutdown",
+        }
+    }
+
+    fn outcome(self) -> crate::metrics::Dialogue {
+        use crate::metrics::Dialogue;
+        match self {
+            Cut::UserAbort => Dialogue::UserAbort,
+            Cut::Redial => Dialogue::Redial,
+            Cut::Undelivered => Dialogue::Undelivered,
+            Cut::Timeout => Dialogue::Timeout,
+            Cut::BindLost => Dialogue::BindLost,
+            Cut::Shutdown => Dialogue::Shutdown,
+        }
+    }
+}
+
 /// The USSD service: dialogue table, resume table, and the menus.
 pub struct Ussd {
     menus: Arc<Menus>,
@@ -272,7 +316,7 @@ impl Ussd {
             return;
         };
         if !session.may_speak_for(&msisdn) {
-            crate::api::metrics::smpp_refused(crate::api::metrics::Refusal::MsisdnPrefix);
+            crate::metrics::smpp_refused(crate::metrics::Refusal::MsisdnPrefix);
             debug!(source = %mask_msisdn(&msisdn), "USSD for a number outside the peer's msisdn_prefixes");
             responder.respond(status::ESME_RINVSRCADR, "").await;
             return;
@@ -293,7 +337,7 @@ impl Ussd {
                 let cut = self.dialogues.remove(&key);
                 responder.respond(status::ESME_ROK, "").await;
                 if let Some((_, d)) = cut {
-                    self.end_cut(&key, &d, "user abort").await;
+                    self.end_cut(&key, &d, Cut::UserAbort).await;
                 }
             }
             // The PDU is answered once the step's work is done, just before the screen goes
@@ -323,16 +367,16 @@ impl Ussd {
     ) {
         // A dialogue still open under this key is replaced: the subscriber dialled again.
         if self.dialogues.contains_key(&key) {
-            self.abort(&key, "redial").await;
+            self.abort(&key, Cut::Redial).await;
         } else if self.dialogues.len() >= self.max_dialogues {
             // The USSD centre tells the subscriber the service is busy; nothing is held.
-            crate::api::metrics::dialogue("refused");
+            crate::metrics::dialogue(crate::metrics::Dialogue::Refused);
             debug!(msisdn = %mask_msisdn(&msisdn), "dialogue table full; dial refused");
             responder.respond(status::ESME_RTHROTTLED, "").await;
             return;
         }
         let opened_at_ms = crate::market::now_ms();
-        crate::api::metrics::dialogue("opened");
+        crate::metrics::dialogue(crate::metrics::Dialogue::Opened);
         // Who is dialling cannot be told while the database is out of reach (a restart, a
         // lost connection): the dial ends on "busy, try again later" rather than on the
         // sign-up menu, which would ask a household chogate knows to register again.
@@ -470,7 +514,7 @@ impl Ussd {
             }
         };
         let body = self.reply_body(dlg, &text, end);
-        crate::api::metrics::step_latency(responder.received().elapsed());
+        crate::metrics::step_latency(responder.received().elapsed());
         // The answer and the screen leave in one write.
         let result = match slot {
             Ok(slot) => slot.answer_then_request(responder, body).await,
@@ -480,10 +524,10 @@ impl Ussd {
             }
         };
         let delivered = matches!(&result, Ok(resp) if resp.status == status::ESME_ROK);
-        crate::api::metrics::step(delivered, end);
+        crate::metrics::step(delivered, end);
         if !delivered {
             warn!(msisdn = %mask_msisdn(&dlg.msisdn), result = ?result.as_ref().map(|p| status::name(p.status)), "screen not delivered");
-            self.suspend(key, dlg, "screen not delivered").await;
+            self.suspend(key, dlg, Cut::Undelivered).await;
             return;
         }
         dlg.awaiting_input = !end;
@@ -492,7 +536,7 @@ impl Ussd {
             dlg.ended = true;
             self.forget(key);
             self.market.record_dialogue(&dlg.msisdn, dlg.opened_at_ms, dlg.inputs, "completed").await;
-            crate::api::metrics::dialogue("completed");
+            crate::metrics::dialogue(crate::metrics::Dialogue::Completed);
         }
     }
 
@@ -551,25 +595,25 @@ impl Ussd {
     }
 
     /// Ends a dialogue that was cut: it may be resumed within the resume window.
-    async fn abort(&self, key: &Key, why: &str) {
+    async fn abort(&self, key: &Key, why: Cut) {
         let Some((_, d)) = self.dialogues.remove(key) else { return };
         self.end_cut(key, &d, why).await;
     }
 
     /// Records the end of a dialogue already out of the table, keeping it for resumption.
-    async fn end_cut(&self, key: &Key, d: &Mutex<Dialogue>, why: &str) {
+    async fn end_cut(&self, key: &Key, d: &Mutex<Dialogue>, why: Cut) {
         let mut guard = d.lock().await;
         self.suspend(key, &mut guard, why).await;
     }
 
-    async fn suspend(&self, key: &Key, dlg: &mut Dialogue, why: &str) {
+    async fn suspend(&self, key: &Key, dlg: &mut Dialogue, why: Cut) {
         if dlg.ended {
             return;
         }
         dlg.ended = true;
         self.forget(key);
-        self.market.record_dialogue(&dlg.msisdn, dlg.opened_at_ms, dlg.inputs, why).await;
-        crate::api::metrics::dialogue(why);
+        self.market.record_dialogue(&dlg.msisdn, dlg.opened_at_ms, dlg.inputs, why.as_str()).await;
+        crate::metrics::dialogue(why.outcome());
         let mut cursor = dlg.resume_offer.take().map_or_else(|| dlg.cursor.clone(), |c| *c);
         // No PIN is kept while the dialogue waits to be resumed.
         self.menus.clear_secrets(&mut cursor);
@@ -578,16 +622,16 @@ impl Ussd {
             return;
         }
         if self.suspended.len() >= self.max_dialogues && !self.suspended.contains_key(&dlg.msisdn) {
-            debug!(msisdn = %mask_msisdn(&dlg.msisdn), why, "dialogue cut; too many kept for resume already");
+            debug!(msisdn = %mask_msisdn(&dlg.msisdn), why = why.as_str(), "dialogue cut; too many kept for resume already");
             return;
         }
-        info!(msisdn = %mask_msisdn(&dlg.msisdn), why, "dialogue cut; kept for resume");
+        info!(msisdn = %mask_msisdn(&dlg.msisdn), why = why.as_str(), "dialogue cut; kept for resume");
         self.suspended.insert(dlg.msisdn.clone(), Suspended { cursor, at: Instant::now() });
     }
 
     /// Ends every dialogue still open, each recorded as ended with `why` (at shutdown, once
     /// the binds have drained and before the writer stops).
-    pub async fn close_all(&self, why: &str) {
+    pub async fn close_all(&self, why: Cut) {
         let keys: Vec<Key> = self.dialogues.iter().map(|e| e.key().clone()).collect();
         for key in keys {
             self.abort(&key, why).await;
@@ -603,7 +647,7 @@ impl Ussd {
             let Ok(mut dlg) = d.try_lock() else { continue };
             let gone = dlg.session.state() == crate::smpp::SessionState::Closed;
             if gone || now.duration_since(dlg.last_activity) > self.session_timeout {
-                let why = if gone { "bind lost" } else { "timeout" };
+                let why = if gone { Cut::BindLost } else { Cut::Timeout };
                 self.suspend(&key, &mut dlg, why).await;
             }
         }
