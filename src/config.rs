@@ -1357,21 +1357,6 @@ impl Config {
         check_ms(&format!("{key}.connect_timeout_ms"), smsc.connect_timeout_ms, 1)?;
         Ok(())
     }
-
-    /// The SMSC whose longest route prefix matches an MSISDN (digits, e.g. `84912345678`;
-    /// a leading `+` is ignored). Ties go to the SMSC listed first; `None` if nothing matches.
-    pub fn route_for(&self, msisdn: &str) -> Option<&SmscConfig> {
-        let mut best: Option<(&SmscConfig, usize)> = None;
-        for smsc in &self.smsc {
-            if let Some(len) =
-                crate::msisdn::longest_prefix(msisdn, smsc.route_prefixes.iter().map(String::as_str))
-                && best.is_none_or(|(_, l)| len > l)
-            {
-                best = Some((smsc, len));
-            }
-        }
-        best.map(|(smsc, _)| smsc)
-    }
 }
 
 /// Checks a list of MSISDN prefixes: each a non-empty string of digits.
@@ -2109,25 +2094,6 @@ route_prefixes = ["8486", "8496"]
         assert!(!debug.contains("\"secret\""), "{debug}");
         assert!(debug.contains("Secret(***)"), "{debug}");
         assert_eq!(format!("{}", Secret::new("x")), "***");
-    }
-
-    #[test]
-    fn route_for_should_pick_longest_prefix() {
-        let text = format!(
-            "{}{}{}",
-            smsc("short", &["84"]),
-            smsc("long", &["8491", "8486"]),
-            smsc("other", &["849"])
-        );
-        let config = parse(&text).unwrap();
-        let name = |msisdn: &str| config.route_for(msisdn).map(|s| s.name.as_str());
-        assert_eq!(name("84912345678"), Some("long"));
-        assert_eq!(name("84931234567"), Some("other"));
-        assert_eq!(name("84861234567"), Some("long"));
-        assert_eq!(name("84701234567"), Some("short"));
-        assert_eq!(name("+84701234567"), Some("short"));
-        assert_eq!(name("85512345678"), None);
-        assert_eq!(name(""), None);
     }
 
     #[test]

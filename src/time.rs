@@ -5,6 +5,21 @@
 pub const VN_OFFSET_MS: i64 = 7 * 3600 * 1000;
 const DAY_MS: i64 = 86_400_000;
 
+/// `base` doubled `steps` times, capped at `max`: the one doubling backoff (SMSC reconnects,
+/// SMS retries, the delay of failed binds).
+pub fn doubling(base: std::time::Duration, max: std::time::Duration, steps: u32) -> std::time::Duration {
+    base.saturating_mul(1u32 << steps.min(20)).min(max)
+}
+
+/// Milliseconds since the Unix epoch: the one clock of records, leases and deadlines kept
+/// in the database (0 if the system clock is before 1970).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 /// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
 pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
@@ -96,6 +111,14 @@ pub fn vn_clock(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn doubling_should_double_from_the_base_and_stop_at_the_cap() {
+        let ms = std::time::Duration::from_millis;
+        let d: Vec<u128> = (0..6).map(|n| doubling(ms(100), ms(1000), n).as_millis()).collect();
+        assert_eq!(d, vec![100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(doubling(ms(100), ms(1000), u32::MAX), ms(1000));
+    }
     use proptest::prelude::*;
 
     #[test]

@@ -196,7 +196,7 @@ pub async fn import_households(
     let drawer = (progress && std::io::stderr().is_terminal())
         .then(|| tokio::spawn(draw_progress(rx, total, Box::new(std::io::stderr()))));
     let actor = Actor::new("cli", Channel::Cli);
-    let key = IdemKey(format!("cli:import:{}:{}", std::process::id(), crate::market::now_ms()));
+    let key = IdemKey(format!("cli:import:{}:{}", std::process::id(), crate::time::now_ms()));
     let mut attempts = 0;
     let result = loop {
         attempts += 1;

@@ -20,7 +20,7 @@ use super::AppState;
 use super::auth::{Authed, NeedReports};
 use super::body::Params;
 use super::error::ApiError;
-use crate::market::now_ms;
+use crate::time::now_ms;
 use crate::market::reports::ProgressRow;
 use crate::time::{format_date, parse_date, vn_day, vn_day_start_ms};
 

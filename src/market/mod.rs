@@ -19,7 +19,6 @@ mod types;
 mod writer;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -68,13 +67,7 @@ pub fn seed_commune_names() -> Vec<String> {
     seed::communes_2025().map(|cs| cs.into_iter().map(|c| c.name).collect()).unwrap_or_default()
 }
 
-/// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
+use crate::time::now_ms;
 
 /// The market over its durable store. Cheap to clone (an `Arc` inside).
 #[derive(Clone)]

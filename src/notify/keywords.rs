@@ -345,7 +345,7 @@ fn reply_nonce() -> String {
     match OsRng.try_fill_bytes(&mut b) {
         Ok(()) => b.iter().map(|x| format!("{x:02x}")).collect(),
         // No randomness: the time and a counter of this process.
-        Err(_) => format!("{}-{}", crate::market::now_ms(), N.fetch_add(1, Ordering::Relaxed)),
+        Err(_) => format!("{}-{}", crate::time::now_ms(), N.fetch_add(1, Ordering::Relaxed)),
     }
 }
 
@@ -375,7 +375,7 @@ fn process_secret() -> Option<&'static [u8; 32]> {
 ///
 /// The key applies a command once; the reply has a key of its own for every text received
 /// ([`reply_nonce`]), so that a repeat is answered too.
-fn sms_key(msisdn: &str, minute: u64, body: &str, cmd: &Command) -> String {
+fn sms_key(msisdn: &str, minute: i64, body: &str, cmd: &Command) -> String {
     use crate::market::reports::sha256_hex;
     let part = match cmd {
         Command::Orders => "DH".to_owned(),
@@ -423,10 +423,7 @@ pub async fn handle(market: &Market, hotline: &str, sm: &Sm, responder: Responde
     let actor = Actor { msisdn: msisdn.clone(), channel: Channel::Sms };
     // An SMSC that repeats a deliver_sm repeats it soon: a retransmission within the same
     // minute is the same request.
-    let minute = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() / 60)
-        .unwrap_or(0);
+    let minute = crate::time::now_ms() / 60_000;
     let key = sms_key(&msisdn, minute, &body, &cmd);
     let reply = match &household {
         Some(h) => run(market, hotline, &actor, &key, h, cmd).await,
@@ -471,7 +468,7 @@ mod tests {
 
     #[test]
     fn sms_keys_should_hold_no_pin_and_match_the_same_text_in_the_same_minute() {
-        let key = |msisdn: &str, minute: u64, body: &str| sms_key(msisdn, minute, body, &parse(body));
+        let key = |msisdn: &str, minute: i64, body: &str| sms_key(msisdn, minute, body, &parse(body));
         let pay = key("84912345678", 7, "tt d12 4821");
         assert!(!pay.contains("4821") && !pay.to_ascii_uppercase().contains("TT"), "{pay}");
         assert_eq!(pay, key("84912345678", 7, " TT  D12 4821 "), "the same text, however spaced");

@@ -31,7 +31,8 @@ use tracing::{debug, info, warn};
 
 use crate::config::{Config, TextMode};
 use crate::logging::mask_msisdn;
-use crate::market::{Market, OutboxMessage, OutboxOutcome, ReceiptUpdate, now_ms};
+use crate::market::{Market, OutboxMessage, OutboxOutcome, ReceiptUpdate};
+use crate::time::now_ms;
 use crate::smpp::pdu::{Address, Body, Sm};
 use crate::smpp::session::{InboundRequest, Registry, SessionHandle, SessionState};
 use crate::smpp::status;

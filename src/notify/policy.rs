@@ -121,7 +121,7 @@ impl Default for RetryPolicy {
 }
 
 fn doubled(base: Duration, max: Duration, failures: u32) -> Duration {
-    base.saturating_mul(1u32 << failures.saturating_sub(1).min(20)).min(max)
+    crate::time::doubling(base, max, failures.saturating_sub(1))
 }
 
 impl RetryPolicy {

@@ -29,7 +29,7 @@ pub fn bind_kinds(mode: BindMode) -> &'static [BindKind] {
 /// Delay before reconnect attempt `attempt` (0-based): min·2^attempt capped at max, with
 /// up to a quarter of jitter taken off so that many gateways do not reconnect in step.
 pub fn backoff(min: Duration, max: Duration, attempt: u32, jitter: u64) -> Duration {
-    let base = min.saturating_mul(1u32 << attempt.min(20)).min(max);
+    let base = crate::time::doubling(min, max, attempt);
     let quarter = base.as_millis() as u64 / 4;
     let off = if quarter == 0 { 0 } else { jitter % (quarter + 1) };
     base.saturating_sub(Duration::from_millis(off))

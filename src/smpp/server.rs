@@ -144,7 +144,7 @@ impl Accounts {
         let l = &self.limits;
         match count {
             0 => Duration::ZERO,
-            n => l.base_delay.saturating_mul(1u32 << (n - 1).min(16)).min(l.max_delay),
+            n => crate::time::doubling(l.base_delay, l.max_delay, n - 1),
         }
     }
 

@@ -689,7 +689,7 @@ impl Backend for MarketBackend<'_> {
                 Ok(match cond {
                     "has_pin" => fresh.has_pin,
                     "no_pin" => !fresh.has_pin,
-                    _ => fresh.pin_locked_until_ms > crate::market::now_ms(),
+                    _ => fresh.pin_locked_until_ms > crate::time::now_ms(),
                 })
             }
             "order.can_accept" => self.order_allows(vars, OrderMove::Accept).await,

@@ -295,10 +295,7 @@ impl Ussd {
     }
 
     fn dialogue_id(&self) -> String {
-        let ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0);
+        let ms = crate::time::now_ms();
         format!("u{ms:x}-{}", self.next_id.fetch_add(1, Ordering::Relaxed))
     }
 
@@ -375,7 +372,7 @@ impl Ussd {
             responder.respond(status::ESME_RTHROTTLED, "").await;
             return;
         }
-        let opened_at_ms = crate::market::now_ms();
+        let opened_at_ms = crate::time::now_ms();
         crate::metrics::dialogue(crate::metrics::Dialogue::Opened);
         // Who is dialling cannot be told while the database is out of reach (a restart, a
         // lost connection): the dial ends on "busy, try again later" rather than on the
