@@ -2,33 +2,7 @@
 
 use crate::store::StoreError;
 
-/// A household's language: Vietnamese first, English second. Stored as `"vi"` / `"en"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lang {
-    /// Tiếng Việt.
-    Vi,
-    /// English.
-    En,
-}
-
-impl Lang {
-    /// The stored form: `"vi"` or `"en"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Lang::Vi => "vi",
-            Lang::En => "en",
-        }
-    }
-
-    /// Parses the stored form (`"vi"`, `"en"`; case-insensitive).
-    pub fn parse(s: &str) -> Option<Lang> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "vi" => Some(Lang::Vi),
-            "en" => Some(Lang::En),
-            _ => None,
-        }
-    }
-}
+pub use crate::text::Lang;
 
 /// Where an action came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -72,14 +72,7 @@ fn place(file: &Path, line: usize) -> String {
     }
 }
 
-/// A user's language.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Lang {
-    /// Vietnamese (the default).
-    Vi,
-    /// English.
-    En,
-}
+pub use crate::text::Lang;
 
 /// A text in both languages.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -23,6 +23,35 @@ pub use sms::{
 pub use ucs2::{ucs2_decode, ucs2_encode, ucs2_encode_into, ucs2_units};
 pub use unaccent::unaccent;
 
+/// A person's language: Vietnamese first, English second; the one kind the menus, the market
+/// (stored as `"vi"` / `"en"`) and the SMS texts share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lang {
+    /// Tiếng Việt (the default).
+    Vi,
+    /// English.
+    En,
+}
+
+impl Lang {
+    /// The stored form: `"vi"` or `"en"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lang::Vi => "vi",
+            Lang::En => "en",
+        }
+    }
+
+    /// Parses the stored form (`"vi"`, `"en"`; case-insensitive).
+    pub fn parse(s: &str) -> Option<Lang> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "vi" => Some(Lang::Vi),
+            "en" => Some(Lang::En),
+            _ => None,
+        }
+    }
+}
+
 /// Errors of the text layer.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TextError {

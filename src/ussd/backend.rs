@@ -6,7 +6,7 @@
 //! refusal names its reason in the subscriber's language.
 
 use crate::market::{
-    Actor, Channel, Household, IdemKey, Lang as MarketLang, LeaderDecision, ListingChange, ListingStatus,
+    Actor, Channel, Household, IdemKey, LeaderDecision, ListingChange, ListingStatus,
     Market, MarketError, Mover, Order, OrderMove, national, person_name, village_match_key,
 };
 use crate::menu::engine::{ActError, Backend, Item, Vars};
@@ -21,12 +21,6 @@ fn money(amount: i64, lang: Lang) -> String {
     crate::menu::engine::group_thousands(amount, lang)
 }
 
-fn to_market(lang: Lang) -> MarketLang {
-    match lang {
-        Lang::Vi => MarketLang::Vi,
-        Lang::En => MarketLang::En,
-    }
-}
 
 /// `84912345678` → `0912***678`: enough for a leader to tell two households apart.
 pub fn masked_national(msisdn: &str) -> String {
@@ -163,8 +157,8 @@ fn to_act_error_in(e: MarketError, lang: Lang) -> ActError {
             message: "order_state",
             vars: vec![
                 ("code".into(), code),
-                ("status".into(), status.label(to_market(lang)).to_owned()),
-                ("wanted".into(), wanted.label(to_market(lang)).to_owned()),
+                ("status".into(), status.label(lang).to_owned()),
+                ("wanted".into(), wanted.label(lang).to_owned()),
             ],
         },
         MarketError::NotFound(_) => ActError::fail("not_found"),
@@ -312,7 +306,7 @@ fn fill_order_vars(vars: &mut Vars, o: &Order, lang: Lang) {
     vars.insert("order.qty".into(), money(o.quantity_kg, lang));
     vars.insert("order.unit".into(), o.unit.clone());
     vars.insert("order.product".into(), pick_in(lang, &o.product_name_vi, &o.product_name_en).to_owned());
-    vars.insert("order.status".into(), o.status.label(to_market(lang)).to_owned());
+    vars.insert("order.status".into(), o.status.label(lang).to_owned());
     // The buyer's number, unless the delivery line below gives it already.
     let sent_to_buyer = o.delivery.as_ref().is_some_and(|d| Some(&d.phone) == o.buyer_phone.as_ref());
     let buyer = match &o.buyer_phone {
@@ -332,7 +326,7 @@ fn order_entry(o: &Order, lang: Lang) -> Item {
     let label = |l: Lang| {
         let name = pick_in(l, &o.product_name_vi, &o.product_name_en);
         let qty = money(o.quantity_kg, l);
-        format!("{} {} {qty}{} {}", o.code, name, o.unit, o.status.short_label(to_market(l)))
+        format!("{} {} {qty}{} {}", o.code, name, o.unit, o.status.short_label(l))
     };
     Item {
         id: o.id.to_string(),
@@ -632,7 +626,7 @@ impl Backend for MarketBackend<'_> {
                 let name = vars.get("hh_name").cloned().unwrap_or_default();
                 let h = self
                     .market
-                    .self_register(&actor, idem, self.msisdn, code, &village, &name, to_market(self.lang))
+                    .self_register(&actor, idem, self.msisdn, code, &village, &name, self.lang)
                     .await
                     .map_err(self.err())?;
                 self.contact(Some(&h), vars).await
@@ -792,7 +786,7 @@ pub fn worst_case() -> crate::menu::walk::WorstCase {
                 .max_by_key(|s| if short { s.short_label(lang) } else { s.label(lang) }.chars().count())
                 .unwrap_or(OrderStatus::New)
         };
-        (pick(MarketLang::Vi), pick(MarketLang::En))
+        (pick(Lang::Vi), pick(Lang::En))
     };
     let order = |st: OrderStatus| Order {
         id: 9_999_999,

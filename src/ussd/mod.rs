@@ -27,7 +27,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::{Config, DialogueKey, ReplyPdu, TextMode};
 use crate::logging::mask_msisdn;
-use crate::market::{Lang as MarketLang, Market};
+use crate::market::Market;
 use crate::menu::engine::Cursor;
 use crate::menu::{Lang, Menus, Target};
 use crate::smpp::pdu::{Address, Body, DataSm, Pdu, Sm, tag};
@@ -233,12 +233,6 @@ fn inbound_fields(pdu: Pdu) -> Option<Fields> {
     })
 }
 
-fn market_lang(l: MarketLang) -> Lang {
-    match l {
-        MarketLang::Vi => Lang::Vi,
-        MarketLang::En => Lang::En,
-    }
-}
 
 impl Ussd {
     /// The service for a configuration and validated menus.
@@ -384,7 +378,7 @@ impl Ussd {
                 (None, true)
             }
         };
-        let lang = household.as_ref().map(|h| market_lang(h.language)).unwrap_or(Lang::Vi);
+        let lang = household.as_ref().map(|h| h.language).unwrap_or(Lang::Vi);
         let target = Target { lang, mode: settings.text_mode };
         let root = match &household {
             None => self.menus.register,
