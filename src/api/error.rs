@@ -215,16 +215,10 @@ impl From<MarketError> for ApiError {
                 ApiError::Unavailable("the writer has stopped".to_owned())
             }
             MarketError::Store(StoreError::TransactionFailed(m)) => ApiError::Unavailable(m),
-            MarketError::Store(StoreError::Db(e)) if is_unavailable(&e) => {
-                ApiError::Unavailable(e.to_string())
-            }
+            MarketError::Store(e) if e.is_unavailable() => ApiError::Unavailable(e.to_string()),
             other => ApiError::Internal(other.to_string()),
         }
     }
-}
-
-fn is_unavailable(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_))
 }
 
 #[cfg(test)]

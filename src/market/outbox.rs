@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 
-use sqlx::AssertSqlSafe;
 
 use super::types::Lang;
 use crate::args;
@@ -213,7 +212,7 @@ async fn update_values(
         sql.push_str(") ");
         sql.push_str(update);
         // Audited: static column names, numbered placeholders and casts; values are bound.
-        changed += c.execute(AssertSqlSafe(sql), chunk.into_iter().flatten().collect()).await?;
+        changed += c.execute(crate::store::built_sql(sql), chunk.into_iter().flatten().collect()).await?;
     }
     Ok(changed)
 }
@@ -263,7 +262,7 @@ async fn claim(
         "SELECT id, msisdn, text, lang, kind, attempts, created_at_ms, expires_at_ms FROM outbox \
          WHERE status = 'queued' AND next_attempt_at_ms <= $1 ORDER BY next_attempt_at_ms, id LIMIT $2{lock}"
     );
-    let rows = c.fetch_all(AssertSqlSafe(sql), args![now, limit as i64]).await?;
+    let rows = c.fetch_all(crate::store::built_sql(sql), args![now, limit as i64]).await?;
     let mut out = Vec::with_capacity(rows.len());
     let mut expired = Vec::new();
     for r in rows {

@@ -482,12 +482,6 @@ impl From<StoreError> for MarketError {
     }
 }
 
-impl From<sqlx::Error> for MarketError {
-    fn from(e: sqlx::Error) -> Self {
-        MarketError::Store(StoreError::Db(e))
-    }
-}
-
 /// Normalises `0912345678`, `+84912345678`, `84912345678`, `"84 912 345 678"` (also with
 /// dots or dashes) to `"84912345678"`. Vietnamese mobile numbers: `84` + 9 digits, the
 /// first of them 3, 5, 7, 8 or 9. Anything else is [`MarketError::Invalid`].

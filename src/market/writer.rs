@@ -549,10 +549,10 @@ async fn run_action(
 /// A deadlock with another node's writer, a serialization failure or a lock timeout
 /// (PostgreSQL) rolled the action back: the caller may repeat it with the same key.
 fn retryable(e: MarketError) -> MarketError {
-    if let MarketError::Store(StoreError::Db(sqlx::Error::Database(db))) = &e
-        && matches!(db.code().as_deref(), Some("40P01" | "40001" | "55P03"))
+    if let MarketError::Store(store) = &e
+        && let Some(reason) = store.retryable_reason()
     {
-        return MarketError::Store(StoreError::TransactionFailed(db.message().to_owned()));
+        return MarketError::Store(StoreError::TransactionFailed(reason));
     }
     e
 }

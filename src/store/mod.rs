@@ -116,6 +116,36 @@ impl StoreError {
             _ => false,
         }
     }
+
+    /// The database cannot be reached just now (no connection free in time, the pool
+    /// closed, the socket failed): worth answering "try again later" rather than an error.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Closed
+                | StoreError::Db(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_))
+        )
+    }
+
+    /// Why the transaction was rolled back for a reason that repeating it may not meet again:
+    /// a deadlock with another node's writer, a serialization failure or a lock timeout
+    /// (PostgreSQL `40P01`, `40001`, `55P03`). `None` for every other error.
+    pub fn retryable_reason(&self) -> Option<String> {
+        match self {
+            StoreError::Db(sqlx::Error::Database(db))
+                if matches!(db.code().as_deref(), Some("40P01" | "40001" | "55P03")) =>
+            {
+                Some(db.message().to_owned())
+            }
+            _ => None,
+        }
+    }
+}
+
+/// SQL put together at run time from the store's callers' own fixed pieces (a number of
+/// placeholders, say), never from input: values always go in the arguments.
+pub fn built_sql(sql: String) -> impl SqlSafeStr {
+    sqlx::AssertSqlSafe(sql)
 }
 
 /// Which database a [`Store`] talks to.
