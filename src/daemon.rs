@@ -155,7 +155,15 @@ impl Daemon {
         let (other_tx, other_rx) = mpsc::channel(INBOUND_QUEUE);
         let inbound = ussd::start(ussd.clone(), other_tx, shutdown.clone(), tracker.clone());
         let notifier = Notifier::start(&config, market.clone(), registry.clone(), shutdown.clone(), &tracker);
-        tracker.spawn(dispatch(notifier.clone(), other_rx, shutdown.clone(), tracker.clone()));
+        let hotline: Arc<str> = Arc::from(config.ussd.hotline.trim());
+        tracker.spawn(dispatch(
+            notifier.clone(),
+            market.clone(),
+            hotline,
+            other_rx,
+            shutdown.clone(),
+            tracker.clone(),
+        ));
         tracker.spawn(prune(market.clone(), config.database.retention(), shutdown.clone()));
 
         let ctx = ServerContext {
@@ -251,10 +259,12 @@ impl Daemon {
     }
 }
 
-/// Requests that are not USSD (delivery receipts, households' SMS keywords) go to the
-/// notifier, one task each.
+/// Requests that are not USSD go, one task each, to the notifier (delivery receipts) or to
+/// the keywords (households' SMS).
 async fn dispatch(
     notifier: std::sync::Arc<Notifier>,
+    market: Market,
+    hotline: std::sync::Arc<str>,
     mut rx: mpsc::Receiver<InboundRequest>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -264,8 +274,13 @@ async fn dispatch(
             r = rx.recv() => match r { Some(r) => r, None => break },
             () = shutdown.cancelled() => break,
         };
-        let n = notifier.clone();
-        tracker.spawn(async move { n.handle(req).await });
+        if crate::notify::is_receipt(&req.pdu) {
+            let n = notifier.clone();
+            tracker.spawn(async move { n.handle_receipt(req).await });
+        } else {
+            let (m, h) = (market.clone(), hotline.clone());
+            tracker.spawn(async move { crate::keywords::handle_request(&m, &h, req).await });
+        }
     }
 }
 

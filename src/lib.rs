@@ -9,6 +9,9 @@
 //!   idempotent actions.
 //! - [`store`]: the durable store (SQLite or PostgreSQL), migrations, the connections.
 //! - [`api`]: the HTTP API (axum): partners, admin, reports, metrics, OpenAPI.
+//! - [`ussd`], [`keywords`]: the two inbound channels of households: USSD dialogues over the
+//!   menus, and SMS keywords (`DH`, `NHAN D000123`, ...).
+//! - [`notify`]: SMS to households: the outbox drained to the SMSCs, delivery receipts.
 //! - [`daemon`]: wires the listeners and binds together under one cancellation token.
 //! - [`sim`]: a simulated USSD centre with virtual subscribers (`phone`, `loadtest`).
 //! - [`admin`]: `migrate`, `households import`/`export`, `seed-demo`, `stats`.
@@ -25,6 +28,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod files;
+pub mod keywords;
 pub mod logging;
 pub mod market;
 pub mod menu;

@@ -20,8 +20,8 @@ use super::AppState;
 use super::auth::{Authed, NeedReports};
 use super::body::Params;
 use super::error::ApiError;
-use crate::time::now_ms;
 use crate::market::reports::ProgressRow;
+use crate::time::now_ms;
 use crate::time::{format_date, parse_date, vn_day, vn_day_start_ms};
 
 /// The share of households with a digital shop and an e-payment account aimed at by 2025.

@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 
-
 use super::types::Lang;
 use crate::args;
 use crate::store::{Arg, Backend, ColType, Conn, StoreError};

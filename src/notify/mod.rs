@@ -10,10 +10,9 @@
 //!
 //! Delivery receipts are matched by id whatever base and padding the SMSC uses, whether
 //! they arrive before or after the `submit_sm_resp`, and are answered only once recorded.
-//! Texts from households that are neither USSD nor receipts are SMS keywords (see
-//! [`keywords`]).
+//! Texts from households that are neither USSD nor receipts are SMS keywords, the other
+//! inbound channel ([`crate::keywords`]).
 
-pub mod keywords;
 pub mod policy;
 pub mod receipt;
 
@@ -32,11 +31,11 @@ use tracing::{debug, info, warn};
 use crate::config::{Config, TextMode};
 use crate::logging::mask_msisdn;
 use crate::market::{Market, OutboxMessage, OutboxOutcome, ReceiptUpdate};
-use crate::time::now_ms;
 use crate::smpp::pdu::{Address, Body, Sm};
 use crate::smpp::session::{InboundRequest, Registry, SessionHandle, SessionState};
 use crate::smpp::status;
 use crate::text;
+use crate::time::now_ms;
 
 use policy::{Decision, Pacer, RetryPolicy, Router};
 use receipt::Outcome;
@@ -82,8 +81,6 @@ pub struct Notifier {
     outcomes: mpsc::Sender<OutboxOutcome>,
     receipts: mpsc::Sender<PendingReceipt>,
     in_flight: Arc<Semaphore>,
-    /// `[ussd] hotline`: whom the keyword help names where a village has no other leader.
-    hotline: String,
     /// Outcomes and receipts recorded so far (for whoever waits on progress).
     recorded: Arc<watch::Sender<u64>>,
 }
@@ -172,7 +169,6 @@ impl Notifier {
             receipts,
             in_flight: Arc::new(Semaphore::new(slots)),
             recorded: recorded.clone(),
-            hotline: config.ussd.hotline.trim().to_owned(),
         });
         let in_flight = (n.in_flight.clone(), slots as u32);
         tracker.spawn(record_outcomes(
@@ -324,58 +320,53 @@ impl Notifier {
         OutboxOutcome::Sent { id: msg.id, smsc: smsc_name, part_ids, attempts, at_ms: now_ms() }
     }
 
-    /// A deliver_sm that is not USSD: a delivery receipt, or a household's SMS keyword.
-    pub async fn handle(&self, req: InboundRequest) {
+    /// A delivery receipt (see [`is_receipt`]): recorded once committed, then answered.
+    pub async fn handle_receipt(&self, req: InboundRequest) {
         let InboundRequest { pdu, session, responder } = req;
         let (Body::DeliverSm(sm) | Body::SubmitSm(sm)) = &pdu.body else {
             responder.respond(status::ESME_RINVCMDID, "").await;
             return;
         };
-        if receipt::is_receipt(sm) {
-            if session.role() != crate::smpp::session::Role::Client {
-                // chogate sends SMS through [[smsc]] binds only: a receipt from a peer bound
-                // to it can match nothing.
-                crate::metrics::smpp_refused(crate::metrics::Refusal::Receipt);
-                responder.respond(status::ESME_RINVESMCLASS, "").await;
-                return;
-            }
-            let Some(r) = receipt::parse(sm) else {
-                warn!("receipt without an id or a state; acknowledged and dropped");
-                responder.respond(status::ESME_ROK, "").await;
-                return;
-            };
-            if r.outcome == Outcome::Pending {
-                responder.respond(status::ESME_ROK, "").await;
-                return;
-            }
-            let smsc = session.label().to_string();
-            let ids = self.smscs.get(&smsc).map(|s| s.receipt_ids).unwrap_or_default();
-            let Some(form) = receipt::response_form(&r.message_id, ids) else {
-                warn!(%smsc, id = %r.message_id.escape_debug(), ?ids, "receipt id does not read in the configured base; dropped");
-                responder.respond(status::ESME_ROK, "").await;
-                return;
-            };
-            let update = ReceiptUpdate {
-                message_id: form,
-                delivered: r.outcome == Outcome::Delivered,
-                state: r.state,
-                at_ms: now_ms(),
-            };
-            let pending = PendingReceipt { smsc, update, responder };
-            if let Err(mpsc::error::SendError(p)) = self.receipts.send(pending).await {
-                p.responder.respond(status::ESME_RX_T_APPN, "").await;
-            }
+        if session.role() != crate::smpp::session::Role::Client {
+            // chogate sends SMS through [[smsc]] binds only: a receipt from a peer bound
+            // to it can match nothing.
+            crate::metrics::smpp_refused(crate::metrics::Refusal::Receipt);
+            responder.respond(status::ESME_RINVESMCLASS, "").await;
             return;
         }
-        if let Some(msisdn) = crate::msisdn::normalize(&sm.source.addr)
-            && !session.may_speak_for(&msisdn)
-        {
-            crate::metrics::smpp_refused(crate::metrics::Refusal::MsisdnPrefix);
-            responder.respond(status::ESME_RINVSRCADR, "").await;
+        let Some(r) = receipt::parse(sm) else {
+            warn!("receipt without an id or a state; acknowledged and dropped");
+            responder.respond(status::ESME_ROK, "").await;
+            return;
+        };
+        if r.outcome == Outcome::Pending {
+            responder.respond(status::ESME_ROK, "").await;
             return;
         }
-        keywords::handle(&self.market, &self.hotline, sm, responder).await;
+        let smsc = session.label().to_string();
+        let ids = self.smscs.get(&smsc).map(|s| s.receipt_ids).unwrap_or_default();
+        let Some(form) = receipt::response_form(&r.message_id, ids) else {
+            warn!(%smsc, id = %r.message_id.escape_debug(), ?ids, "receipt id does not read in the configured base; dropped");
+            responder.respond(status::ESME_ROK, "").await;
+            return;
+        };
+        let update = ReceiptUpdate {
+            message_id: form,
+            delivered: r.outcome == Outcome::Delivered,
+            state: r.state,
+            at_ms: now_ms(),
+        };
+        let pending = PendingReceipt { smsc, update, responder };
+        if let Err(mpsc::error::SendError(p)) = self.receipts.send(pending).await {
+            p.responder.respond(status::ESME_RX_T_APPN, "").await;
+        }
     }
+}
+
+/// Whether a request from a peer is a delivery receipt (for the notifier) rather than a
+/// household's text (for [`crate::keywords`]).
+pub fn is_receipt(pdu: &crate::smpp::Pdu) -> bool {
+    matches!(&pdu.body, Body::DeliverSm(sm) | Body::SubmitSm(sm) if receipt::is_receipt(sm))
 }
 
 /// Records send outcomes in batches (one group commit for many).

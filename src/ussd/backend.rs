@@ -6,8 +6,8 @@
 //! refusal names its reason in the subscriber's language.
 
 use crate::market::{
-    Actor, Channel, Household, IdemKey, LeaderDecision, ListingChange, ListingStatus,
-    Market, MarketError, Mover, Order, OrderMove, national, person_name, village_match_key,
+    Actor, Channel, Household, IdemKey, LeaderDecision, ListingChange, ListingStatus, Market, MarketError,
+    Mover, Order, OrderMove, national, person_name, village_match_key,
 };
 use crate::menu::engine::{ActError, Backend, Item, Vars};
 use crate::menu::{Lang, Text};
@@ -20,7 +20,6 @@ use tracing::warn;
 fn money(amount: i64, lang: Lang) -> String {
     crate::menu::engine::group_thousands(amount, lang)
 }
-
 
 /// `84912345678` → `0912***678`: enough for a leader to tell two households apart.
 pub fn masked_national(msisdn: &str) -> String {

@@ -233,7 +233,6 @@ fn inbound_fields(pdu: Pdu) -> Option<Fields> {
     })
 }
 
-
 impl Ussd {
     /// The service for a configuration and validated menus.
     pub fn new(config: &Config, menus: Arc<Menus>, market: Market) -> Self {

@@ -23,8 +23,8 @@ use crate::market::{
     Actor, Channel, Household, IdemKey, Lang, Market, MarketError, Mover, Order, OrderMove, OrderStatus,
     money,
 };
-use crate::smpp::pdu::Sm;
-use crate::smpp::session::Responder;
+use crate::smpp::pdu::{Body, Sm};
+use crate::smpp::session::{InboundRequest, Responder};
 use crate::smpp::status;
 use crate::text;
 use tracing::warn;
@@ -405,6 +405,25 @@ fn sms_key(msisdn: &str, minute: i64, body: &str, cmd: &Command) -> String {
 
 /// Handles one SMS from a household: carries the keyword out, queues the answer, then
 /// acknowledges the PDU.
+/// A text from a peer that is not USSD and not a receipt: checked against the peer's
+/// `msisdn_prefixes`, then run as a keyword.
+pub async fn handle_request(market: &Market, hotline: &str, req: InboundRequest) {
+    let InboundRequest { pdu, session, responder } = req;
+    let (Body::DeliverSm(sm) | Body::SubmitSm(sm)) = &pdu.body else {
+        responder.respond(status::ESME_RINVCMDID, "").await;
+        return;
+    };
+    if let Some(msisdn) = crate::msisdn::normalize(&sm.source.addr)
+        && !session.may_speak_for(&msisdn)
+    {
+        crate::metrics::smpp_refused(crate::metrics::Refusal::MsisdnPrefix);
+        responder.respond(status::ESME_RINVSRCADR, "").await;
+        return;
+    }
+    handle(market, hotline, sm, responder).await;
+}
+
+/// Runs one household's text and queues its reply.
 pub async fn handle(market: &Market, hotline: &str, sm: &Sm, responder: Responder) {
     let Some(msisdn) = crate::msisdn::normalize(&sm.source.addr) else {
         responder.respond(status::ESME_RINVSRCADR, "").await;
