@@ -474,6 +474,12 @@ impl SessionHandle {
         crate::msisdn::allowed(&prefixes, msisdn)
     }
 
+    /// Requests sent (or being sent) on this session that wait for their response: never
+    /// more than the window.
+    pub fn in_flight(&self) -> usize {
+        self.shared.pending().len()
+    }
+
     /// Current state.
     pub fn state(&self) -> SessionState {
         *self.shared.state.borrow()
