@@ -150,6 +150,12 @@ async fn import_with_one_bad_line_should_name_it_and_write_nothing(db: TestDb) {
     assert!(err.contains("1 of 6 lines refused; nothing was imported"), "{err}");
     assert_eq!(err.matches("bad.csv:").count(), 2, "only line 6 is named: {err}");
     assert_eq!(stats(&db), before, "nothing written");
+    // Saved by a spreadsheet: CRLF line ends and a blank line; the line is still line 6
+    // (7 after the blank one).
+    let crlf = bad.replace('\n', "\r\n").replacen("\r\n", "\r\n\r\n", 1);
+    let file = write(&db, "crlf.csv", &crlf);
+    let err = text(&chogate(&db, &["households", "import", arg(&file)]).stderr);
+    assert!(err.contains("crlf.csv:7: bad MSISDN \"091230002\""), "{err}");
 }
 
 async fn import_with_a_line_the_database_refuses_should_write_nothing(db: TestDb) {

@@ -125,7 +125,10 @@ fn parse(path: &str, bytes: &[u8]) -> Result<Parsed, AdminError> {
             }
         }
         parsed.read += 1;
-        let line = record.position().map_or(line, |p| p.line());
+        let line = match record.position() {
+            Some(_) => crate::market::household_import::record_line(bytes, &record),
+            None => line,
+        };
         if record.len() > cols.count {
             parsed.refused.push(LineRejection {
                 line,

@@ -151,71 +151,32 @@ pub async fn update_household(
     write(&st, &caller, key, body.hash, views::household_updated, op).await
 }
 
-/// Splits CSV text (RFC 4180: quoted fields, `""` escapes, CRLF or LF) into records, each
-/// with the line it starts on.
+/// Splits CSV text (RFC 4180: quoted fields, `""` escapes, CRLF or LF, blank lines skipped)
+/// into records, each with the line it starts on: the `csv` crate, as `households import`
+/// reads files. A quote left open (the crate would take the rest of the text into the
+/// field) is refused.
 fn csv_records(text: &str) -> Result<Vec<(usize, Vec<String>)>, ApiError> {
+    if text.matches('"').count() % 2 == 1 {
+        let line = text.rfind('"').map_or(1, |i| text[..i].matches('\n').count() + 1);
+        return Err(ApiError::bad(format!("csv[{line}]"), "a quoted field is not closed"));
+    }
+    let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(text.as_bytes());
     let mut records = Vec::new();
-    let mut record = Vec::new();
-    let mut field = String::new();
-    let mut quoted = false;
-    let mut line = 1;
-    let mut start = 1;
-    let mut chars = text.chars().peekable();
-    let mut any = false;
-    while let Some(c) = chars.next() {
-        if quoted {
-            match c {
-                '"' if chars.peek() == Some(&'"') => {
-                    chars.next();
-                    field.push('"');
-                }
-                '"' => quoted = false,
-                '\n' => {
-                    line += 1;
-                    field.push(c);
-                }
-                _ => field.push(c),
-            }
-            continue;
-        }
-        match c {
-            '"' if field.is_empty() => {
-                quoted = true;
-                any = true;
-            }
-            ',' => {
-                record.push(std::mem::take(&mut field));
-                any = true;
-            }
-            '\r' if chars.peek() == Some(&'\n') => {}
-            '\n' => {
-                if any || !field.is_empty() {
-                    record.push(std::mem::take(&mut field));
-                    records.push((start, std::mem::take(&mut record)));
-                }
-                any = false;
-                line += 1;
-                start = line;
-            }
-            _ => field.push(c),
-        }
-    }
-    if quoted {
-        return Err(ApiError::bad(format!("csv[{start}]"), "a quoted field is not closed"));
-    }
-    if any || !field.is_empty() {
-        record.push(field);
-        records.push((start, record));
+    for record in reader.records() {
+        let record = record.map_err(|e| {
+            let line = e.position().map_or(0, |p| p.line());
+            ApiError::bad(format!("csv[{line}]"), format!("unreadable: {e}"))
+        })?;
+        let line = crate::market::household_import::record_line(text.as_bytes(), &record) as usize;
+        records.push((line, record.iter().map(str::to_owned).collect()));
     }
     Ok(records)
 }
 
 fn flag(field: &str, v: &str) -> Result<bool, ApiError> {
-    match v.trim().to_ascii_lowercase().as_str() {
-        "" | "0" | "false" | "no" => Ok(false),
-        "1" | "true" | "yes" => Ok(true),
-        other => Err(ApiError::bad(field, format!("`{other}` is not one of 1, 0, true, false, yes, no"))),
-    }
+    crate::market::household_import::parse_flag(v).ok_or_else(|| {
+        ApiError::bad(field, format!("`{}` is not one of yes, no, 1, 0, true, false", v.trim()))
+    })
 }
 
 /// Parses and checks an import: a header naming `msisdn`, `name`, `commune_code`,

@@ -142,6 +142,16 @@ pub struct ImportProgress {
 /// [`ImportResult::Rejected`].
 pub(crate) const REJECTED_FIELD: &str = "import";
 
+/// The line a CSV record starts on, counted in `text` (what the `csv` crate reads). Its own
+/// count is off after a CRLF, which spreadsheets write: it places the record at the `\n` the
+/// line before left, so that line is counted here, past blank lines too.
+pub fn record_line(text: &[u8], record: &csv::StringRecord) -> u64 {
+    let Some(at) = record.position().map(|p| p.byte() as usize) else { return 0 };
+    let at = at.min(text.len());
+    let start = text[at..].iter().position(|b| !matches!(b, b'\r' | b'\n')).map_or(text.len(), |i| at + i);
+    1 + text[..start].iter().filter(|b| **b == b'\n').count() as u64
+}
+
 /// Parses a yes/no column: yes/no, 1/0, true/false, có/không (any case); empty is no.
 pub fn parse_flag(s: &str) -> Option<bool> {
     match s.trim().to_lowercase().as_str() {
@@ -229,6 +239,14 @@ impl Market {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn record_lines_should_be_right_after_crlf_blank_lines_and_quoted_breaks() {
+        let text = b"a,b\r\n\"x, y\",z\r\n\r\n1,\n\"multi\nline\",z\n";
+        let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(&text[..]);
+        let lines: Vec<u64> = reader.records().map(|r| record_line(text, &r.unwrap())).collect();
+        assert_eq!(lines, vec![1, 2, 4, 5]);
+    }
 
     fn fields(msisdn: &str, name: &str, commune: &str, village: &str) -> HouseholdFields {
         HouseholdFields {
