@@ -12,6 +12,7 @@ mod notice;
 pub mod order_flow;
 mod outbox;
 mod pin;
+mod progress;
 mod queries;
 pub mod reports;
 mod seed;
