@@ -549,7 +549,7 @@ fn database_command(cli: &Cli) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let mut stdout = std::io::stdout().lock();
         if matches!(cli.command, Command::Migrate) {
-            crate::admin::migrate(&db, &mut stdout).await?;
+            crate::manage::migrate(&db, &mut stdout).await?;
             return Ok(());
         }
         let shutdown = CancellationToken::new();
@@ -559,26 +559,26 @@ fn database_command(cli: &Cli) -> anyhow::Result<()> {
         let result = match &cli.command {
             Command::Households { action: HouseholdsAction::Import { file } } => {
                 let mut stderr = std::io::stderr();
-                crate::admin::import_households(&market, file, &mut stdout, &mut stderr, true)
+                crate::manage::import_households(&market, file, &mut stdout, &mut stderr, true)
                     .await
                     .map(|_| ())
             }
             Command::Households { action: HouseholdsAction::Export { output: None } } => {
-                crate::admin::export_households(&market, &mut stdout).await.map(|_| ())
+                crate::manage::export_households(&market, &mut stdout).await.map(|_| ())
             }
             Command::Households { action: HouseholdsAction::Export { output: Some(path) } } => {
                 match crate::files::create_private(path) {
                     Ok(file) => {
                         let mut out = std::io::BufWriter::new(file);
-                        crate::admin::export_households(&market, &mut out).await.map(|_| ())
+                        crate::manage::export_households(&market, &mut out).await.map(|_| ())
                     }
                     Err(source) => {
-                        Err(crate::admin::AdminError::Write { path: path.display().to_string(), source })
+                        Err(crate::manage::ManageError::Write { path: path.display().to_string(), source })
                     }
                 }
             }
-            Command::SeedDemo => crate::admin::seed_demo(&market, &mut stdout).await.map(|_| ()),
-            Command::Stats { json } => crate::admin::stats(&market, *json, &mut stdout).await.map(|_| ()),
+            Command::SeedDemo => crate::manage::seed_demo(&market, &mut stdout).await.map(|_| ()),
+            Command::Stats { json } => crate::manage::stats(&market, *json, &mut stdout).await.map(|_| ()),
             _ => Ok(()),
         };
         // Let the writer commit what it has and close the connections, whatever happened.

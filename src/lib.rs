@@ -14,7 +14,7 @@
 //! - [`notify`]: SMS to households: the outbox drained to the SMSCs, delivery receipts.
 //! - [`daemon`]: wires the listeners and binds together under one cancellation token.
 //! - [`sim`]: a simulated USSD centre with virtual subscribers (`phone`, `loadtest`).
-//! - [`admin`]: `migrate`, `households import`/`export`, `seed-demo`, `stats`.
+//! - [`manage`]: the operator's commands: `migrate`, `households import`/`export`, `seed-demo`, `stats` (`admin` names only the API's admin scope and routes).
 //! - [`cli`]: the command line (`serve`, `check-config`, ...).
 //! - [`thread`]: work on threads of its own (the SQLite writer, the HTTP API).
 //! - [`files`]: the files chogate creates are the owner's alone (0600).
@@ -22,7 +22,6 @@
 //!   (rendered by [`api`] at `/metrics`) and the one clock with the Vietnam-date helpers.
 #![forbid(unsafe_code)]
 
-pub mod admin;
 pub mod api;
 pub mod cli;
 pub mod config;
@@ -30,6 +29,7 @@ pub mod daemon;
 pub mod files;
 pub mod keywords;
 pub mod logging;
+pub mod manage;
 pub mod market;
 pub mod menu;
 pub mod metrics;

@@ -8,7 +8,7 @@
 
 use std::io::Write;
 
-use super::AdminError;
+use super::ManageError;
 use crate::market::{
     Actor, Channel, Delivery, Household, IdemKey, Lang, Listing, Market, MarketError, NewOrder, Order,
     OrderMove, OrderStatus,
@@ -207,8 +207,8 @@ pub struct DemoSummary {
     pub leader_msisdn: String,
 }
 
-fn context(what: String) -> impl FnOnce(MarketError) -> AdminError {
-    move |e| AdminError::Market(MarketError::NotAllowed(format!("seed-demo: {what}: {e}")))
+fn context(what: String) -> impl FnOnce(MarketError) -> ManageError {
+    move |e| ManageError::Market(MarketError::NotAllowed(format!("seed-demo: {what}: {e}")))
 }
 
 /// Takes an order from New to `to` (each step its own key).
@@ -218,7 +218,7 @@ async fn advance(
     n: usize,
     order: &Order,
     pin: Option<&str>,
-) -> Result<(), AdminError> {
+) -> Result<(), ManageError> {
     use OrderStatus::*;
     let to = ORDERS[n].to;
     let h = order.household_id;
@@ -251,7 +251,7 @@ async fn advance(
 
 /// Creates the demo market (or, run again, replays it and changes nothing) and writes
 /// what it holds and two MSISDNs to try with `chogate phone`.
-pub async fn seed_demo(market: &Market, out: &mut dyn Write) -> Result<DemoSummary, AdminError> {
+pub async fn seed_demo(market: &Market, out: &mut dyn Write) -> Result<DemoSummary, ManageError> {
     let a = Actor::new("seed-demo", Channel::Cli);
     let m = market;
     let mut leaders: Vec<Household> = Vec::new();

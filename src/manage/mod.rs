@@ -1,4 +1,4 @@
-//! Administration commands over the database of `[database] url`: `migrate`,
+//! The operator's commands over the database of `[database] url`: `migrate`,
 //! `households import` / `export`, `seed-demo` and `stats`.
 //!
 //! Everything goes through the public [`Market`] API (so every change is an audited,
@@ -21,9 +21,9 @@ use crate::config::DatabaseConfig;
 use crate::market::{Market, MarketError, OrderStatus, Stats};
 use crate::store::{Backend, Store, StoreError};
 
-/// What the administration commands fail at.
+/// What the operator's commands fail at.
 #[derive(Debug, thiserror::Error)]
-pub enum AdminError {
+pub enum ManageError {
     /// The market refused or failed.
     #[error(transparent)]
     Market(#[from] MarketError),
@@ -74,7 +74,7 @@ pub enum AdminError {
 
 /// Applies the migrations not applied yet and writes every applied version, newest
 /// marked as such: `0003 api (applied now)`.
-pub async fn migrate(db: &DatabaseConfig, out: &mut dyn Write) -> Result<Vec<i64>, AdminError> {
+pub async fn migrate(db: &DatabaseConfig, out: &mut dyn Write) -> Result<Vec<i64>, ManageError> {
     let store = Store::connect(db).await?;
     // A new database has no migrations table yet.
     let before = store.applied_migrations().await.unwrap_or_default();
@@ -111,7 +111,7 @@ pub struct FullStats {
 
 impl FullStats {
     /// Reads them.
-    pub async fn read(market: &Market) -> Result<FullStats, AdminError> {
+    pub async fn read(market: &Market) -> Result<FullStats, ManageError> {
         let stats = market.stats().await?;
         let events_by_kind = market.events_by_kind().await?.into_iter().collect();
         Ok(FullStats { stats, events_by_kind })
@@ -183,7 +183,7 @@ impl FullStats {
 }
 
 /// Writes the counts: a table, or one JSON object on one line.
-pub async fn stats(market: &Market, as_json: bool, out: &mut dyn Write) -> Result<FullStats, AdminError> {
+pub async fn stats(market: &Market, as_json: bool, out: &mut dyn Write) -> Result<FullStats, ManageError> {
     let full = FullStats::read(market).await?;
     if as_json {
         writeln!(out, "{}", full.to_json())?;

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::AdminError;
+use super::ManageError;
 use crate::args;
 use crate::market::household_import::{
     HouseholdFields, HouseholdLine, ImportProgress, ImportResult, ImportTotals, LineRejection,
@@ -50,8 +50,8 @@ struct Columns {
     count: usize,
 }
 
-fn columns(path: &str, header: &csv::StringRecord) -> Result<Columns, AdminError> {
-    let bad = |reason: String| AdminError::Header { path: path.to_owned(), reason };
+fn columns(path: &str, header: &csv::StringRecord) -> Result<Columns, ManageError> {
+    let bad = |reason: String| ManageError::Header { path: path.to_owned(), reason };
     let mut index = [None; 8];
     for (i, name) in header.iter().enumerate() {
         let name = name.trim().to_lowercase();
@@ -96,11 +96,11 @@ struct Parsed {
     read: usize,
 }
 
-fn parse(path: &str, bytes: &[u8]) -> Result<Parsed, AdminError> {
+fn parse(path: &str, bytes: &[u8]) -> Result<Parsed, ManageError> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF".as_slice()).unwrap_or(bytes);
     let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(bytes);
     let header =
-        reader.headers().map_err(|e| AdminError::Header { path: path.to_owned(), reason: e.to_string() })?;
+        reader.headers().map_err(|e| ManageError::Header { path: path.to_owned(), reason: e.to_string() })?;
     let cols = columns(path, header)?;
     let mut parsed = Parsed { lines: Vec::new(), refused: Vec::new(), read: 0 };
     let mut seen: HashMap<String, u64> = HashMap::new();
@@ -177,7 +177,7 @@ async fn draw_progress(
 }
 
 /// Imports the households of a CSV file, all or nothing. Refused lines are written to
-/// `report` as `FILE:LINE: reason` (then the error is [`AdminError::Rejected`], and nothing
+/// `report` as `FILE:LINE: reason` (then the error is [`ManageError::Rejected`], and nothing
 /// was written); with `progress`, a progress line is drawn on standard error.
 pub async fn import_households(
     market: &Market,
@@ -185,9 +185,9 @@ pub async fn import_households(
     out: &mut dyn Write,
     report: &mut dyn Write,
     progress: bool,
-) -> Result<ImportOutcome, AdminError> {
+) -> Result<ImportOutcome, ManageError> {
     let shown = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| AdminError::Read { path: shown.clone(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| ManageError::Read { path: shown.clone(), source })?;
     let Parsed { lines, mut refused, read } = parse(&shown, &bytes)?;
     if read == 0 {
         writeln!(out, "{shown}: no lines after the header; nothing to import")?;
@@ -234,7 +234,7 @@ pub async fn import_households(
             for r in &refused {
                 writeln!(report, "{shown}:{}: {}", r.line, r.reason)?;
             }
-            Err(AdminError::Rejected { path: shown, rejected: refused.len(), lines: read })
+            Err(ManageError::Rejected { path: shown, rejected: refused.len(), lines: read })
         }
     }
 }
@@ -245,7 +245,7 @@ fn yes_no(b: bool) -> &'static str {
 
 /// Writes every household as CSV (the columns of [`COLUMNS`]), leaders first, then by id:
 /// a file `import` takes back into an empty database. Returns the number of households.
-pub async fn export_households(market: &Market, out: &mut dyn Write) -> Result<usize, AdminError> {
+pub async fn export_households(market: &Market, out: &mut dyn Write) -> Result<usize, ManageError> {
     let rows = {
         let mut r = market.store().read().await?;
         r.conn()
@@ -282,7 +282,7 @@ pub async fn export_households(market: &Market, out: &mut dyn Write) -> Result<u
 mod tests {
     use super::*;
 
-    fn parse_str(s: &str) -> Result<Parsed, AdminError> {
+    fn parse_str(s: &str) -> Result<Parsed, ManageError> {
         parse("f.csv", s.as_bytes())
     }
 
@@ -349,7 +349,7 @@ mod tests {
             ("msisdn,name,commune_code,village,name\n", "appears twice"),
             ("0912345678,A,6463,V\n", "unknown column"),
         ] {
-            let Err(AdminError::Header { reason, .. }) = parse_str(csv) else {
+            let Err(ManageError::Header { reason, .. }) = parse_str(csv) else {
                 panic!("{csv}: accepted");
             };
             assert!(reason.contains(want), "{csv}: {reason}");
