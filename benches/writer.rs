@@ -21,7 +21,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chogate::config::{DatabaseConfig, SqliteSynchronous};
-use chogate::market::{Actor, Channel, IdemKey, Lang, Market};
+use chogate::market::{Actor, Channel, IdemKey, Market};
 use divan::Bencher;
 use divan::counter::ItemsCount;
 use tokio_util::sync::CancellationToken;
@@ -29,6 +29,8 @@ use tokio_util::sync::CancellationToken;
 /// Fresh databases on both backends, as the tests make them.
 #[path = "../tests/common/db.rs"]
 mod db;
+#[path = "../tests/common/fixture.rs"]
+mod fixture;
 
 /// One line per case: the writer's group sizes, printed after divan's table.
 static GROUPS: Mutex<Vec<String>> = Mutex::new(Vec::new());
@@ -105,19 +107,7 @@ impl Fixture {
         let cfg = DatabaseConfig { sqlite_synchronous, ..db.config() };
         let shutdown = CancellationToken::new();
         let market = Market::open(&cfg, shutdown.clone()).await.unwrap();
-        let cli = Actor::new("bench", Channel::Cli);
-        let leader = market
-            .register_leader(
-                &cli,
-                IdemKey("l".into()),
-                "84987000001",
-                "Hoàng Văn Minh",
-                6463,
-                "Bản Chu",
-                Lang::Vi,
-            )
-            .await
-            .unwrap();
+        let leader = fixture::leader(&market, 6463).await;
         let product_id = market.products().await.unwrap()[0].id;
         Fixture { market, shutdown, household_id: leader.id, product_id, _db: db }
     }

@@ -449,7 +449,7 @@ async fn sigkill_mid_load_should_keep_every_completed_listing_exactly_once() {
     );
     // A household its team leader registered (so it can sell), in the file the daemon opens.
     {
-        use chogate::market::{Actor, Channel, IdemKey, Lang};
+        use chogate::market::{Actor, Channel, IdemKey};
         let cfg = chogate::config::DatabaseConfig {
             url: format!("sqlite://{}", db.display()),
             ..Default::default()
@@ -457,18 +457,7 @@ async fn sigkill_mid_load_should_keep_every_completed_listing_exactly_once() {
         let shutdown = tokio_util::sync::CancellationToken::new();
         let market = Market::open(&cfg, shutdown.clone()).await.unwrap();
         let cli = Actor::new("test", Channel::Cli);
-        let leader = market
-            .register_leader(
-                &cli,
-                IdemKey("l".into()),
-                "84987000001",
-                "Hoàng Văn Minh",
-                6001,
-                "Bản Chu",
-                Lang::Vi,
-            )
-            .await
-            .unwrap();
+        let leader = common::fixture::leader(&market, 6001).await;
         market
             .register_household(&cli, IdemKey("h".into()), leader.id, "84912345678", "Hoàng Văn A")
             .await

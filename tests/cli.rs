@@ -10,7 +10,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use chogate::market::{Actor, Channel, IdemKey, Lang};
+use chogate::market::{Actor, Channel, IdemKey};
 use common::{Family, TestDaemon, Ussdc, base_config};
 use serde_json::Value;
 
@@ -308,18 +308,7 @@ async fn stats_after_new_listing_dialogues_should_show_exactly_that_many_more_li
     let d = TestDaemon::start(config).await;
     let m = d.daemon.as_ref().unwrap().market.clone();
     let cli = Actor::new("test", Channel::Cli);
-    let leader = m
-        .register_leader(
-            &cli,
-            IdemKey("l1".into()),
-            "84987000001",
-            "Hoàng Văn Minh",
-            6463,
-            "Bản Chu",
-            Lang::Vi,
-        )
-        .await
-        .unwrap();
+    let leader = common::fixture::leader(&m, 6463).await;
     m.register_household(&cli, IdemKey("h1".into()), leader.id, HOUSEHOLD, "Lý Thị Mai").await.unwrap();
     // Read by the binary while the daemon runs (a second process on SQLite, a second
     // client on PostgreSQL).

@@ -453,18 +453,7 @@ async fn postgres_restarted_under_ussd_load_should_continue_dialogues_and_apply_
     let url = pg.url();
     let msisdns: Vec<String> = (0..BINDS).map(|b| format!("8491230000{b}")).collect();
     prepare(&url, async |m| {
-        let leader = m
-            .register_leader(
-                &cli(),
-                IdemKey("l".into()),
-                "84987000001",
-                "Hoàng Văn Minh",
-                6463,
-                "Bản Chu",
-                Lang::Vi,
-            )
-            .await
-            .unwrap();
+        let leader = common::fixture::leader(m, 6463).await;
         for (i, n) in msisdns.iter().enumerate() {
             m.register_household(&cli(), IdemKey(format!("h{i}")), leader.id, n, "Hoàng Văn A")
                 .await

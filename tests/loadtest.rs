@@ -108,21 +108,10 @@ async fn ussdc_role_should_register_subscribers_then_sell_without_errors() {
     assert!(r["latency_ms"]["p50"].as_f64().unwrap() > 0.0, "{r}");
 
     // Their village's team leader confirms them.
-    use chogate::market::{Actor, Channel, IdemKey, Lang, LeaderDecision};
+    use chogate::market::{Actor, Channel, IdemKey, LeaderDecision};
     let m = d.daemon.as_ref().unwrap().market.clone();
     let cli = Actor::new("test", Channel::Cli);
-    let leader = m
-        .register_leader(
-            &cli,
-            IdemKey("l".into()),
-            "84987000001",
-            "Hoàng Văn Minh",
-            6001,
-            "Bản Chu",
-            Lang::Vi,
-        )
-        .await
-        .unwrap();
+    let leader = common::fixture::leader(&m, 6001).await;
     let pending = m.village_households(leader.id, true).await.unwrap();
     assert_eq!(pending.len(), 20, "every one in the one village");
     for h in pending {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 pub mod child;
 pub mod db;
+pub mod fixture;
 pub mod pg;
 
 use chogate::config::Config;
