@@ -36,6 +36,26 @@ pub enum Role {
     Client,
 }
 
+/// Which way a message goes, seen from chogate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Way {
+    /// From the peer to chogate.
+    In,
+    /// From chogate to the peer.
+    Out,
+}
+
+/// Whether a bind of `kind` carries messages (`submit_sm`, `deliver_sm`, `data_sm`) this way:
+/// the one permission rule of a bound session (SMPP 3.4 §2.2: a transmitter bind carries
+/// messages from the ESME to the SMSC, a receiver bind from the SMSC to the ESME, a
+/// transceiver both). chogate is the SMSC in the server role and the ESME in the client role.
+/// Which of the three a peer uses is not checked: USSD centres send their subscribers'
+/// messages as any of them.
+pub fn carries(kind: BindKind, role: Role, way: Way) -> bool {
+    let from_esme = matches!((role, way), (Role::Server, Way::In) | (Role::Client, Way::Out));
+    if from_esme { kind.esme_transmits() } else { kind.esme_receives() }
+}
+
 /// Where a session is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionState {
@@ -531,13 +551,7 @@ impl SessionHandle {
             other => return Err(SessionError::NotBound(other)),
         };
         let is_message = matches!(body, Body::SubmitSm(_) | Body::DeliverSm(_) | Body::DataSm(_));
-        // Server: we send to the ESME, which must be bound to receive. Client: we are the
-        // ESME, and must be bound to transmit.
-        let allowed = match self.shared.role {
-            Role::Server => kind.esme_receives(),
-            Role::Client => kind.esme_transmits(),
-        };
-        if is_message && !allowed {
+        if is_message && !carries(kind, self.shared.role, Way::Out) {
             return Err(SessionError::NotPermitted {
                 kind: kind.as_str(),
                 command: command_name(body.command_id()),

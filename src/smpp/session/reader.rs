@@ -505,11 +505,7 @@ impl Reader {
                         return Step::Continue;
                     }
                 };
-                let allowed = match self.shared().role {
-                    Role::Server => kind.esme_transmits(),
-                    Role::Client => kind.esme_receives(),
-                };
-                if !allowed {
+                if !carries(kind, self.shared().role, Way::In) {
                     self.answer(seq, command_id, status::ESME_RINVBNDSTS).await;
                     return Step::Continue;
                 }

@@ -125,3 +125,26 @@ async fn the_peers_unbind_should_be_answered_and_end_the_session() {
     assert_eq!(run.await.unwrap(), SessionEnd::PeerUnbound);
     assert_eq!(handle.state(), SessionState::Closed);
 }
+
+#[test]
+fn a_bind_should_carry_messages_the_way_its_kind_allows_in_either_role() {
+    use BindKind::{Receiver as Rx, Transceiver as Trx, Transmitter as Tx};
+    // (kind, role, way) -> allowed: SMPP 3.4 §2.2 with chogate as SMSC (server) or ESME (client).
+    let table = [
+        (Tx, Role::Server, Way::In, true),
+        (Tx, Role::Server, Way::Out, false),
+        (Rx, Role::Server, Way::In, false),
+        (Rx, Role::Server, Way::Out, true),
+        (Trx, Role::Server, Way::In, true),
+        (Trx, Role::Server, Way::Out, true),
+        (Tx, Role::Client, Way::In, false),
+        (Tx, Role::Client, Way::Out, true),
+        (Rx, Role::Client, Way::In, true),
+        (Rx, Role::Client, Way::Out, false),
+        (Trx, Role::Client, Way::In, true),
+        (Trx, Role::Client, Way::Out, true),
+    ];
+    for (kind, role, way, allowed) in table {
+        assert_eq!(carries(kind, role, way), allowed, "{kind:?} {role:?} {way:?}");
+    }
+}
