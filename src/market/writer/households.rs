@@ -174,6 +174,20 @@ pub(super) async fn member_of_led_village(
     Ok((row.text("msisdn")?, row.text("name")?, row.flag("pending")?, lang))
 }
 
+/// A self-registered household of the leader's village still waiting for them: its number,
+/// name and language; refused when it is confirmed already.
+async fn pending_member(
+    c: &mut Conn<'_>,
+    leader_household_id: i64,
+    household_id: i64,
+) -> Result<(String, String, Lang), MarketError> {
+    let (msisdn, name, pending, lang) = member_of_led_village(c, leader_household_id, household_id).await?;
+    if !pending {
+        return Err(MarketError::NotAllowed(format!("{name} is confirmed already")));
+    }
+    Ok((msisdn, name, lang))
+}
+
 /// A leader confirms a self-registered household of their village: it can sell from now
 /// on, and gets a welcome SMS saying how.
 pub(super) async fn confirm_household(
@@ -182,10 +196,7 @@ pub(super) async fn confirm_household(
     leader_household_id: i64,
     household_id: i64,
 ) -> Result<Applied, MarketError> {
-    let (msisdn, name, pending, lang) = member_of_led_village(c, leader_household_id, household_id).await?;
-    if !pending {
-        return Err(MarketError::NotAllowed(format!("{name} is confirmed already")));
-    }
+    let (msisdn, name, lang) = pending_member(c, leader_household_id, household_id).await?;
     c.execute("UPDATE households SET pending = $2 WHERE id = $1", args![household_id, false]).await?;
     c.execute(
         "UPDATE villages SET pending = $2 WHERE id = (SELECT village_id FROM households WHERE id = $1)",
@@ -216,10 +227,7 @@ pub(super) async fn refuse_household(
     leader_household_id: i64,
     household_id: i64,
 ) -> Result<Applied, MarketError> {
-    let (msisdn, name, pending, lang) = member_of_led_village(c, leader_household_id, household_id).await?;
-    if !pending {
-        return Err(MarketError::NotAllowed(format!("{name} is confirmed already")));
-    }
+    let (msisdn, name, lang) = pending_member(c, leader_household_id, household_id).await?;
     let busy = c
         .fetch_optional("SELECT id FROM listings WHERE household_id = $1 LIMIT 1", args![household_id])
         .await?
