@@ -3,8 +3,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use chogate::smpp::pdu::{Body, Pdu};
 use common::Peer;
@@ -142,51 +141,9 @@ fn the_service_files_should_agree_with_each_other_and_systemd() {
     );
 }
 
-/// A `chogate serve` child process and its log lines.
-struct Served {
-    child: std::process::Child,
-    log: tokio::sync::mpsc::UnboundedReceiver<String>,
-    /// Lines read so far.
-    seen: Vec<String>,
-    /// Where its SMPP server listens, as it logged.
-    smpp: std::net::SocketAddr,
-}
-
-/// Starts `chogate serve` with the configuration at `path` (working directory `dir`, the
-/// menus built in) and waits for it to log its SMPP address.
-async fn serve(dir: &tempfile::TempDir, path: &std::path::Path) -> Served {
-    serve_in(dir.path(), path).await
-}
-
-/// [`serve`] in the working directory `cwd`.
-async fn serve_in(cwd: &std::path::Path, path: &std::path::Path) -> Served {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(path)
-        .current_dir(cwd)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, mut log) = tokio::sync::mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut seen = Vec::new();
-    let smpp = loop {
-        let line = tokio::time::timeout(common::PATIENCE, log.recv()).await.unwrap().expect("daemon exited");
-        seen.push(line.clone());
-        if line.contains("SMPP server listening")
-            && let Some(a) = line.split("addr=").nth(1)
-        {
-            break a.split_whitespace().next().unwrap().parse::<std::net::SocketAddr>().unwrap();
-        }
-    };
-    Served { child, log, seen, smpp }
+/// `chogate serve` with the configuration at `path`, in `dir` (the menus built in).
+async fn serve(dir: &tempfile::TempDir, path: &std::path::Path) -> common::child::Served {
+    common::child::serve(dir.path(), path).await
 }
 
 #[tokio::test]
@@ -197,23 +154,18 @@ async fn serve_should_log_its_addresses_and_unbind_peers_on_sigterm() {
         "[http]\nlisten = \"127.0.0.1:0\"\n[smpp_server]\nlisten = \"127.0.0.1:0\"\n\
          [[smpp_server.accounts]]\nsystem_id = \"ussdc\"\npassword = \"secret1\"\n[smpp]\ndrain_timeout_secs = 2\n",
     );
-    let Served { mut child, log: mut rx, seen, smpp: addr } = serve(&dir, &path).await;
-    let mut log = seen;
-    let mut peer = Peer::bound(addr).await;
+    let mut served = serve(&dir, &path).await;
+    let mut peer = Peer::bound(served.smpp).await;
     peer.ping().await;
 
-    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(kill.success());
+    served.terminate();
     let unbind = peer.recv().await.unwrap();
     assert_eq!(unbind.body, Body::Unbind);
     peer.send(&Pdu::new(unbind.sequence, Body::UnbindResp)).await;
     peer.expect_closed().await;
-    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    let status = served.exited().await;
     assert!(status.success(), "exit {status:?}");
-    while let Ok(line) = rx.try_recv() {
-        log.push(line);
-    }
-    let log = log.join("\n");
+    let log = served.whole_log().await.join("\n");
     assert!(log.contains("HTTP listening"), "{log}");
     assert!(log.contains("stopped"), "{log}");
     assert!(!log.contains("secret1"), "password in the log:\n{log}");
@@ -229,8 +181,8 @@ async fn garbage_before_bind_should_write_a_few_warnings_and_escape_what_the_pee
         "[http]\nlisten = \"127.0.0.1:0\"\n[smpp_server]\nlisten = \"127.0.0.1:0\"\n\
          [[smpp_server.accounts]]\nsystem_id = \"ussdc\"\npassword = \"secret1\"\n[smpp]\ndrain_timeout_secs = 1\n",
     );
-    let Served { mut child, log: mut rx, seen, smpp: addr } = serve(&dir, &path).await;
-    let mut log = seen;
+    let mut served = serve(&dir, &path).await;
+    let addr = served.smpp;
     let mut peer = Peer::connect(addr).await;
     // 200 submit_sm whose body ends inside its first field: each is malformed.
     let mut garbage = Vec::new();
@@ -249,25 +201,13 @@ async fn garbage_before_bind_should_write_a_few_warnings_and_escape_what_the_pee
     assert_eq!(resp.status, chogate::smpp::status::ESME_RINVPASWD);
     peer.expect_closed().await;
 
-    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(kill.success());
-    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
-    assert!(status.success(), "exit {status:?}");
-    while let Some(line) = rx.recv().await {
-        log.push(line);
-    }
+    served.stop().await;
+    let log = served.whole_log().await;
     let malformed = log.iter().filter(|l| l.contains("malformed PDU")).count();
     assert!(malformed <= 5, "{malformed} warnings for 200 bad PDUs:\n{}", log.join("\n"));
     assert!(log.iter().any(|l| l.contains("left out")), "{}", log.join("\n"));
     assert!(!log.iter().any(|l| l.starts_with("INFO forged")), "{}", log.join("\n"));
     assert!(log.iter().any(|l| l.contains(r"x\nINFO forged")), "{}", log.join("\n"));
-}
-
-/// Waits for a served daemon to stop after SIGTERM; its exit status.
-async fn stop(mut child: std::process::Child) -> std::process::ExitStatus {
-    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(kill.success());
-    tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap()
 }
 
 const LISTEN_ANYWHERE: &str = "[http]\nlisten = \"127.0.0.1:0\"\n[smpp_server]\nlisten = \"127.0.0.1:0\"\n\
@@ -282,11 +222,11 @@ async fn serve_from_another_folder_should_keep_its_files_beside_the_configuratio
     let path =
         write_config(&etc, &format!("[database]\nurl = \"sqlite://state/chogate.db\"\n{LISTEN_ANYWHERE}"));
     // No menu files anywhere: the built-in menus answer.
-    let served = serve_in(cwd.path(), &path).await;
+    let mut served = common::child::serve(cwd.path(), &path).await;
     let screen = Ussdc::bind(served.smpp, Family::DeliverSm).await.dial("84911111111", 1).await;
     assert!(screen.text.starts_with("Chợ 384: đăng ký bán hàng."), "{}", screen.text);
-    assert!(served.seen.iter().any(|l| l.contains("built-in menus loaded")), "{:?}", served.seen);
-    assert!(stop(served.child).await.success());
+    assert!(served.log_text().contains("built-in menus loaded"), "{}", served.log_text());
+    served.stop().await;
     assert!(etc.path().join("state/chogate.db").is_file(), "the database beside the configuration");
     let left: Vec<_> = std::fs::read_dir(cwd.path()).unwrap().collect();
     assert!(left.is_empty(), "nothing in the working directory: {left:?}");
@@ -465,7 +405,8 @@ async fn sigkill_mid_load_should_keep_every_completed_listing_exactly_once() {
         shutdown.cancel();
         market.stopped().await;
     }
-    let Served { mut child, smpp: addr, .. } = serve(&dir, &path).await;
+    let mut served = serve(&dir, &path).await;
+    let addr = served.smpp;
     // List produce from four binds at once.
     let completed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let (enough_tx, enough_rx) = tokio::sync::watch::channel(false);
@@ -496,9 +437,7 @@ async fn sigkill_mid_load_should_keep_every_completed_listing_exactly_once() {
     }
     let mut enough = enough_rx;
     tokio::time::timeout(common::PATIENCE, enough.wait_for(|e| *e)).await.unwrap().unwrap();
-    let kill = Command::new("kill").args(["-KILL", &child.id().to_string()]).status().unwrap();
-    assert!(kill.success());
-    let _ = tokio::task::spawn_blocking(move || child.wait()).await.unwrap();
+    served.kill().await;
     let acknowledged = completed.load(std::sync::atomic::Ordering::SeqCst);
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}

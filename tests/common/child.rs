@@ -28,14 +28,13 @@ fn addr_in(line: &str) -> Option<SocketAddr> {
     line.split("addr=").nth(1)?.split_whitespace().next()?.parse().ok()
 }
 
-/// Starts `chogate serve --config path` in `dir` with the repository's menus, and waits until
-/// it has logged both of its addresses.
+/// Starts `chogate serve --config path` in the working directory `dir` (the menus built in),
+/// and waits until it has logged both of its addresses.
 pub async fn serve(dir: &Path, config: &Path) -> Served {
     let mut child = Command::new(BIN)
         .args(["serve", "--config"])
         .arg(config)
         .current_dir(dir)
-        .env("CHOGATE_USSD__MENUS_DIR", concat!(env!("CARGO_MANIFEST_DIR"), "/menus"))
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -102,23 +101,43 @@ impl Served {
         assert!(ok.success(), "kill {sig} {pid}");
     }
 
+    /// Sends SIGTERM without waiting: the daemon unbinds its peers and drains.
+    pub fn terminate(&self) {
+        self.signal("-TERM");
+    }
+
+    /// Waits for the daemon to exit; its status.
+    pub async fn exited(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("not running");
+        tokio::time::timeout(PATIENCE, tokio::task::spawn_blocking(move || child.wait()))
+            .await
+            .expect("the daemon did not stop")
+            .unwrap()
+            .unwrap()
+    }
+
     /// SIGKILL, and waits until it is gone.
     pub async fn kill(&mut self) {
         self.signal("-KILL");
-        let mut child = self.child.take().unwrap();
-        tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+        self.exited().await;
     }
 
     /// SIGTERM, and waits for it to exit (successfully).
     pub async fn stop(&mut self) {
-        self.signal("-TERM");
-        let mut child = self.child.take().unwrap();
-        let status = tokio::time::timeout(PATIENCE, tokio::task::spawn_blocking(move || child.wait()))
-            .await
-            .expect("the daemon did not stop")
-            .unwrap()
-            .unwrap();
+        self.terminate();
+        let status = self.exited().await;
         assert!(status.success(), "exit {status:?}:\n{}", self.log_text());
+    }
+
+    /// Every line it logged, once it has exited: read to the end of its output.
+    pub async fn whole_log(&mut self) -> Vec<String> {
+        assert!(self.child.is_none(), "still running");
+        while let Some(line) =
+            tokio::time::timeout(PATIENCE, self.log.recv()).await.expect("output not closed")
+        {
+            self.seen.lock().unwrap().push(line);
+        }
+        self.seen.lock().unwrap().clone()
     }
 }
 
