@@ -403,32 +403,29 @@ fn sms_key(msisdn: &str, minute: i64, body: &str, cmd: &Command) -> String {
     format!("sms:{msisdn}:{minute}:{part}")
 }
 
-/// Handles one SMS from a household: carries the keyword out, queues the answer, then
-/// acknowledges the PDU.
-/// A text from a peer that is not USSD and not a receipt: checked against the peer's
-/// `msisdn_prefixes`, then run as a keyword.
+/// Handles one SMS from a household, a text from a peer that is neither USSD nor a receipt:
+/// refused for a number outside the peer's `msisdn_prefixes`; else carries the keyword out,
+/// queues the answer, then acknowledges the PDU.
 pub async fn handle_request(market: &Market, hotline: &str, req: InboundRequest) {
     let InboundRequest { pdu, session, responder } = req;
     let (Body::DeliverSm(sm) | Body::SubmitSm(sm)) = &pdu.body else {
         responder.respond(status::ESME_RINVCMDID, "").await;
         return;
     };
-    if let Some(msisdn) = crate::msisdn::normalize(&sm.source.addr)
-        && !session.may_speak_for(&msisdn)
-    {
-        crate::metrics::smpp_refused(crate::metrics::Refusal::MsisdnPrefix);
-        responder.respond(status::ESME_RINVSRCADR, "").await;
-        return;
-    }
-    handle(market, hotline, sm, responder).await;
-}
-
-/// Runs one household's text and queues its reply.
-pub async fn handle(market: &Market, hotline: &str, sm: &Sm, responder: Responder) {
     let Some(msisdn) = crate::msisdn::normalize(&sm.source.addr) else {
         responder.respond(status::ESME_RINVSRCADR, "").await;
         return;
     };
+    if !session.may_speak_for(&msisdn) {
+        crate::metrics::smpp_refused(crate::metrics::Refusal::MsisdnPrefix);
+        responder.respond(status::ESME_RINVSRCADR, "").await;
+        return;
+    }
+    handle(market, hotline, msisdn, sm, responder).await;
+}
+
+/// Runs one household's text (from `msisdn`, canonical) and queues its reply.
+async fn handle(market: &Market, hotline: &str, msisdn: String, sm: &Sm, responder: Responder) {
     let body = text::decode_short_message(sm.data_coding, sm.payload());
     let cmd = parse(&body);
     let household = match market.household_by_msisdn(&msisdn).await {

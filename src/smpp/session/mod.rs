@@ -417,7 +417,7 @@ struct Shared {
     label: RwLock<Arc<str>>,
     /// The subscribers the peer may speak for (empty: any): the account's once bound, the
     /// SMSC's from the start.
-    prefixes: RwLock<Arc<[String]>>,
+    prefixes: std::sync::OnceLock<Arc<[String]>>,
     seq: AtomicU32,
     /// Requests waiting for their response, with when they time out. The reader answers
     /// them: `Some` with the response, `None` when its sweep finds them past their time.
@@ -490,8 +490,7 @@ impl SessionHandle {
     /// subscriber's word from the peer (USSD, SMS keywords), not for delivery receipts, whose
     /// number is the recipient of chogate's own SMS.
     pub fn may_speak_for(&self, msisdn: &str) -> bool {
-        let prefixes = self.shared.prefixes.read().unwrap_or_else(PoisonError::into_inner);
-        crate::msisdn::allowed(&prefixes, msisdn)
+        self.shared.prefixes.get().is_none_or(|prefixes| crate::msisdn::allowed(prefixes, msisdn))
     }
 
     /// Requests sent (or being sent) on this session that wait for their response: never

@@ -75,10 +75,12 @@ pub fn start(
         RoleParams::Server(_) => peer.to_string().into(),
         RoleParams::Client { label, .. } => label.clone(),
     };
-    let prefixes = match &params.role {
-        RoleParams::Client { msisdn_prefixes, .. } => msisdn_prefixes.clone(),
-        RoleParams::Server(_) => Arc::from([]),
-    };
+    // An SMSC's from the start; a server account's once it binds (set once: a second bind
+    // is refused).
+    let prefixes = std::sync::OnceLock::new();
+    if let RoleParams::Client { msisdn_prefixes, .. } = &params.role {
+        let _ = prefixes.set(msisdn_prefixes.clone());
+    }
     let t = &params.tuning;
     // Room for every response we may owe and every request we may have out, plus control PDUs.
     let (outbox, outbox_rx) = mpsc::channel(t.window + t.inbound_window + 64);
@@ -88,7 +90,7 @@ pub fn start(
         role,
         peer,
         label: RwLock::new(label.clone()),
-        prefixes: RwLock::new(prefixes),
+        prefixes,
         seq: AtomicU32::new(1),
         pending: Mutex::new(HashMap::default()),
         window: Arc::new(Semaphore::new(t.window)),
@@ -564,8 +566,7 @@ impl Reader {
                 self.send(Pdu::new(seq, resp)).await;
                 info!(system_id = %bind.system_id.escape_debug(), kind = kind.as_str(), "bound");
                 self.label = grant.label.clone();
-                *self.shared().prefixes.write().unwrap_or_else(PoisonError::into_inner) =
-                    grant.msisdn_prefixes;
+                let _ = self.shared().prefixes.set(grant.msisdn_prefixes);
                 *self.shared().label.write().unwrap_or_else(PoisonError::into_inner) = grant.label;
                 self.resize_window(grant.window);
                 self._guard = Some(grant.guard);

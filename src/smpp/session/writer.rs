@@ -16,13 +16,7 @@ async fn write_or_stall(w: &mut WriteSide, buf: &[u8], stall: Duration) -> std::
         }
     }
     while off < buf.len() {
-        let n = tokio::select! {
-            biased;
-            n = w.write(&buf[off..]) => n?,
-            () = tokio::time::sleep(stall) => {
-                return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the peer takes nothing"));
-            }
-        };
+        let n = within(stall, w.write(&buf[off..])).await?;
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
@@ -30,15 +24,20 @@ async fn write_or_stall(w: &mut WriteSide, buf: &[u8], stall: Duration) -> std::
     }
     // TLS keeps what it could not send yet in its own buffer: push it out (nothing for TCP).
     if w.buffers() {
-        tokio::select! {
-            biased;
-            r = w.flush() => r?,
-            () = tokio::time::sleep(stall) => {
-                return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the peer takes nothing"));
-            }
-        }
+        within(stall, w.flush()).await?;
     }
     Ok(())
+}
+
+/// `io`, failing as a stalled peer if it does not complete within `stall`.
+async fn within<T>(stall: Duration, io: impl Future<Output = std::io::Result<T>>) -> std::io::Result<T> {
+    tokio::select! {
+        biased;
+        r = io => r,
+        () = tokio::time::sleep(stall) => {
+            Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the peer takes nothing"))
+        }
+    }
 }
 
 /// Appends what is queued in `rx` to `buf`, until `buf` holds `limit` bytes or more.
