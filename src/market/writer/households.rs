@@ -27,9 +27,11 @@ pub(crate) fn village_key(name: &str) -> String {
     name.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
 }
 
-/// Finds the village (by its key) or creates it; returns (id, created).
+/// Finds the village (by its key) or creates it, with its `village_created` event; returns
+/// (id, created).
 pub(super) async fn find_or_create_village(
     c: &mut Conn<'_>,
+    ev: &mut Events<'_>,
     commune_code: u32,
     name: &str,
     pending: bool,
@@ -56,6 +58,11 @@ pub(super) async fn find_or_create_village(
             args![code, name, &key, pending, now],
         )
         .await?;
+    ev.push(
+        "village_created",
+        format!("village:{id}"),
+        json!({ "commune_code": commune_code, "name": name, "pending": pending }),
+    );
     Ok((id, true))
 }
 
@@ -108,15 +115,8 @@ pub(super) async fn self_register(
         .find(|v| crate::market::village_match_key(&v.name) == loose);
     let (village_id, created) = match known {
         Some(v) => (v.id, false),
-        None => find_or_create_village(c, commune_code, &village_name, true, now).await?,
+        None => find_or_create_village(c, ev, commune_code, &village_name, true, now).await?,
     };
-    if created {
-        ev.push(
-            "village_created",
-            format!("village:{village_id}"),
-            json!({ "commune_code": commune_code, "name": village_name, "pending": true }),
-        );
-    }
     let id = insert_household(c, &msisdn, &name, village_id, lang, true, now).await?;
     let leader = c
         .fetch_optional("SELECT leader_household_id FROM teams WHERE village_id = $1", args![village_id])
@@ -318,14 +318,7 @@ pub(super) async fn register_leader(
     village_name: String,
     lang: Lang,
 ) -> Result<Applied, MarketError> {
-    let (village_id, created) = find_or_create_village(c, commune_code, &village_name, false, now).await?;
-    if created {
-        ev.push(
-            "village_created",
-            format!("village:{village_id}"),
-            json!({ "commune_code": commune_code, "name": village_name, "pending": false }),
-        );
-    }
+    let (village_id, _) = find_or_create_village(c, ev, commune_code, &village_name, false, now).await?;
     if let Some(row) = c
         .fetch_optional("SELECT leader_household_id FROM teams WHERE village_id = $1", args![village_id])
         .await?

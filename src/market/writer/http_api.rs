@@ -265,15 +265,8 @@ async fn create_household(
     if msisdn_taken(c, &row.msisdn).await?.is_some() {
         return Err(MarketError::AlreadyRegistered);
     }
-    let (village_id, created) =
-        find_or_create_village(c, row.commune_code, &row.village_name, false, now).await?;
-    if created {
-        ev.push(
-            "village_created",
-            format!("village:{village_id}"),
-            json!({ "commune_code": row.commune_code, "name": row.village_name, "pending": false }),
-        );
-    }
+    let (village_id, _) =
+        find_or_create_village(c, ev, row.commune_code, &row.village_name, false, now).await?;
     let id = insert_household(c, &row.msisdn, &row.name, village_id, row.lang, false, now).await?;
     if row.has_epay {
         c.execute("UPDATE households SET has_epay = $2 WHERE id = $1", args![id, true]).await?;
@@ -319,20 +312,13 @@ async fn update_household(
         changes.insert("pending".into(), json!(pending));
     }
     if let Some((commune_code, village_name)) = village {
-        let (village_id, created) =
-            find_or_create_village(c, commune_code, &village_name, false, now).await?;
+        // A refused move takes the village it created with it (the action's savepoint).
+        let (village_id, _) = find_or_create_village(c, ev, commune_code, &village_name, false, now).await?;
         if village_id != before.household.village_id {
             if before.household.is_leader {
                 return Err(MarketError::NotAllowed(
                     "a team leader cannot move to another village".to_owned(),
                 ));
-            }
-            if created {
-                ev.push(
-                    "village_created",
-                    format!("village:{village_id}"),
-                    json!({ "commune_code": commune_code, "name": village_name, "pending": false }),
-                );
             }
             c.execute("DELETE FROM team_members WHERE household_id = $1", args![household_id]).await?;
             c.execute("UPDATE households SET village_id = $2 WHERE id = $1", args![household_id, village_id])
@@ -378,18 +364,11 @@ async fn create_village(
     commune_code: u32,
     name: String,
 ) -> Result<ApiResult, MarketError> {
-    let (id, created) = find_or_create_village(c, commune_code, &name, false, now).await?;
+    let (id, created) = find_or_create_village(c, ev, commune_code, &name, false, now).await?;
     let mut changed = created;
-    if created {
-        ev.push(
-            "village_created",
-            format!("village:{id}"),
-            json!({ "commune_code": commune_code, "name": name, "pending": false }),
-        );
-    } else if c
-        .execute("UPDATE villages SET pending = $2 WHERE id = $1 AND pending", args![id, false])
-        .await?
-        == 1
+    if !created
+        && c.execute("UPDATE villages SET pending = $2 WHERE id = $1 AND pending", args![id, false]).await?
+            == 1
     {
         ev.push("village_confirmed", format!("village:{id}"), json!({ "commune_code": commune_code }));
         changed = true;
